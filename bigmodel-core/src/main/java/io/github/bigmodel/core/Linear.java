@@ -1,0 +1,51 @@
+package io.github.bigmodel.core;
+
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * {@code y = x W^T + b}, PyTorch's {@code nn.Linear}: {@code weight} of shape [out, in] and an optional
+ * {@code bias} of shape [out].
+ *
+ * <pre>{@code
+ * Linear fc = new Linear(10000, 10000, true, DType.FLOAT32);   // on meta: no memory
+ * fc.weight().set(loaded);                                      // materialize
+ * Tensor y = fc.forward(x);
+ * }</pre>
+ */
+public class Linear extends Module {
+
+    private final Parameter weight;
+    private final Parameter bias;
+
+    public Linear(long inFeatures, long outFeatures, boolean bias, DType dtype) {
+        this.weight = registerParameter("weight", Parameter.empty(dtype, outFeatures, inFeatures));
+        this.bias = bias ? registerParameter("bias", Parameter.empty(dtype, outFeatures)) : null;
+    }
+
+    public Parameter weight() {
+        return weight;
+    }
+
+    /** The bias, or null when the layer has none. */
+    public Parameter bias() {
+        return bias;
+    }
+
+    public long inFeatures() {
+        return weight.dim(1);
+    }
+
+    public long outFeatures() {
+        return weight.dim(0);
+    }
+
+    /** Applies the layer; the input must be on the weight's device and in its dtype. */
+    public Tensor forward(Tensor input) {
+        if (bias == null) {
+            return torch.linear(input, weight.data());
+        }
+        return torch.linear(input, weight.data(), new TensorOptional(bias.data()));
+    }
+}

@@ -1,0 +1,60 @@
+package io.github.bigmodel.core;
+
+import org.bytedeco.pytorch.MemoryFormatOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+
+/**
+ * Small bridges between bigmodel's types and libtorch's.
+ *
+ * <pre>{@code
+ * Tensor t = Tensors.empty(DType.FLOAT32, Device.CPU, 2, 3);
+ * Device d = Tensors.deviceOf(t);   // cpu
+ * }</pre>
+ */
+public final class Tensors {
+
+    static {
+        NativeRuntime.init();
+    }
+
+    private Tensors() {
+    }
+
+    /** The libtorch device for a bigmodel device. {@code disk} has none. */
+    public static org.bytedeco.pytorch.Device toTorch(Device device) {
+        NativeRuntime.init();
+        if (device.isDisk()) {
+            throw new IllegalArgumentException("disk is an offload location, not a libtorch device");
+        }
+        return new org.bytedeco.pytorch.Device(device.toString());
+    }
+
+    /** The bigmodel device a libtorch tensor lives on. */
+    public static Device deviceOf(Tensor tensor) {
+        if (tensor.is_meta()) {
+            return Device.META;
+        }
+        if (tensor.is_cuda()) {
+            return Device.cuda(tensor.device().index());
+        }
+        return Device.CPU;
+    }
+
+    /** Tensor options for a dtype on a device. */
+    public static TensorOptions options(DType dtype, Device device) {
+        NativeRuntime.init();
+        return new TensorOptions(toTorch(device)).dtype(new org.bytedeco.pytorch.ScalarTypeOptional(dtype.scalarType()));
+    }
+
+    /** An uninitialized tensor. */
+    public static Tensor empty(DType dtype, Device device, long... shape) {
+        return torch.empty(shape, options(dtype, device), new MemoryFormatOptional());
+    }
+
+    /** The shape of a tensor as a Java array. */
+    public static long[] shape(Tensor tensor) {
+        return tensor.sizes().vec().get();
+    }
+}
