@@ -1,0 +1,80 @@
+package io.github.bigmodel.cli;
+
+import io.github.bigmodel.core.NativeRuntime;
+import java.io.PrintWriter;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * The {@code bigmodel} command line.
+ *
+ * <pre>
+ * bigmodel inspect path/to/model-dir          # tensors, dtypes, shapes, shards, total size
+ * bigmodel inspect model.safetensors --json
+ * bigmodel demo                               # writes, plans and reads a small checkpoint; no download
+ * </pre>
+ *
+ * <p>Errors are one line on stderr and a non-zero exit code; {@code --verbose} adds the stack trace.
+ */
+@Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
+        description = "Run language models bigger than any one device.",
+        subcommands = {InspectCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+public final class BigModelCli implements Runnable {
+
+    @Option(names = "--verbose", description = "Print stack traces of errors.", scope = CommandLine.ScopeType.INHERIT)
+    boolean verbose;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(spec.commandLine().getOut());
+    }
+
+    /** Runs the command line and returns its exit code. */
+    public static int execute(PrintWriter out, PrintWriter err, String... args) {
+        NativeRuntime.init();
+        CommandLine cl = new CommandLine(new BigModelCli());
+        cl.setOut(out);
+        cl.setErr(err);
+        cl.setExecutionExceptionHandler((ex, line, parseResult) -> {
+            BigModelCli root = line.getCommandSpec().root().userObject() instanceof BigModelCli
+                    ? (BigModelCli) line.getCommandSpec().root().userObject() : null;
+            if (root != null && root.verbose) {
+                ex.printStackTrace(line.getErr());
+            }
+            line.getErr().println("error: " + oneLine(ex));
+            line.getErr().flush();
+            return 1;
+        });
+        int code = cl.execute(args);
+        out.flush();
+        err.flush();
+        return code;
+    }
+
+    private static String oneLine(Throwable ex) {
+        String message = ex.getMessage();
+        if (message == null || message.isBlank()) {
+            message = ex.getClass().getSimpleName();
+        }
+        int nl = message.indexOf('\n');
+        return nl < 0 ? message : message.substring(0, nl);
+    }
+
+    public static void main(String[] args) {
+        PrintWriter out = new PrintWriter(System.out, true);
+        PrintWriter err = new PrintWriter(System.err, true);
+        System.exit(execute(out, err, args));
+    }
+
+    static final class Version implements CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() {
+            String v = BigModelCli.class.getPackage().getImplementationVersion();
+            return new String[] {"bigmodel " + (v == null ? "development build" : v)};
+        }
+    }
+}
