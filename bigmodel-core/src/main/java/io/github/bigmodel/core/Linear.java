@@ -41,11 +41,16 @@ public class Linear extends Module {
         return weight.dim(0);
     }
 
-    /** Applies the layer; the input must be on the weight's device and in its dtype. */
+    /**
+     * Applies the layer. Without hooks the input must be on the weight's device and in its dtype; an
+     * alignment hook moves it there.
+     */
     public Tensor forward(Tensor input) {
-        if (bias == null) {
-            return torch.linear(input, weight.data());
+        try (ForwardScope f = enterForward()) {
+            Tensor x = f.input(input);
+            Tensor y = bias == null ? torch.linear(x, weight.data())
+                    : torch.linear(x, weight.data(), new TensorOptional(bias.data()));
+            return f.output(y);
         }
-        return torch.linear(input, weight.data(), new TensorOptional(bias.data()));
     }
 }

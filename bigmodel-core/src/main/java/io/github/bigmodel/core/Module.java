@@ -38,6 +38,8 @@ public class Module {
     private final Map<String, Parameter> buffers = new LinkedHashMap<>();
     private final Set<String> nonPersistentBuffers = new HashSet<>();
     private final Map<String, Module> children = new LinkedHashMap<>();
+    // Copy-on-write: forward passes read it without locking while hooks are added or removed rarely.
+    private volatile List<ForwardHook> forwardHooks = List.of();
 
     /** A module whose class name is its Java simple name. */
     protected Module() {
@@ -305,6 +307,57 @@ public class Module {
     public void toMeta() {
         namedParameters().values().forEach(Parameter::toMeta);
         namedBuffers().values().forEach(Parameter::toMeta);
+    }
+
+    /**
+     * Attaches a hook that runs around this module's forward pass (see {@link ForwardHook}).
+     *
+     * <pre>{@code
+     * HookHandle h = model.module("transformer.encoder.layers.3").addForwardHook(alignDevicesHook);
+     * }</pre>
+     */
+    public synchronized HookHandle addForwardHook(ForwardHook hook) {
+        if (hook == null) {
+            throw new IllegalArgumentException("hook must not be null");
+        }
+        List<ForwardHook> next = new ArrayList<>(forwardHooks);
+        next.add(hook);
+        forwardHooks = List.copyOf(next);
+        return () -> removeForwardHook(hook);
+    }
+
+    private synchronized void removeForwardHook(ForwardHook hook) {
+        List<ForwardHook> next = new ArrayList<>(forwardHooks);
+        for (int i = 0; i < next.size(); i++) {
+            if (next.get(i) == hook) {
+                next.remove(i);
+                break;
+            }
+        }
+        forwardHooks = List.copyOf(next);
+    }
+
+    /** The hooks attached to this module, in the order they run. */
+    public List<ForwardHook> forwardHooks() {
+        return forwardHooks;
+    }
+
+    /** Detaches every hook of this module and of all modules below it. */
+    public void removeAllForwardHooks() {
+        for (Module m : namedModules().values()) {
+            synchronized (m) {
+                m.forwardHooks = List.of();
+            }
+        }
+    }
+
+    /**
+     * Starts a forward pass of this module: runs the hooks' {@code beforeForward} and returns the scope that maps
+     * inputs and outputs. Subclasses call it at the top of their forward methods in a try-with-resources.
+     */
+    protected final ForwardScope enterForward() {
+        List<ForwardHook> hooks = forwardHooks;
+        return hooks.isEmpty() ? ForwardScope.NONE : ForwardScope.open(this, hooks);
     }
 
     static String join(String prefix, String name) {
