@@ -1,0 +1,83 @@
+package io.github.bigmodel.dispatch;
+
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.ForwardHook;
+import io.github.bigmodel.core.Module;
+import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.Tensors;
+import java.util.Map;
+import org.bytedeco.pytorch.Tensor;
+
+/**
+ * Makes a module run on its execution device: inputs on another device are moved there (one transfer per device
+ * boundary, since each module receives what the previous one produced), and for an offloaded module the weights are
+ * brought from the CPU or disk for the duration of the forward pass only, then released.
+ *
+ * <pre>{@code
+ * block.addForwardHook(new AlignDevicesHook(Device.cuda(0), null, null, -1));            // placed on GPU 0
+ * block.addForwardHook(new AlignDevicesHook(Device.CPU, offloaded, prefetcher, 7));      // weights on disk
+ * }</pre>
+ */
+public final class AlignDevicesHook implements ForwardHook {
+
+    private final Device executionDevice;
+    private final org.bytedeco.pytorch.Device torchDevice;
+    private final OffloadedWeights offloaded;
+    private final Prefetcher prefetcher;
+    private final int stage;
+
+    /**
+     * @param executionDevice where the module computes
+     * @param offloaded the module's offloaded weights, or null when its weights live on the execution device
+     * @param prefetcher reads offloaded weights ahead, or null to read them when the forward starts
+     * @param stage this module's index in the prefetcher's stages (ignored without a prefetcher)
+     */
+    public AlignDevicesHook(Device executionDevice, OffloadedWeights offloaded, Prefetcher prefetcher, int stage) {
+        if (!executionDevice.isTensorDevice() || executionDevice.isMeta()) {
+            throw new IllegalArgumentException("A module cannot execute on " + executionDevice);
+        }
+        this.executionDevice = executionDevice;
+        this.torchDevice = Tensors.toTorch(executionDevice);
+        this.offloaded = offloaded == null || offloaded.isEmpty() ? null : offloaded;
+        this.prefetcher = this.offloaded == null ? null : prefetcher;
+        this.stage = stage;
+    }
+
+    public Device executionDevice() {
+        return executionDevice;
+    }
+
+    /** The offloaded weights this hook brings in, or null. */
+    public OffloadedWeights offloaded() {
+        return offloaded;
+    }
+
+    @Override
+    public void beforeForward(Module module) {
+        if (offloaded == null) {
+            return;
+        }
+        Map<Parameter, Tensor> values = prefetcher != null ? prefetcher.take(stage) : offloaded.materialize(false);
+        for (Map.Entry<Parameter, Tensor> e : values.entrySet()) {
+            e.getKey().set(e.getValue());
+        }
+    }
+
+    @Override
+    public Tensor onInput(Module module, Tensor input) {
+        if (Tensors.deviceOf(input).equals(executionDevice)) {
+            return input;
+        }
+        return input.to(torchDevice, input.scalar_type());
+    }
+
+    @Override
+    public void afterForward(Module module) {
+        if (offloaded == null) {
+            return;
+        }
+        for (Parameter p : offloaded.sources().keySet()) {
+            p.markOffloaded();
+        }
+    }
+}
