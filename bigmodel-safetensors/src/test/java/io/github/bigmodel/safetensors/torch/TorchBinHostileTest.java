@@ -137,6 +137,7 @@ class TorchBinHostileTest {
                 .tensor("a", "FloatStorage", "0", 8, 0, new long[] {2, 4}, new long[] {4, 1})
                 .tensor("tail", "FloatStorage", "0", 8, 5, new long[] {3}, new long[] {1})
                 .tensor("transposed", "FloatStorage", "0", 8, 0, new long[] {4, 2}, new long[] {1, 4})
+                .tensor("scalar", "FloatStorage", "0", 8, 7, new long[] {}, new long[] {})
                 .str("step").integer(1000)
                 .str("names").op(']').str("x").op('a')
                 .str("nested").op('}').str("inner").op('}').mark()
@@ -150,7 +151,7 @@ class TorchBinHostileTest {
         Tensor nested;
         try (TorchBinFile f = TorchBinFile.open(file)) {
             assertThat(f.tensors().stream().map(TensorInfo::name))
-                    .containsExactly("a", "tail", "transposed", "nested.inner.w");
+                    .containsExactly("a", "tail", "transposed", "scalar", "nested.inner.w");
             long dataStart = f.info("a").fileOffset();
             assertThat(dataStart % 64).isZero();
             assertThat(f.info("tail").fileOffset()).isEqualTo(dataStart + 5 * 4);
@@ -162,6 +163,10 @@ class TorchBinHostileTest {
             tail = f.load("tail");
             transposed = f.load("transposed");
             nested = f.load("nested.inner.w");
+            try (Tensor scalar = f.load("scalar")) {
+                assertThat(Tensors.shape(scalar)).isEmpty();
+                assertThat(floats(scalar)).containsExactly(3.5f);
+            }
         }
         assertThat(floats(a)).containsExactly(0f, 0.5f, 1f, 1.5f, 2f, 2.5f, 3f, 3.5f);
         assertThat(floats(tail)).containsExactly(2.5f, 3f, 3.5f);
