@@ -279,6 +279,7 @@ public final class TorchBinFile implements TensorFile {
      * @throws IllegalStateException after {@link #close()}
      */
     @Override
+    @SuppressWarnings("try") // the scope frees temporaries; the result is retained past it
     public Tensor load(String name) {
         Stored s = stored(name);
         DType dtype = s.info().dtype();
@@ -324,6 +325,7 @@ public final class TorchBinFile implements TensorFile {
     }
 
     /** The whole file as a copy-on-write byte tensor, mapped on first use. Callers hold the lock. */
+    @SuppressWarnings("try")
     private Tensor mapping() {
         if (closed) {
             throw new IllegalStateException(path + " is closed");
