@@ -105,10 +105,13 @@ public enum DType {
         }
     }
 
-    /** The dtype of a libtorch scalar type. */
+    /**
+     * The dtype of a libtorch scalar type. Compares by value: JavaCPP can hand back enum instances that are not
+     * the canonical constants.
+     */
     public static DType of(ScalarType type) {
         for (DType d : values()) {
-            if (d.hasScalarType() && d.scalarType() == type) {
+            if (d.hasScalarType() && d.scalarType().value == type.value) {
                 return d;
             }
         }
