@@ -30,6 +30,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * m.module("transformer.encoder.layers.0").className();   // "GLMBlock"
  * }</pre>
  */
+// PointerScope blocks are used for what they release on close, not referenced by name.
+@SuppressWarnings("try")
 public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel {
 
     private static final String INV_FREQ = "transformer.rotary_pos_emb.inv_freq";

@@ -31,6 +31,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * m.tiedParameters();   // [[transformer.word_embeddings.weight, lm_head.weight]]
  * }</pre>
  */
+// PointerScope blocks are used for what they release on close, not referenced by name.
+@SuppressWarnings("try")
 public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageModel {
 
     /** The {@code num_layers} default of the official GLMBlock, which decides its residual scale. */

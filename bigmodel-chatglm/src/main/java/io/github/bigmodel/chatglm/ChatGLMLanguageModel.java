@@ -33,6 +33,8 @@ import org.slf4j.LoggerFactory;
  * }
  * }</pre>
  */
+// PointerScope blocks are used for what they release on close, not referenced by name.
+@SuppressWarnings("try")
 public abstract class ChatGLMLanguageModel extends Module {
 
     private static final Logger LOG = LoggerFactory.getLogger(ChatGLMLanguageModel.class);

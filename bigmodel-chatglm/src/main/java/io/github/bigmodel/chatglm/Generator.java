@@ -20,6 +20,8 @@ import org.slf4j.LoggerFactory;
  * long[] reply = r.newIds()[0];
  * }</pre>
  */
+// PointerScope blocks are used for what they release on close, not referenced by name.
+@SuppressWarnings("try")
 public final class Generator {
 
     private static final Logger LOG = LoggerFactory.getLogger(Generator.class);

@@ -24,6 +24,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * A minimal test-side safetensors reader (the real one lives in bigmodel-safetensors): the file is mapped
  * copy-on-write once and every tensor is a zero-copy view of it.
  */
+// PointerScope blocks are used for what they release on close, not referenced by name.
+@SuppressWarnings("try")
 final class TestSafetensors implements AutoCloseable {
 
     private static final ObjectMapper JSON = new ObjectMapper();
