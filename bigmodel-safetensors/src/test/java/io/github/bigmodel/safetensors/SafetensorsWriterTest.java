@@ -11,6 +11,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
@@ -219,6 +220,42 @@ class SafetensorsWriterTest {
             assertThat(Tensors.shape(e)).containsExactly(0, 3);
             assertThat(Tensors.shape(s)).isEmpty();
             assertThat(s.item_long()).isEqualTo(9);
+        }
+    }
+
+    @Test
+    void concurrentLoadsSeeTheRightBytes() throws Exception {
+        int n = 16;
+        List<SafetensorsWriter.Entry> entries = new ArrayList<>();
+        List<byte[]> contents = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            entries.add(SafetensorsWriter.Entry.of("t" + i, DType.INT32, 64));
+            contents.add(randomBytes(256, 100 + i));
+        }
+        Path file = dir.resolve("concurrent.safetensors");
+        try (SafetensorsWriter w = SafetensorsWriter.create(file, entries, Map.of())) {
+            for (int i = 0; i < n; i++) {
+                w.write("t" + i, ByteBuffer.wrap(contents.get(i)));
+            }
+        }
+        try (SafetensorsFile f = SafetensorsFile.open(file)) {
+            java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(4);
+            try {
+                List<java.util.concurrent.Future<Boolean>> results = new ArrayList<>();
+                for (int k = 0; k < 400; k++) {
+                    int i = k % n;
+                    results.add(pool.submit(() -> {
+                        try (Tensor t = f.load("t" + i)) {
+                            return Arrays.equals(TestBytes.bytesOf(t), contents.get(i));
+                        }
+                    }));
+                }
+                for (java.util.concurrent.Future<Boolean> r : results) {
+                    assertThat(r.get()).isTrue();
+                }
+            } finally {
+                pool.shutdown();
+            }
         }
     }
 }
