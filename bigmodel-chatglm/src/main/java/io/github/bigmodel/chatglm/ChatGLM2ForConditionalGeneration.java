@@ -2,6 +2,7 @@ package io.github.bigmodel.chatglm;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.ForwardScope;
 import io.github.bigmodel.core.Linear;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
@@ -376,13 +377,16 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         }
 
         Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor mask, KvCache cache, int layerIndex) {
-            Tensor x = Ops.onDeviceOf(hidden, inputLayernorm.parameters().get("weight").data());
-            Tensor normed = inputLayernorm.forward(x);
-            Tensor attention = selfAttention.forward(normed, cos, sin, mask, cache, layerIndex);
-            Tensor h = (residualFromNorm ? normed : x).add(attention);
-            Tensor normed2 = postAttentionLayernorm.forward(h);
-            Tensor mlpOut = mlp.forward(normed2);
-            return (residualFromNorm ? normed2 : h).add(mlpOut);
+            // Hooks (device alignment, offloaded weights) act on whole blocks: the device map's no-split unit.
+            try (ForwardScope f = enterForward()) {
+                Tensor x = Ops.onDeviceOf(f.input(hidden), inputLayernorm.parameters().get("weight").data());
+                Tensor normed = inputLayernorm.forward(x);
+                Tensor attention = selfAttention.forward(normed, cos, sin, mask, cache, layerIndex);
+                Tensor h = (residualFromNorm ? normed : x).add(attention);
+                Tensor normed2 = postAttentionLayernorm.forward(h);
+                Tensor mlpOut = mlp.forward(normed2);
+                return f.output((residualFromNorm ? normed2 : h).add(mlpOut));
+            }
         }
     }
 

@@ -2,6 +2,7 @@ package io.github.bigmodel.chatglm;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.ForwardScope;
 import io.github.bigmodel.core.Linear;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
@@ -406,13 +407,17 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             this.alpha = Math.sqrt(2.0 * GLM_BLOCK_DEFAULT_LAYERS);
         }
 
-        Tensor forward(Tensor hidden, Tensor[] rope, Tensor mask, KvCache cache, int layerIndex) {
-            Tensor normed = inputLayernorm.forward(hidden);
-            Tensor attentionOut = attention.forward(normed, rope, mask, cache, layerIndex);
-            Tensor h = normed.mul(new Scalar(alpha)).add(attentionOut);
-            Tensor normed2 = postAttentionLayernorm.forward(h);
-            Tensor mlpOut = mlp.forward(normed2);
-            return normed2.mul(new Scalar(alpha)).add(mlpOut);
+        Tensor forward(Tensor hiddenIn, Tensor[] rope, Tensor mask, KvCache cache, int layerIndex) {
+            // Hooks (device alignment, offloaded weights) act on whole blocks: the device map's no-split unit.
+            try (ForwardScope f = enterForward()) {
+                Tensor hidden = f.input(hiddenIn);
+                Tensor normed = inputLayernorm.forward(hidden);
+                Tensor attentionOut = attention.forward(normed, rope, mask, cache, layerIndex);
+                Tensor h = normed.mul(new Scalar(alpha)).add(attentionOut);
+                Tensor normed2 = postAttentionLayernorm.forward(h);
+                Tensor mlpOut = mlp.forward(normed2);
+                return f.output(normed2.mul(new Scalar(alpha)).add(mlpOut));
+            }
         }
     }
 

@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.safetensors.Checkpoint;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -36,11 +37,11 @@ class ChatGLMModelStructureTest {
                 ChatGLMConfig config = ChatGLMConfig.fromJson(folder.resolve("config.json"));
                 ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config);
                 Map<String, Parameter> sd = model.stateDict();
-                try (TestSafetensors st = new TestSafetensors(folder.resolve("model.safetensors"))) {
+                try (Checkpoint st = Checkpoint.open(folder.resolve("model.safetensors"))) {
                     // Every tensor of the official checkpoint has a slot of the same name and shape, and no more.
                     assertThat(new TreeSet<>(sd.keySet())).isEqualTo(new TreeSet<>(st.names()));
                     for (String name : st.names()) {
-                        try (org.bytedeco.pytorch.Tensor t = st.get(name)) {
+                        try (org.bytedeco.pytorch.Tensor t = st.load(name)) {
                             assertThat(sd.get(name).shape()).as(name)
                                     .containsExactly(io.github.bigmodel.core.Tensors.shape(t));
                         }
@@ -104,8 +105,8 @@ class ChatGLMModelStructureTest {
         assertThatThrownBy(() -> model.loadWeights(name -> null, Device.CPU, DType.FLOAT32))
                 .isInstanceOf(WeightLoadException.class)
                 .hasMessageContaining("transformer.embedding.word_embeddings.weight");
-        try (TestSafetensors st = new TestSafetensors(folder.resolve("model.safetensors"))) {
-            model.loadWeights(st::get, Device.CPU, DType.FLOAT32);
+        try (Checkpoint st = Checkpoint.open(folder.resolve("model.safetensors"))) {
+            model.loadWeights(st::load, Device.CPU, DType.FLOAT32);
         }
         int vocab = model.config().vocabSize();
         assertThatThrownBy(() -> model.forward(ForwardInput.builder(new long[][] {{1, vocab}}).build()))

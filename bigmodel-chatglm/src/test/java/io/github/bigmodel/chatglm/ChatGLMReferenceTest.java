@@ -2,6 +2,8 @@ package io.github.bigmodel.chatglm;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.github.bigmodel.safetensors.Checkpoint;
+import io.github.bigmodel.safetensors.SafetensorsFile;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.github.bigmodel.core.DType;
@@ -66,8 +68,9 @@ class ChatGLMReferenceTest {
             ChatGLMConfig config = ChatGLMConfig.fromJson(folder.resolve("config.json"));
             // The fixtures were computed in float32 from the stored (possibly rounded) weights.
             m = ChatGLMLanguageModel.create(config, DType.FLOAT32);
-            try (TestSafetensors st = new TestSafetensors(folder.resolve("model.safetensors"))) {
-                m.loadWeights(st::get, Device.CPU, DType.FLOAT32);
+            // Checkpoint.open(folder) prefers the sharded safetensors index where the folder has one.
+            try (Checkpoint st = Checkpoint.open(folder)) {
+                m.loadWeights(st::load, Device.CPU, DType.FLOAT32);
             }
             MODELS.put(folder, m);
         }
@@ -81,7 +84,7 @@ class ChatGLMReferenceTest {
     private static void runCase(Path folder, JsonNode c) throws IOException {
         ChatGLMLanguageModel model = model(folder);
         double tol = tolerance(folder);
-        try (TestSafetensors expected = new TestSafetensors(folder.resolve("expected.safetensors"));
+        try (SafetensorsFile expected = SafetensorsFile.open(folder.resolve("expected.safetensors"));
              PointerScope scope = new PointerScope()) {
             switch (c.get("kind").asText()) {
                 case "forward":
@@ -106,21 +109,21 @@ class ChatGLMReferenceTest {
         return model.config().version() == ChatGLMConfig.Version.CHATGLM_6B;
     }
 
-    private static void forwardCase(ChatGLMLanguageModel model, JsonNode c, TestSafetensors expected, double tol) {
+    private static void forwardCase(ChatGLMLanguageModel model, JsonNode c, SafetensorsFile expected, double tol) {
         long[][] ids = new long[][] {longs(c.get("input_ids"))};
         JsonNode names = c.get("tensors");
         if (isV1(model)) {
             // The positions and the prefix mask the model builds for itself are the official ones.
             assertThat(Ops.longs(ChatGLM6BForConditionalGeneration.positionIds(ids, model.config())))
-                    .containsExactly(Ops.longs(expected.get(names.get("position_ids").asText())));
+                    .containsExactly(Ops.longs(expected.load(names.get("position_ids").asText())));
             assertThat(Ops.longs(ChatGLM6BForConditionalGeneration.prefixMask(ids, model.config())))
-                    .containsExactly(Ops.longs(expected.get(names.get("attention_mask").asText())));
+                    .containsExactly(Ops.longs(expected.load(names.get("attention_mask").asText())));
         }
         Tensor logits = model.forward(ForwardInput.builder(ids).build());
-        assertClose(logits, expected.get(names.get("logits").asText()), tol, "logits");
+        assertClose(logits, expected.load(names.get("logits").asText()), tol, "logits");
     }
 
-    private static void kvCase(ChatGLMLanguageModel model, JsonNode c, TestSafetensors expected, double tol) {
+    private static void kvCase(ChatGLMLanguageModel model, JsonNode c, SafetensorsFile expected, double tol) {
         JsonNode names = c.get("tensors");
         long[] prefix = longs(c.get("prefix_ids"));
         long[] full = longs(c.get("full_ids"));
@@ -129,11 +132,11 @@ class ChatGLMReferenceTest {
             if (c.has("prefix_position_ids")) {
                 first.positionIds(Ops.longTensor(longs(c.get("prefix_position_ids")), 1, prefix.length));
             }
-            assertClose(model.forward(first.build()), expected.get(names.get("prefix_logits").asText()), tol,
+            assertClose(model.forward(first.build()), expected.load(names.get("prefix_logits").asText()), tol,
                     "prefix logits");
             assertThat(cache.length()).isEqualTo(prefix.length);
-            assertClose(cache.keys(0), expected.get(names.get("prefix_layer0_key").asText()), 1e-4, "layer 0 keys");
-            assertClose(cache.values(0), expected.get(names.get("prefix_layer0_value").asText()), 1e-4,
+            assertClose(cache.keys(0), expected.load(names.get("prefix_layer0_key").asText()), 1e-4, "layer 0 keys");
+            assertClose(cache.values(0), expected.load(names.get("prefix_layer0_value").asText()), 1e-4,
                     "layer 0 values");
             for (JsonNode step : c.get("steps")) {
                 long[] ids = longs(step.get("input_ids"));
@@ -143,28 +146,28 @@ class ChatGLMReferenceTest {
                         : Ops.longTensor(longs(pos), 1, ids.length);
                 Tensor logits = model.forward(ForwardInput.builder(new long[][] {ids}).cache(cache)
                         .positionIds(positions).build());
-                assertClose(logits, expected.get(step.get("logits").asText()), tol, "step logits");
+                assertClose(logits, expected.load(step.get("logits").asText()), tol, "step logits");
             }
             assertThat(cache.length()).isEqualTo(full.length);
         }
         Tensor fullLogits = model.forward(ForwardInput.builder(new long[][] {full}).build());
-        assertClose(fullLogits, expected.get(names.get("full_logits").asText()), tol, "full logits");
+        assertClose(fullLogits, expected.load(names.get("full_logits").asText()), tol, "full logits");
     }
 
-    private static void greedyCase(ChatGLMLanguageModel model, JsonNode c, TestSafetensors expected, double tol) {
+    private static void greedyCase(ChatGLMLanguageModel model, JsonNode c, SafetensorsFile expected, double tol) {
         long[] prompt = longs(c.get("prompt_ids"));
         int n = c.get("max_new_tokens").asInt();
         GenerationResult r = new Generator(model).generate(GenerationRequest.builder(new long[][] {prompt})
                 .maxNewTokens(n).stopAtEos(false).keepStepScores(true).build());
         JsonNode names = c.get("tensors");
         assertThat(r.newIds()[0]).containsExactly(longs(c.get("new_ids")));
-        assertThat(r.outputIds()[0]).containsExactly(Ops.longs(expected.get(names.get("output_ids").asText())));
-        assertCloseArrays(r.stepScores(), expected.get(names.get("step_logits").asText()), tol, "step logits");
+        assertThat(r.outputIds()[0]).containsExactly(Ops.longs(expected.load(names.get("output_ids").asText())));
+        assertCloseArrays(r.stepScores(), expected.load(names.get("step_logits").asText()), tol, "step logits");
     }
 
-    private static void batchCase(ChatGLMLanguageModel model, JsonNode c, TestSafetensors expected, double tol) {
+    private static void batchCase(ChatGLMLanguageModel model, JsonNode c, SafetensorsFile expected, double tol) {
         JsonNode names = c.get("tensors");
-        long[][] ids = Ops.rows(expected.get(names.get("input_ids").asText()));
+        long[][] ids = Ops.rows(expected.load(names.get("input_ids").asText()));
         int batch = ids.length;
         int len = ids[0].length;
         boolean[][] real = new boolean[batch][len];
@@ -174,23 +177,23 @@ class ChatGLMReferenceTest {
                 real[b][i] = true;
             }
         }
-        Tensor positions = expected.get(names.get("position_ids").asText());
+        Tensor positions = expected.load(names.get("position_ids").asText());
         ForwardInput.Builder in = ForwardInput.builder(ids).positionIds(positions);
         GenerationRequest.Builder gen = GenerationRequest.builder(ids).positionIds(positions);
         if (isV1(model)) {
-            Tensor mask = expected.get(names.get("attention_mask").asText()).to(ScalarType.Bool);
+            Tensor mask = expected.load(names.get("attention_mask").asText()).to(ScalarType.Bool);
             in.attentionMask(mask);
             gen.attentionMask(mask);
         } else {
-            Tensor padding = expected.get(names.get("attention_mask").asText());
+            Tensor padding = expected.load(names.get("attention_mask").asText());
             in.paddingMask(padding);
             gen.paddingMask(padding);
             // The mask the model builds from the padding is the one the official model handed its layers.
             assertThat(Ops.longs(ChatGLM2ForConditionalGeneration.officialMask(padding, len, 0)))
-                    .containsExactly(Ops.longs(expected.get(names.get("full_attention_mask").asText())));
+                    .containsExactly(Ops.longs(expected.load(names.get("full_attention_mask").asText())));
         }
         float[] logits = Ops.floats(model.forward(in.build()));
-        float[] want = Ops.floats(expected.get(names.get("logits").asText()));
+        float[] want = Ops.floats(expected.load(names.get("logits").asText()));
         int vocab = logits.length / (batch * len);
         double worst = 0;
         for (int b = 0; b < batch; b++) {
@@ -210,14 +213,14 @@ class ChatGLMReferenceTest {
         int n = c.get("greedy_new_tokens").asInt();
         GenerationResult r = new Generator(model).generate(gen.maxNewTokens(n).stopAtEos(false)
                 .keepStepScores(true).build());
-        long[] wantIds = Ops.longs(expected.get(names.get("greedy_output_ids").asText()));
+        long[] wantIds = Ops.longs(expected.load(names.get("greedy_output_ids").asText()));
         long[] gotIds = new long[wantIds.length];
         for (int b = 0; b < batch; b++) {
             System.arraycopy(r.outputIds()[b], 0, gotIds, b * (len + n), len + n);
             assertThat(r.newIds()[b]).containsExactly(longs(c.get("greedy_new_ids").get(b)));
         }
         assertThat(gotIds).containsExactly(wantIds);
-        assertCloseArrays(r.stepScores(), expected.get(names.get("greedy_step_logits").asText()), tol,
+        assertCloseArrays(r.stepScores(), expected.load(names.get("greedy_step_logits").asText()), tol,
                 "batch greedy step logits");
     }
 
