@@ -19,7 +19,8 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
         description = "Run language models bigger than any one device.",
-        subcommands = {InspectCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {PlanCommand.class, TokenizeCommand.class, InspectCommand.class, DemoCommand.class,
+                CommandLine.HelpCommand.class})
 public final class BigModelCli implements Runnable {
 
     @Option(names = "--verbose", description = "Print stack traces of errors.", scope = CommandLine.ScopeType.INHERIT)

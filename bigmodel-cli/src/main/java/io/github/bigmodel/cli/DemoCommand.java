@@ -1,0 +1,225 @@
+package io.github.bigmodel.cli;
+
+import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.GenerationRequest;
+import io.github.bigmodel.chatglm.GenerationResult;
+import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
+import io.github.bigmodel.chatglm.tokenizer.ChatInput;
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.MemorySize;
+import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.ProcessMemory;
+import io.github.bigmodel.dispatch.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.DevicePlan;
+import io.github.bigmodel.dispatch.MaxMemory;
+import io.github.bigmodel.dispatch.ModuleSizes;
+import io.github.bigmodel.dispatch.PlanOptions;
+import io.github.bigmodel.safetensors.Checkpoint;
+import io.github.bigmodel.safetensors.SafetensorsWriter;
+import io.github.bigmodel.safetensors.ShardedCheckpointWriter;
+import java.io.InputStream;
+import java.io.PrintWriter;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.Callable;
+import java.util.stream.Stream;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code bigmodel demo}: the whole pipeline on a small model, with nothing to download: writes a ChatGLM3-architecture
+ * checkpoint with random weights (sharded safetensors) and a tokenizer into a temporary folder, reads it back
+ * lazily, plans a device map under a small CPU budget, loads it, answers a chat prompt (random weights: the text is
+ * gibberish) and plans the real chatglm3-6b for a 10 GiB GPU.
+ *
+ * <pre>
+ * ./bigmodel demo
+ * ./bigmodel demo --keep --dir /tmp/bigmodel-demo
+ * </pre>
+ */
+@Command(name = "demo", description = "Run the pipeline end to end on a small random-weight ChatGLM3 model.")
+final class DemoCommand implements Callable<Integer> {
+
+    /** A ChatGLM3-6B in miniature: same architecture and names, small sizes, the demo tokenizer's vocabulary. */
+    private static final String CONFIG = "{\"model_type\": \"chatglm\", \"architectures\": "
+            + "[\"ChatGLMModel\"], \"num_layers\": 8, \"hidden_size\": 256, \"ffn_hidden_size\": 688, "
+            + "\"kv_channels\": 32, \"num_attention_heads\": 8, \"multi_query_attention\": true, "
+            + "\"multi_query_group_num\": 2, \"padded_vocab_size\": %d, \"seq_length\": 2048, "
+            + "\"layernorm_epsilon\": 1e-05, \"rmsnorm\": true, \"add_bias_linear\": false, \"add_qkv_bias\": true, "
+            + "\"apply_residual_connection_post_layernorm\": false, \"post_layer_norm\": true, "
+            + "\"original_rope\": true, \"torch_dtype\": \"float32\", \"eos_token_id\": 2, \"pad_token_id\": 0}";
+
+    @Option(names = "--dir", paramLabel = "DIR", description = "Where to write the demo model (default: a temporary folder).")
+    Path dir;
+
+    @Option(names = "--keep", description = "Keep the demo model folder afterwards.")
+    boolean keep;
+
+    @Option(names = "--prompt", paramLabel = "TEXT", defaultValue = "你好，请介绍一下你自己。",
+            description = "The user message (default: ${DEFAULT-VALUE}).")
+    String prompt;
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        PrintWriter out = spec.commandLine().getOut();
+        long start = System.nanoTime();
+        Path folder = dir != null ? Files.createDirectories(dir) : Files.createTempDirectory("bigmodel-demo");
+        try {
+            run(out, folder);
+        } finally {
+            if (!keep && dir == null) {
+                deleteRecursively(folder);
+            }
+        }
+        out.printf(Locale.ROOT, "%nDemo finished in %.1f s.%n", (System.nanoTime() - start) / 1e9);
+        return 0;
+    }
+
+    private void run(PrintWriter out, Path folder) throws Exception {
+        // 1. A tokenizer and a config: the demo's own, no download.
+        Path tokenizerFile = folder.resolve("tokenizer.model");
+        try (InputStream in = DemoCommand.class.getResourceAsStream("demo/tokenizer.model")) {
+            Files.copy(in, tokenizerFile);
+        }
+        ChatGLM3Tokenizer tokenizer = ChatGLM3Tokenizer.load(tokenizerFile);
+        String configJson = String.format(Locale.ROOT, CONFIG, tokenizer.vocabSize());
+        Files.writeString(folder.resolve("config.json"), configJson, StandardCharsets.UTF_8);
+        ChatGLMConfig config = ChatGLMConfig.fromJson(folder.resolve("config.json"));
+        section(out, "1. A ChatGLM3-architecture model in " + folder);
+
+        // 2. Built on meta (no memory), then random weights written shard by shard.
+        ChatGLMLanguageModel meta = ChatGLMLanguageModel.create(config, DType.FLOAT32);
+        out.printf(Locale.ROOT, "built on meta: %,d parameters, %s in float32, 0 bytes allocated%n",
+                meta.parameterCount(), MemorySize.format(meta.byteSize()));
+        writeRandomCheckpoint(meta, folder, 1L << 20);
+
+        // 3. Read back lazily: names, dtypes, shapes from the headers only.
+        section(out, "2. The checkpoint, listed without reading tensor data");
+        try (Checkpoint checkpoint = Checkpoint.open(folder)) {
+            List<io.github.bigmodel.safetensors.TensorInfo> tensors = checkpoint.tensors();
+            InspectCommand.printTable(out, checkpoint, tensors.subList(0, Math.min(6, tensors.size())),
+                    checkpoint.totalBytes());
+            out.printf(Locale.ROOT, "(first 6 of %d tensors shown)%n", tensors.size());
+        }
+
+        // 4. Plan under a CPU budget smaller than the model: later blocks land on disk.
+        section(out, "3. A device map under a small CPU budget");
+        long budget = meta.byteSize() * 3 / 5;
+        MaxMemory maxMemory = MaxMemory.parse("cpu=" + budget / 1024 + "KiB");
+        DevicePlan plan = DeviceMapPlanner.plan(meta, "sequential", maxMemory,
+                PlanOptions.builder().noSplit("GLMBlock").build());
+        Map<String, Device> map = plan.deviceMap().inModuleOrder(meta).asMap();
+        out.println("budget: cpu=" + MemorySize.format(budget) + " for " + MemorySize.format(meta.byteSize())
+                + " of weights");
+        printPlan(out, plan, meta, DType.FLOAT32);
+
+        // 5. Load (one tensor at a time from the mapped shards) and chat.
+        section(out, "4. Load and generate");
+        ProcessMemory before = ProcessMemory.read();
+        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, DType.FLOAT32);
+        long loadStart = System.nanoTime();
+        try (Checkpoint checkpoint = Checkpoint.open(folder)) {
+            model.loadWeights(checkpoint::load, Device.CPU, DType.FLOAT32);
+        }
+        ProcessMemory after = ProcessMemory.read();
+        out.printf(Locale.ROOT, "loaded in %.0f ms; process memory %s -> %s%n", (System.nanoTime() - loadStart) / 1e6,
+                MemorySize.format(before.residentBytes()), MemorySize.format(after.residentBytes()));
+        ChatInput input = tokenizer.buildChatInput(prompt, List.of(), "user");
+        long[] ids = new long[input.length()];
+        for (int i = 0; i < ids.length; i++) {
+            ids[i] = input.inputIds()[i];
+        }
+        out.println("user: " + prompt);
+        out.printf(Locale.ROOT, "prompt: %d tokens (build_chat_input, as THUDM builds it)%n", ids.length);
+        long genStart = System.nanoTime();
+        GenerationResult result;
+        try (PointerScope scope = new PointerScope()) {
+            List<Long> stops = new ArrayList<>();
+            for (int id : tokenizer.stopTokenIds()) {
+                stops.add((long) id);
+            }
+            result = new Generator(model).generate(GenerationRequest.builder(new long[][] {ids})
+                    .maxNewTokens(24).stopAtEos(true).eosTokenIds(stops).build());
+        }
+        long[] newIds = result.newIds()[0];
+        int[] generated = new int[newIds.length];
+        for (int i = 0; i < newIds.length; i++) {
+            generated[i] = (int) newIds[i];
+        }
+        double ms = (System.nanoTime() - genStart) / 1e6;
+        out.println("assistant (random weights, so gibberish): " + tokenizer.decode(generated, true));
+        out.printf(Locale.ROOT, "%d tokens in %.0f ms (%.1f ms/token)%n", generated.length, ms,
+                ms / Math.max(1, generated.length));
+        model.toMeta();
+
+        // 6. The real thing, planned without a single weight.
+        section(out, "5. The real chatglm3-6b (float16) on one 10 GiB GPU");
+        ChatGLMLanguageModel real = ChatGLMLanguageModel.create(ChatGLMConfig.preset("chatglm3-6b"), DType.FLOAT16);
+        DevicePlan realPlan = DeviceMapPlanner.plan(real, "auto", MaxMemory.parse("0=10GiB,cpu=30GiB"),
+                PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).build());
+        out.printf(Locale.ROOT, "%,d parameters%n", real.parameterCount());
+        printPlan(out, realPlan, real, DType.FLOAT16);
+    }
+
+    private static void printPlan(PrintWriter out, DevicePlan plan, ChatGLMLanguageModel model, DType dtype) {
+        Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
+        Map<Device, Double> bytes = new TreeMap<>(plan.deviceMap().bytesPerDevice(ModuleSizes.compute(model, dtype,
+                Map.of())));
+        Map<Device, List<String>> byDevice = new TreeMap<>();
+        map.forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
+        for (Map.Entry<Device, Double> e : bytes.entrySet()) {
+            out.printf(Locale.ROOT, "  %-7s %10s  %s%n", e.getKey(), MemorySize.format(e.getValue()),
+                    PlanCommand.summarize(byDevice.getOrDefault(e.getKey(), List.of())));
+        }
+    }
+
+    /** Seeded random weights (norms at 1), written one tensor at a time into ~1 MiB shards. */
+    private static void writeRandomCheckpoint(ChatGLMLanguageModel meta, Path folder, long shardBytes) {
+        torch.manual_seed(1234);
+        List<SafetensorsWriter.Entry> entries = new ArrayList<>();
+        Map<String, Parameter> stateDict = meta.stateDict();
+        stateDict.forEach((name, p) -> entries.add(SafetensorsWriter.Entry.of(name, DType.FLOAT32, p.shape())));
+        try (ShardedCheckpointWriter writer = ShardedCheckpointWriter.create(folder, entries, shardBytes)) {
+            for (Map.Entry<String, Parameter> e : stateDict.entrySet()) {
+                try (PointerScope scope = new PointerScope()) {
+                    Tensor t = e.getKey().endsWith("layernorm.weight")
+                            ? torch.ones(e.getValue().shape())
+                            : torch.randn(e.getValue().shape()).mul_(new Scalar(0.08));
+                    writer.write(e.getKey(), t);
+                }
+            }
+        }
+    }
+
+    private static void section(PrintWriter out, String title) {
+        out.println();
+        out.println("== " + title);
+    }
+
+    private static void deleteRecursively(Path folder) throws Exception {
+        try (Stream<Path> walk = Files.walk(folder)) {
+            for (Path p : walk.sorted(Comparator.reverseOrder()).toList()) {
+                Files.deleteIfExists(p);
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+package io.github.bigmodel.cli;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.MemorySize;
+import io.github.bigmodel.dispatch.DeviceInventory;
+import io.github.bigmodel.dispatch.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.DevicePlan;
+import io.github.bigmodel.dispatch.MaxMemory;
+import io.github.bigmodel.dispatch.ModuleSizes;
+import io.github.bigmodel.dispatch.PlanOptions;
+import java.io.PrintWriter;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.ArgGroup;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code bigmodel plan}: where each module of a model would go, and how much memory each device needs, without
+ * loading weights.
+ *
+ * <pre>
+ * bigmodel plan --preset chatglm3-6b --dtype float16 --max-memory "0=10GiB,cpu=30GiB"
+ * bigmodel plan --model path/to/chatglm2-6b --strategy sequential --json
+ * </pre>
+ */
+@Command(name = "plan", description = "Plan a device map without loading weights.")
+final class PlanCommand implements Callable<Integer> {
+
+    static final class Source {
+        @Option(names = "--preset", paramLabel = "NAME",
+                description = "A built-in real config: chatglm-6b, chatglm2-6b, chatglm3-6b, chatglm3-6b-32k, "
+                        + "chatglm3-6b-128k.")
+        String preset;
+
+        @Option(names = "--model", paramLabel = "DIR", description = "A model folder with config.json.")
+        Path model;
+
+        @Option(names = "--config", paramLabel = "FILE", description = "A config.json.")
+        Path config;
+    }
+
+    @ArgGroup(exclusive = true, multiplicity = "1")
+    Source source;
+
+    @Option(names = "--dtype", paramLabel = "DTYPE", defaultValue = "float16",
+            description = "float32, float16, bfloat16, int8 or int4 (default: ${DEFAULT-VALUE}).")
+    String dtype;
+
+    @Option(names = "--max-memory", paramLabel = "BUDGETS",
+            description = "Per-device budgets, e.g. \"0=10GiB,1=10GiB,cpu=30GiB\" (keys: GPU index, cuda:N, cpu, "
+                    + "disk). Default: this machine's free GPU memory and available RAM.")
+    String maxMemory;
+
+    @Option(names = "--no-split", paramLabel = "CLASS", split = ",",
+            description = "Module classes never split across devices (default: the model's own, GLMBlock).")
+    List<String> noSplit;
+
+    @Option(names = "--strategy", paramLabel = "NAME", defaultValue = "auto",
+            description = "auto, balanced, balanced_low_0 or sequential (default: ${DEFAULT-VALUE}).")
+    String strategy;
+
+    @Option(names = "--json", description = "Print {\"device_map\", \"max_memory\", \"device_bytes\"} as JSON.")
+    boolean json;
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        ChatGLMConfig config = source.preset != null ? ChatGLMConfig.preset(source.preset)
+                : ChatGLMConfig.fromJson(source.model != null ? source.model.resolve("config.json") : source.config);
+        DType target = DType.parse(dtype);
+        // The tree is built on meta in the float dtype; the planner sizes it for the target dtype.
+        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config,
+                target.isFloatingPoint() ? target : DType.FLOAT16);
+        MaxMemory budget = maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
+        PlanOptions options = PlanOptions.builder()
+                .noSplit(noSplit == null ? List.of("GLMBlock") : noSplit)
+                .dtype(target)
+                .build();
+        DevicePlan plan = DeviceMapPlanner.plan(model, strategy, budget, options);
+        Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
+        ModuleSizes sizes = ModuleSizes.compute(model, target, Map.of());
+        Map<Device, Double> perDevice = new TreeMap<>(plan.deviceMap().bytesPerDevice(sizes));
+        PrintWriter out = spec.commandLine().getOut();
+        if (json) {
+            printJson(out, map, plan.budget(), perDevice);
+        } else {
+            printTable(out, config, target, map, plan, perDevice);
+        }
+        return 0;
+    }
+
+    private static void printJson(PrintWriter out, Map<String, Device> map, MaxMemory budget,
+            Map<Device, Double> perDevice) throws Exception {
+        ObjectMapper mapper = new ObjectMapper();
+        ObjectNode root = mapper.createObjectNode();
+        ObjectNode dm = root.putObject("device_map");
+        map.forEach((name, device) -> putDevice(dm, name, device));
+        ObjectNode mm = root.putObject("max_memory");
+        budget.asMap().forEach((device, bytes) -> putNumber(mm, key(device), bytes));
+        ObjectNode db = root.putObject("device_bytes");
+        perDevice.forEach((device, bytes) -> putNumber(db, key(device), bytes));
+        out.println(mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root));
+    }
+
+    private static String key(Device device) {
+        return String.valueOf(device.toJsonValue());
+    }
+
+    private static void putDevice(ObjectNode node, String name, Device device) {
+        Object v = device.toJsonValue();
+        if (v instanceof Integer) {
+            node.put(name, (Integer) v);
+        } else {
+            node.put(name, (String) v);
+        }
+    }
+
+    private static void putNumber(ObjectNode node, String key, double bytes) {
+        if (bytes == Math.rint(bytes) && Math.abs(bytes) < 0x1p53) {
+            node.put(key, (long) bytes);
+        } else {
+            node.put(key, bytes);
+        }
+    }
+
+    private static void printTable(PrintWriter out, ChatGLMConfig config, DType target, Map<String, Device> map,
+            DevicePlan plan, Map<Device, Double> perDevice) {
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
+                target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
+        Map<Device, List<String>> byDevice = new LinkedHashMap<>();
+        map.forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
+        out.printf(Locale.ROOT, "%-8s  %12s  %12s  %s%n", "device", "budget", "weights", "modules");
+        for (Map.Entry<Device, Double> e : perDevice.entrySet()) {
+            Device d = e.getKey();
+            String budget = plan.budget().contains(d) ? MemorySize.format(plan.budget().get(d)) : "unlimited";
+            out.printf(Locale.ROOT, "%-8s  %12s  %12s  %s%n", d, budget, MemorySize.format(e.getValue()),
+                    summarize(byDevice.getOrDefault(d, List.of())));
+        }
+    }
+
+    /** "transformer.encoder.layers.0..13" for runs of consecutive numbered layers, else the names. */
+    static String summarize(List<String> names) {
+        List<String> parts = new ArrayList<>();
+        int i = 0;
+        while (i < names.size()) {
+            String name = names.get(i);
+            int dot = name.lastIndexOf('.');
+            String prefix = dot < 0 ? null : name.substring(0, dot + 1);
+            Integer first = dot < 0 ? null : parseIndex(name.substring(dot + 1));
+            int j = i;
+            if (first != null) {
+                while (j + 1 < names.size() && names.get(j + 1).startsWith(prefix)
+                        && Integer.valueOf(first + (j + 1 - i)).equals(parseIndex(names.get(j + 1)
+                        .substring(prefix.length())))) {
+                    j++;
+                }
+            }
+            parts.add(j > i ? prefix + first + ".." + (first + (j - i)) : name);
+            i = j + 1;
+        }
+        return String.join(", ", parts);
+    }
+
+    private static Integer parseIndex(String s) {
+        if (s.isEmpty() || s.length() > 6 || !s.chars().allMatch(Character::isDigit)) {
+            return null;
+        }
+        return Integer.parseInt(s);
+    }
+}
