@@ -103,6 +103,10 @@ public final class Parameter implements AutoCloseable {
      * Puts values in this slot; the device and dtype become the tensor's. The shape must match, except for a
      * packed quantized tensor, which callers set through {@link #setPacked(Tensor, DType)}.
      *
+     * <p>The parameter takes ownership and frees the tensor (with {@code close()}) when it is replaced or released.
+     * A tensor made inside a {@code PointerScope} must be retained first ({@code retainReference()}), or the scope
+     * would free it when it closes.
+     *
      * @throws IllegalArgumentException when the tensor's shape differs from the parameter's
      */
     public void set(Tensor tensor) {

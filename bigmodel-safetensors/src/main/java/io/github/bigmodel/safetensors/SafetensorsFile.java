@@ -13,6 +13,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.BoolOptional;
 import org.bytedeco.pytorch.LongOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -151,6 +152,7 @@ public final class SafetensorsFile implements TensorFile {
     }
 
     /** The whole-file byte tensor, mapped on first use. Called with the read lock held. */
+    @SuppressWarnings("try")
     private Tensor mapping() {
         synchronized (this) {
             if (closed) {
@@ -158,9 +160,15 @@ public final class SafetensorsFile implements TensorFile {
             }
             if (mapped == null) {
                 NativeRuntime.init();
-                // shared=false: MAP_PRIVATE, so writes into views copy pages instead of reaching the file.
-                mapped = torch.from_file(path.toString(), new BoolOptional(false), new LongOptional(fileSize),
-                        new TensorOptions(ScalarType.Byte));
+                // Created in a scope of its own and retained: a caller's PointerScope around load() must not
+                // free the mapping that later loads share.
+                try (PointerScope scope = new PointerScope()) {
+                    // shared=false: MAP_PRIVATE, so writes into views copy pages instead of reaching the file.
+                    Tensor t = torch.from_file(path.toString(), new BoolOptional(false), new LongOptional(fileSize),
+                            new TensorOptions(ScalarType.Byte));
+                    t.retainReference();
+                    mapped = t;
+                }
                 LOG.debug("Mapped {} ({} bytes) copy-on-write", path, fileSize);
             }
             return mapped;
