@@ -114,7 +114,7 @@ public final class Checkpoint implements AutoCloseable {
             return SafetensorsFile.open(path);
         }
         if (name.endsWith(".bin") || name.endsWith(".pt") || name.endsWith(".pth")) {
-            throw new CheckpointException(Reason.UNKNOWN_FORMAT, path, null, "torch .bin reader not linked");
+            return io.github.bigmodel.safetensors.torch.TorchBinFile.open(path);
         }
         throw new CheckpointException(Reason.UNKNOWN_FORMAT, path, null,
                 "not a checkpoint file bigmodel reads (expected .safetensors, .bin, .pt or .pth)");
