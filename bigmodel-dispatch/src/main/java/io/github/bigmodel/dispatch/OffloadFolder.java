@@ -6,14 +6,22 @@ import io.github.bigmodel.core.DType;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import io.github.bigmodel.core.Tensors;
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.pytorch.Tensor;
 
 /**
  * accelerate's disk-offload folder format: one raw little-endian {@code <name>.dat} file per tensor (no header)
@@ -24,8 +32,12 @@ import java.util.Map;
  * <pre>{@code
  * OffloadFolder folder = new OffloadFolder(Path.of("offload"));
  * folder.write("layer.bias", DType.FLOAT32, new long[] {2}, littleEndianBytes);
+ * folder.writeTensor("layer.weight", cpuTensor);   // streamed from native memory, temp file + atomic rename
  * folder.saveIndex();                 // offload/index.json, merged with any existing one
  * }</pre>
+ *
+ * <p>Files are written to a temporary name in the folder ({@code .<name>.<random>.tmp}) and renamed into place, so
+ * a crash never leaves a truncated {@code .dat} or {@code index.json} under its final name.
  */
 public final class OffloadFolder {
 
@@ -62,10 +74,7 @@ public final class OffloadFolder {
      *     (int4) or the byte count does not match dtype x shape
      */
     public void write(String name, DType dtype, long[] shape, byte[] littleEndianBytes) {
-        if (name == null || name.isEmpty() || name.contains("/") || name.contains("\\") || name.equals(".")
-                || name.equals("..")) {
-            throw new IllegalArgumentException("Invalid offload tensor name '" + name + "'");
-        }
+        checkName(name);
         if (dtype == DType.INT4) {
             throw new IllegalArgumentException("Tensor '" + name + "': int4 has no numpy layout; offload packed"
                     + " int4 weights as uint8");
@@ -83,13 +92,118 @@ public final class OffloadFolder {
             throw new IllegalArgumentException("Tensor '" + name + "' (" + dtype.torchName() + Arrays.toString(shape)
                     + ") needs " + expected + " bytes, got " + littleEndianBytes.length);
         }
-        try {
-            Files.createDirectories(dir);
-            Files.write(dir.resolve(name + ".dat"), littleEndianBytes);
-        } catch (IOException e) {
-            throw new UncheckedIOException("Cannot write offloaded tensor " + name + " to " + dir, e);
+        writeAtomically(dir.resolve(name + ".dat"), ByteBuffer.wrap(littleEndianBytes), null);
+        index.put(name, new Entry(dtype.torchName(), shape));
+    }
+
+    /**
+     * Streams a CPU tensor's values to {@code <name>.dat} (made contiguous first when needed; never copied into the
+     * Java heap), synced to disk before the rename, and records it for the index.
+     *
+     * @return the number of bytes written
+     * @throws IllegalArgumentException for an unusable name, a tensor not on the CPU, or int4
+     * @throws UncheckedIOException when the folder cannot be written (read-only, full disk), naming the file
+     */
+    public long writeTensor(String name, Tensor cpuTensor) {
+        checkName(name);
+        if (!Tensors.deviceOf(cpuTensor).isCpu()) {
+            throw new IllegalArgumentException("Tensor '" + name + "' must be on the CPU to be offloaded, it is on "
+                    + Tensors.deviceOf(cpuTensor));
+        }
+        DType dtype = DType.of(cpuTensor.scalar_type());
+        long[] shape = Tensors.shape(cpuTensor);
+        long bytes = cpuTensor.nbytes();
+        if (bytes == 0) {
+            writeAtomically(dir.resolve(name + ".dat"), ByteBuffer.allocate(0), null);
+        } else if (cpuTensor.is_contiguous()) {
+            writeAtomically(dir.resolve(name + ".dat"), null, new BytePointer(cpuTensor.data_ptr()).capacity(bytes));
+        } else {
+            try (Tensor contiguous = cpuTensor.contiguous()) {
+                writeAtomically(dir.resolve(name + ".dat"), null,
+                        new BytePointer(contiguous.data_ptr()).capacity(bytes));
+            }
         }
         index.put(name, new Entry(dtype.torchName(), shape));
+        return bytes;
+    }
+
+    /** Records an index entry for a {@code .dat} file already in the folder (written by an earlier run). */
+    public void record(String name, DType dtype, long[] shape) {
+        checkName(name);
+        index.put(name, new Entry(dtype.torchName(), shape));
+    }
+
+    private static void checkName(String name) {
+        if (name == null || name.isEmpty() || name.contains("/") || name.contains("\\") || name.equals(".")
+                || name.equals("..")) {
+            throw new IllegalArgumentException("Invalid offload tensor name '" + name + "'");
+        }
+    }
+
+    /** Largest slice handed to the channel at once (a ByteBuffer addresses at most 2 GiB). */
+    private static final long MAX_SLICE = 1L << 30;
+
+    /**
+     * Writes {@code heap} or {@code nativeBytes} to a temporary file next to {@code target}, forces it to disk and
+     * renames it onto {@code target}; on any failure the temporary file is removed.
+     */
+    static void writeAtomically(Path target, ByteBuffer heap, BytePointer nativeBytes) {
+        Path folder = target.toAbsolutePath().getParent();
+        Path temp = null;
+        try {
+            Files.createDirectories(folder);
+            temp = Files.createTempFile(folder, "." + target.getFileName() + ".", ".tmp");
+            try (FileChannel ch = FileChannel.open(temp, StandardOpenOption.WRITE)) {
+                if (heap != null) {
+                    writeFully(ch, heap.duplicate());
+                } else {
+                    long length = nativeBytes.capacity();
+                    for (long at = 0; at < length; at += MAX_SLICE) {
+                        long n = Math.min(MAX_SLICE, length - at);
+                        BytePointer slice = nativeBytes.getPointer(at);
+                        slice.capacity(n);
+                        writeFully(ch, slice.asByteBuffer());
+                    }
+                }
+                // Durable before it becomes visible: a fingerprint must never vouch for bytes still in the cache.
+                ch.force(false);
+            }
+            try {
+                Files.move(temp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } catch (AtomicMoveNotSupportedException e) {
+                Files.move(temp, target, StandardCopyOption.REPLACE_EXISTING);
+            }
+            temp = null;
+        } catch (IOException e) {
+            throw new UncheckedIOException("Cannot write " + target + " (" + describe(e)
+                    + "): the offload folder must be writable and have room for the offloaded weights", e);
+        } finally {
+            if (temp != null) {
+                try {
+                    Files.deleteIfExists(temp);
+                } catch (IOException ignored) {
+                    // The folder is failing already; the leftover temp file is never read as data.
+                }
+            }
+        }
+    }
+
+    private static String describe(IOException e) {
+        String m = e.getMessage();
+        if (e instanceof java.nio.file.AccessDeniedException
+                || (m != null && m.contains("Read-only file system"))) {
+            return "read-only: " + m;
+        }
+        if (m != null && m.contains("No space left")) {
+            return "disk full: " + m;
+        }
+        return e.toString();
+    }
+
+    private static void writeFully(FileChannel ch, ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            ch.write(b);
+        }
     }
 
     /** The entries written through this object, in order. */
@@ -126,8 +240,7 @@ public final class OffloadFolder {
             }
             merged.putAll(index);
             String text = format(merged);
-            Files.createDirectories(dir);
-            Files.writeString(file, text, StandardCharsets.UTF_8);
+            writeAtomically(file, ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8)), null);
             return text;
         } catch (IOException e) {
             throw new UncheckedIOException("Cannot write offload index " + file, e);
