@@ -59,7 +59,8 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         ModuleList<Block> layers = transformer.encoder.layers;
         Device[] out = new Device[layers.size()];
         for (int i = 0; i < out.length; i++) {
-            out[i] = layers.get(i).selfAttention.queryKeyValue.weight().device();
+            // Where the layer runs (an offloaded layer's weights report disk between forwards).
+            out[i] = runsOn(layers.get(i));
         }
         return out;
     }
@@ -72,7 +73,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
     protected void initComputedBuffers() {
         ChatGLMConfig c = config();
         Parameter invFreqSlot = tensor(INV_FREQ);
-        Device device = transformer.embedding.wordEmbeddings.weight.device();
+        Device device = runsOn(transformer.embedding);
         ScalarType type = dtype().scalarType();
         long rotDim = c.headDim() / 2;
         try (PointerScope scope = new PointerScope()) {
@@ -115,8 +116,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         int len = in.length();
         KvCache cache = in.cache();
         long past = cache == null ? 0 : cache.length();
-        Tensor embWeight = transformer.embedding.wordEmbeddings.weight.data();
-        Device device = Tensors.deviceOf(embWeight);
+        Device device = runsOn(transformer.embedding);
 
         Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(in.inputIds()), batch, len), device, ScalarType.Long);
         Tensor positions;
@@ -137,7 +137,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         Tensor mask = attentionMask(in, batch, len, past, device);
 
         // [B, L, H] -> [L, B, H], the official sequence-first layout.
-        Tensor hidden = torch.embedding(embWeight, ids).transpose(0, 1).contiguous();
+        Tensor hidden = transformer.embedding.forward(ids).transpose(0, 1).contiguous();
         // cos/sin for every (position, row): [L, B, 1, rot/2].
         Tensor flatPos = positions.reshape(-1);
         long half = ropeCos.size(1);
@@ -158,7 +158,8 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             hidden = hidden.narrow(0, len - 1, 1);
         }
         Linear out = transformer.outputLayer;
-        hidden = Ops.onDeviceOf(hidden, out.weight().data());
+        // By the execution device, not the weight: an offloaded head has no values until its hook runs.
+        hidden = Ops.to(hidden, runsOn(out), hidden.scalar_type());
         Tensor logits = out.forward(hidden).transpose(0, 1);
         return logits.to(ScalarType.Float).contiguous();
     }
@@ -338,6 +339,13 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             this.wordEmbeddings = registerModule("word_embeddings",
                     new WordEmbedding(c.vocabSize(), c.hiddenSize(), dtype));
         }
+
+        /** The device-map entry is this container: its hook scope wraps the lookup. */
+        Tensor forward(Tensor ids) {
+            try (ForwardScope f = enterForward()) {
+                return f.output(wordEmbeddings.forward(f.input(ids)));
+            }
+        }
     }
 
     static final class Encoder extends Module {
@@ -379,7 +387,8 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor mask, KvCache cache, int layerIndex) {
             // Hooks (device alignment, offloaded weights) act on whole blocks: the device map's no-split unit.
             try (ForwardScope f = enterForward()) {
-                Tensor x = Ops.onDeviceOf(f.input(hidden), inputLayernorm.parameters().get("weight").data());
+                // Devices come from where modules run, never from weights that a hook may not have brought in yet.
+                Tensor x = Ops.onDevice(f.input(hidden), inputLayernorm.executionDevice());
                 Tensor normed = inputLayernorm.forward(x);
                 Tensor attention = selfAttention.forward(normed, cos, sin, mask, cache, layerIndex);
                 Tensor h = (residualFromNorm ? normed : x).add(attention);
@@ -415,9 +424,9 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         Tensor forward(Tensor x, Tensor cosIn, Tensor sinIn, Tensor maskIn, KvCache cache, int layerIndex) {
             long len = x.size(0);
             long batch = x.size(1);
-            Tensor weight = queryKeyValue.weight().data();
-            Tensor cos = Ops.onDeviceOf(cosIn, weight);
-            Tensor sin = Ops.onDeviceOf(sinIn, weight);
+            Device device = queryKeyValue.executionDevice();
+            Tensor cos = Ops.onDevice(cosIn, device);
+            Tensor sin = Ops.onDevice(sinIn, device);
             Tensor qkv = queryKeyValue.forward(x);
             long qWidth = (long) heads * headDim;
             long kvWidth = (long) groups * headDim;
@@ -445,9 +454,9 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             if (layerScaling) {
                 scores = scores.mul(new Scalar(coeff));
             }
-            Tensor mask = maskIn == null ? null : Ops.onDeviceOf(maskIn, weight);
+            Tensor mask = maskIn == null ? null : Ops.onDevice(maskIn, device);
             if (mask == null && len == keyLen) {
-                mask = torch.ones(new long[] {len, keyLen}, Tensors.options(DType.BOOL, Tensors.deviceOf(weight)))
+                mask = torch.ones(new long[] {len, keyLen}, Tensors.options(DType.BOOL, device))
                         .triu(1);
             }
             if (mask != null) {

@@ -40,7 +40,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
     static final int GLM_BLOCK_DEFAULT_LAYERS = 28;
 
     private final Transformer transformer;
-    private final Linear lmHead;
+    private final TiedHead lmHead;
     private Tensor ropeCos;
     private Tensor ropeSin;
 
@@ -50,7 +50,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             throw new IllegalArgumentException("Not a ChatGLM-6B config: " + config);
         }
         this.transformer = registerModule("transformer", new Transformer(config, dtype));
-        this.lmHead = registerModule("lm_head", new Linear(config.hiddenSize(), config.vocabSize(), false, dtype));
+        this.lmHead = registerModule("lm_head", new TiedHead(config.hiddenSize(), config.vocabSize(), dtype));
         tie("lm_head.weight", "transformer.word_embeddings.weight");
     }
 
@@ -64,7 +64,8 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         ModuleList<Block> layers = transformer.layers;
         Device[] out = new Device[layers.size()];
         for (int i = 0; i < out.length; i++) {
-            out[i] = layers.get(i).attention.queryKeyValue.weight().device();
+            // Where the layer runs (an offloaded layer's weights report disk between forwards).
+            out[i] = runsOn(layers.get(i));
         }
         return out;
     }
@@ -84,7 +85,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             Tensor inv = invFreq(rotaryDim);
             for (Block block : transformer.layers.asList()) {
                 Parameter slot = block.attention.rotaryEmb.buffers().get("inv_freq");
-                Device device = block.attention.queryKeyValue.weight().device();
+                Device device = runsOn(block);
                 Tensor t = Ops.to(inv, device, dtype().scalarType()).contiguous();
                 t.retainReference();
                 slot.set(t);
@@ -99,7 +100,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             return;
         }
         long size = ropeCos == null ? positions : Math.max(positions, 2 * ropeCos.size(0));
-        Device device = transformer.wordEmbeddings.weight.device();
+        Device device = runsOn(transformer.wordEmbeddings);
         ScalarType type = dtype().scalarType();
         try (PointerScope scope = new PointerScope()) {
             Tensor inv = invFreq(config().headDim() / 2);
@@ -204,8 +205,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         int len = in.length();
         KvCache cache = in.cache();
         long past = cache == null ? 0 : cache.length();
-        Tensor embWeight = transformer.wordEmbeddings.weight.data();
-        Device device = Tensors.deviceOf(embWeight);
+        Device device = runsOn(transformer.wordEmbeddings);
 
         Tensor positions;
         if (in.positionIds() != null) {
@@ -237,7 +237,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         }
 
         Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(in.inputIds()), batch, len), device, ScalarType.Long);
-        Tensor hidden = torch.embedding(embWeight, ids).transpose(0, 1);
+        Tensor hidden = transformer.wordEmbeddings.forward(ids).transpose(0, 1);
         long d = ropeCos.size(1);
         Tensor[] rope = new Tensor[4];
         for (int row = 0; row < 2; row++) {
@@ -256,9 +256,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         if (in.lastLogitOnly()) {
             hidden = hidden.narrow(0, len - 1, 1);
         }
-        // The head's weight is the embedding's (tied): look it up by name, not through the Linear's own field.
-        Tensor head = lmHead.parameters().get("weight").data();
-        Tensor logits = torch.linear(Ops.onDeviceOf(hidden, head), head).transpose(0, 1);
+        Tensor logits = lmHead.forward(hidden).transpose(0, 1);
         return logits.to(ScalarType.Float).contiguous();
     }
 
@@ -421,6 +419,24 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         }
     }
 
+    /**
+     * The output projection, reported as PyTorch's {@code Linear}. Its weight is the word embeddings' (tied), so it
+     * is looked up by name at each call: tying replaces the slot, not a field.
+     */
+    static final class TiedHead extends Module {
+        TiedHead(long hidden, long vocab, DType dtype) {
+            super("Linear");
+            registerParameter("weight", Parameter.empty(dtype, vocab, hidden));
+        }
+
+        Tensor forward(Tensor x) {
+            try (ForwardScope f = enterForward()) {
+                Tensor w = parameters().get("weight").data();
+                return f.output(torch.linear(Ops.onDeviceOf(f.input(x), w), w));
+            }
+        }
+    }
+
     static final class SelfAttention extends Module {
         final Module rotaryEmb;
         final Linear queryKeyValue;
@@ -444,16 +460,17 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         Tensor forward(Tensor x, Tensor[] ropeIn, Tensor maskIn, KvCache cache, int layerIndex) {
             long len = x.size(0);
             long batch = x.size(1);
-            Tensor weight = queryKeyValue.weight().data();
+            // The device where the layer runs, not its weight: a hook on the linear releases it after its forward.
+            Device device = queryKeyValue.executionDevice();
             Tensor qkv = queryKeyValue.forward(x).view(len, batch, heads, 3L * headDim);
             Tensor q = qkv.narrow(3, 0, headDim);
             Tensor k = qkv.narrow(3, headDim, headDim);
             Tensor v = qkv.narrow(3, 2L * headDim, headDim);
             long half = headDim / 2;
-            Tensor cos = Ops.onDeviceOf(ropeIn[0], weight);
-            Tensor sin = Ops.onDeviceOf(ropeIn[1], weight);
-            Tensor blockCos = Ops.onDeviceOf(ropeIn[2], weight);
-            Tensor blockSin = Ops.onDeviceOf(ropeIn[3], weight);
+            Tensor cos = Ops.onDevice(ropeIn[0], device);
+            Tensor sin = Ops.onDevice(ropeIn[1], device);
+            Tensor blockCos = Ops.onDevice(ropeIn[2], device);
+            Tensor blockSin = Ops.onDevice(ropeIn[3], device);
             q = torch.cat(new TensorVector(rotate(q.narrow(3, 0, half), cos, sin),
                     rotate(q.narrow(3, half, half), blockCos, blockSin)), 3);
             k = torch.cat(new TensorVector(rotate(k.narrow(3, 0, half), cos, sin),
@@ -468,7 +485,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             Tensor qs = q.div(new Scalar(Math.sqrt(headDim) * coeff)).permute(1, 2, 0, 3);
             Tensor scores = qs.matmul(k.permute(1, 2, 3, 0));
             if (maskIn != null) {
-                scores = scores.masked_fill(Ops.onDeviceOf(maskIn, weight), new Scalar(-10000.0));
+                scores = scores.masked_fill(Ops.onDevice(maskIn, device), new Scalar(-10000.0));
             }
             ScalarType type = scores.scalar_type();
             Tensor probs = scores.to(ScalarType.Float).mul(new Scalar(coeff)).softmax(-1, new ScalarTypeOptional());

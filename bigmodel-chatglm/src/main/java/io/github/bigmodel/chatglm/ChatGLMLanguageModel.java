@@ -79,8 +79,32 @@ public abstract class ChatGLMLanguageModel extends Module {
     /** State-dict names this model computes itself and does not need from a checkpoint (rotary inv_freq). */
     protected abstract boolean isComputedBuffer(String name);
 
+    /**
+     * Where {@code module} computes; when it cannot tell (its weights are offloaded under a hook on an ancestor),
+     * where the model computes.
+     */
+    protected final Device runsOn(Module module) {
+        Device d = module.executionDevice();
+        if (d == null) {
+            d = executionDevice();
+        }
+        if (d == null) {
+            throw new IllegalStateException("Weights are not loaded: no device holds or runs " + module.className());
+        }
+        return d;
+    }
+
     /** Fills the computed buffers after loading. */
     protected abstract void initComputedBuffers();
+
+    /**
+     * Derives the rotary tables once an external loader (bigmodel-dispatch's {@code BigModel}) has placed the
+     * weights, on the devices the layers execute on.
+     */
+    @Override
+    public void onWeightsLoaded() {
+        initComputedBuffers();
+    }
 
     /** The devices the layers' weights are on, in layer order (for the cache). */
     protected abstract Device[] layerDevices();

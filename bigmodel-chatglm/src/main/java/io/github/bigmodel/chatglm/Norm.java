@@ -1,6 +1,7 @@
 package io.github.bigmodel.chatglm;
 
 import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.ForwardScope;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.Parameter;
 import org.bytedeco.pytorch.Tensor;
@@ -22,7 +23,9 @@ final class Norm extends Module {
     }
 
     Tensor forward(Tensor x) {
-        Tensor in = Ops.onDeviceOf(x, weight.data());
-        return rms ? Ops.rmsNorm(in, weight, eps) : Ops.layerNorm(in, weight, bias, eps);
+        try (ForwardScope f = enterForward()) {
+            Tensor in = Ops.onDeviceOf(f.input(x), weight.data());
+            return f.output(rms ? Ops.rmsNorm(in, weight, eps) : Ops.layerNorm(in, weight, bias, eps));
+        }
     }
 }

@@ -34,6 +34,14 @@ final class Ops {
         return x.to(like.device(), x.scalar_type());
     }
 
+    /** {@code x} on {@code device}, without a copy when it is already there. */
+    static Tensor onDevice(Tensor x, Device device) {
+        if (Tensors.deviceOf(x).equals(device)) {
+            return x;
+        }
+        return x.to(Tensors.toTorch(device), x.scalar_type());
+    }
+
     static Tensor to(Tensor x, Device device, ScalarType type) {
         return x.to(Tensors.toTorch(device), type);
     }

@@ -41,4 +41,12 @@ public interface ForwardHook {
     /** Runs when the module's forward ends, normally or by an exception. */
     default void afterForward(Module module) {
     }
+
+    /**
+     * The device this hook makes the module compute on, or null when the hook does not decide it. Lets a model
+     * allocate per-layer state (a KV cache) where the layer will run even while its weights are offloaded.
+     */
+    default Device executionDevice() {
+        return null;
+    }
 }

@@ -342,6 +342,45 @@ public class Module {
         return forwardHooks;
     }
 
+    /**
+     * Where this module computes: the execution device a hook sets for it or, when a loader hooked the modules
+     * below it instead, the first such device in pre-order; else the device of its first parameter or buffer that
+     * holds values; else null (all on meta, or offloaded under a hook on an ancestor).
+     *
+     * <pre>{@code
+     * Device d = model.module("transformer.encoder.layers.27").executionDevice();   // cpu, even if on disk
+     * }</pre>
+     */
+    public Device executionDevice() {
+        for (Module m : namedModules().values()) {
+            for (ForwardHook h : m.forwardHooks) {
+                Device d = h.executionDevice();
+                if (d != null) {
+                    return d;
+                }
+            }
+        }
+        for (Parameter p : namedParameters().values()) {
+            if (p.isMaterialized()) {
+                return p.device();
+            }
+        }
+        for (Parameter b : namedBuffers().values()) {
+            if (b.isMaterialized()) {
+                return b.device();
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Called by loaders (bigmodel-dispatch's {@code BigModel}, a model's own loading) once every weight has been
+     * placed, so a model can compute what it derives from them (rotary tables, for example). Does nothing by
+     * default.
+     */
+    public void onWeightsLoaded() {
+    }
+
     /** Detaches every hook of this module and of all modules below it. */
     public void removeAllForwardHooks() {
         for (Module m : namedModules().values()) {

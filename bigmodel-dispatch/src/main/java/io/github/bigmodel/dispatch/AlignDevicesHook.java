@@ -43,6 +43,7 @@ public final class AlignDevicesHook implements ForwardHook {
         this.stage = stage;
     }
 
+    @Override
     public Device executionDevice() {
         return executionDevice;
     }

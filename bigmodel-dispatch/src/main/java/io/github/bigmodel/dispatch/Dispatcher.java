@@ -188,8 +188,15 @@ final class Dispatcher {
                 // Several tensor entries of one module: a GPU among them decides where it executes.
                 out.merge(owner, exec, (a, b) -> a.isCuda() ? a : b);
             } else if (e.getKey().isEmpty()) {
+                // Every module that holds a tensor slot directly, tied aliases included (an output layer tied
+                // to the embedding holds the embedding's parameter and must bring it in for its own forward).
                 for (Placement p : placements) {
                     out.putIfAbsent(p.hookTarget, exec);
+                }
+                for (Map.Entry<String, Module> sub : model.namedModules().entrySet()) {
+                    if (!sub.getValue().parameters().isEmpty() || !sub.getValue().buffers().isEmpty()) {
+                        out.putIfAbsent(sub.getKey(), exec);
+                    }
                 }
             } else if (m instanceof ModuleList && !m.children().isEmpty()) {
                 for (String child : m.children().keySet()) {
@@ -463,6 +470,19 @@ final class Dispatcher {
                     targets.putIfAbsent(p.hookTarget, p.execution);
                 }
             }
+            // A tied tensor is placed once, under its owner; every other hooked module that holds it (an output
+            // layer tied to the embedding) must bring it in for its own forward too.
+            for (String t : targets.keySet()) {
+                Module m = model.module(t);
+                List<Parameter> held = new ArrayList<>(m.namedParameters().values());
+                held.addAll(m.namedBuffers().values());
+                for (Parameter p : held) {
+                    WeightSource s = placed.sources.get(p);
+                    if (s != null) {
+                        byTarget.computeIfAbsent(t, k -> new LinkedHashMap<>()).putIfAbsent(p, s);
+                    }
+                }
+            }
             List<String> order = new ArrayList<>(targets.keySet());
             Map<String, OffloadedWeights> weights = new LinkedHashMap<>();
             List<OffloadedWeights> stages = new ArrayList<>();
@@ -497,6 +517,8 @@ final class Dispatcher {
             LOG.info("Dispatched {}: {} hooks, {} offloaded modules, main device {}, prefetch {}", model.className(),
                     handles.size(), stages.size(), main, prefetcher == null ? 0 : prefetcher.depth());
         }
+        // With hooks in place every module knows its execution device: the model may now derive its own state.
+        model.onWeightsLoaded();
         OffloadStore store = placed.store;
         DispatchedModel.OffloadStats stats = new DispatchedModel.OffloadStats(
                 store == null ? 0 : store.tensorsWritten(), store == null ? 0 : store.bytesWritten(),
