@@ -79,6 +79,12 @@ final class ChatTestSupport {
         return model;
     }
 
+    /** A ChatGLM-6B tokenizer: it does not fit a ChatGLM2/3 model. */
+    static io.github.bigmodel.chatglm.tokenizer.ChatTokenizer smallVocabTokenizer() {
+        return io.github.bigmodel.chatglm.tokenizer.ChatGLM1Tokenizer.load(
+                ReferenceTree.tokenizer().resolve("ice_text.model"), 0);
+    }
+
     /** Forces the model's choice at step i to {@code ids[i]} (scores -inf except that id). */
     static LogitsProcessor scripted(int[] ids, int promptLength) {
         return (rows, scores) -> {
