@@ -17,6 +17,10 @@ import org.bytedeco.pytorch.Tensor;
  *         .stopAtEos(false)          // exactly 16 tokens
  *         .keepStepScores(true)
  *         .build();
+ * GenerationRequest sampled = GenerationRequest.builder(new long[][] {promptIds})
+ *         .processor(new TemperatureWarper(0.8)).processor(new TopPWarper(0.8))
+ *         .doSample(true).seed(42)
+ *         .build();
  * }</pre>
  */
 public final class GenerationRequest {
@@ -30,6 +34,8 @@ public final class GenerationRequest {
     private final List<Long> eosTokenIds;
     private final List<LogitsProcessor> processors;
     private final boolean keepStepScores;
+    private final boolean doSample;
+    private final Long seed;
 
     private GenerationRequest(Builder b) {
         this.promptIds = b.promptIds;
@@ -41,6 +47,8 @@ public final class GenerationRequest {
         this.eosTokenIds = b.eosTokenIds == null ? null : Collections.unmodifiableList(new ArrayList<>(b.eosTokenIds));
         this.processors = Collections.unmodifiableList(new ArrayList<>(b.processors));
         this.keepStepScores = b.keepStepScores;
+        this.doSample = b.doSample;
+        this.seed = b.seed;
     }
 
     /** A builder for these prompt rows (all of one length). */
@@ -86,6 +94,16 @@ public final class GenerationRequest {
         return keepStepScores;
     }
 
+    /** Whether the next token is drawn from {@code softmax(scores)} (else it is the argmax). */
+    public boolean doSample() {
+        return doSample;
+    }
+
+    /** The sampling seed, or null for a fresh one per run (logged at debug level so a run can be repeated). */
+    public Long seed() {
+        return seed;
+    }
+
     /** Builder of {@link GenerationRequest}. */
     public static final class Builder {
         private final long[][] promptIds;
@@ -97,6 +115,8 @@ public final class GenerationRequest {
         private List<Long> eosTokenIds;
         private final List<LogitsProcessor> processors = new ArrayList<>();
         private boolean keepStepScores;
+        private boolean doSample;
+        private Long seed;
 
         private Builder(long[][] promptIds) {
             this.promptIds = promptIds;
@@ -139,6 +159,10 @@ public final class GenerationRequest {
             return this;
         }
 
+        /**
+         * The ids that end a row (ChatGLM3 chat: {@code </s>}, {@code <|user|>}, {@code <|observation|>}); absent:
+         * the model config's {@code eos_token_id}.
+         */
         public Builder eosTokenIds(List<Long> eosTokenIds) {
             this.eosTokenIds = eosTokenIds;
             return this;
@@ -155,6 +179,21 @@ public final class GenerationRequest {
         /** Keep every step's processed scores in the result (costs batch x steps x vocab floats). */
         public Builder keepStepScores(boolean keepStepScores) {
             this.keepStepScores = keepStepScores;
+            return this;
+        }
+
+        /**
+         * Draw each token from {@code softmax(scores)} after the processors (transformers' {@code do_sample=True});
+         * the warpers ({@code TemperatureWarper}, {@code TopKWarper}, {@code TopPWarper}) are processors too.
+         */
+        public Builder doSample(boolean doSample) {
+            this.doSample = doSample;
+            return this;
+        }
+
+        /** Seeds the sampler: the same seed, prompt and processors give the same ids. */
+        public Builder seed(long seed) {
+            this.seed = seed;
             return this;
         }
 

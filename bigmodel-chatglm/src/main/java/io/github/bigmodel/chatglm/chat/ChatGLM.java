@@ -1,0 +1,272 @@
+package io.github.bigmodel.chatglm.chat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.GenerationRequest;
+import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.chatglm.generation.GenerationConfig;
+import io.github.bigmodel.chatglm.tokenizer.ChatGLM1Tokenizer;
+import io.github.bigmodel.chatglm.tokenizer.ChatGLM2Tokenizer;
+import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
+import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import io.github.bigmodel.chatglm.tokenizer.ChatRound;
+import io.github.bigmodel.chatglm.tokenizer.ChatTokenizer;
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.safetensors.Checkpoint;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * A ChatGLM model and its tokenizer, with THUDM's {@code chat()} and {@code stream_chat()}.
+ *
+ * <pre>{@code
+ * // Python:
+ * //   tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+ * //   model = AutoModel.from_pretrained(path, trust_remote_code=True).float()
+ * //   response, history = model.chat(tokenizer, "你好", history=[])
+ * //   response, history = model.chat(tokenizer, "晚上睡不着应该怎么办", history=history)
+ * try (ChatGLM model = ChatGLM.load(Path.of("chatglm3-6b"))) {
+ *     ChatResponse r = model.chat("你好", List.of());
+ *     r = model.chat("晚上睡不着应该怎么办", r.history());
+ *     System.out.println(r.text());
+ * }
+ * }</pre>
+ *
+ * <p>Every call builds the whole prompt from the history (as THUDM's {@code chat()} does) and generates with a KV
+ * cache of its own, freed when the call (or its stream) ends; the weights are shared read-only, so one
+ * {@code ChatGLM} can serve several conversations, also from several threads. Histories are lists of
+ * {@link ChatMessage}: ChatGLM3 messages with roles, or for ChatGLM-6B / ChatGLM2 user/assistant pairs (one pair
+ * per Python {@code (query, response)} tuple, see {@link #roundsOf}/{@link #historyOf}). The given history is never
+ * modified; the response carries the new one.
+ *
+ * <p>Tools (ChatGLM3): start the history with {@link #toolSystemMessage(JsonNode)}; a reply that calls a tool comes
+ * back as {@link ChatResponse#toolCall()} (parsed keyword arguments, never evaluated); run the tool and send its
+ * result with {@code ChatOptions.builder().role("observation")}.
+ *
+ * <p>A prompt that leaves no room for a reply within the model's positions (or the requested {@code max_length})
+ * fails with {@link PromptTooLongException} before anything runs; nothing is truncated silently.
+ */
+public final class ChatGLM implements AutoCloseable {
+
+    private static final Logger LOG = LoggerFactory.getLogger(ChatGLM.class);
+    /** The system prompt THUDM's demos put in front of the tool definitions. */
+    public static final String TOOL_SYSTEM_PROMPT =
+            "Answer the following questions as best as you can. You have access to the following tools:";
+
+    private final ChatGLMLanguageModel model;
+    private final ChatTokenizer tokenizer;
+    private final PromptFormat format;
+    private final Generator generator;
+    private final boolean ownsWeights;
+
+    private ChatGLM(ChatGLMLanguageModel model, ChatTokenizer tokenizer, boolean ownsWeights) {
+        if (model == null || tokenizer == null) {
+            throw new IllegalArgumentException("model and tokenizer must not be null");
+        }
+        this.format = PromptFormat.of(tokenizer);
+        boolean v1Model = model.config().version() == ChatGLMConfig.Version.CHATGLM_6B;
+        if (v1Model != (format.format() == ChatFormat.CHATGLM_6B)) {
+            throw new IllegalArgumentException("A " + format.format() + " tokenizer does not fit a "
+                    + model.config().version() + " model");
+        }
+        if (tokenizer.vocabSize() > model.config().vocabSize()) {
+            throw new IllegalArgumentException("The tokenizer has " + tokenizer.vocabSize()
+                    + " ids but the model's vocabulary has only " + model.config().vocabSize());
+        }
+        this.model = model;
+        this.tokenizer = tokenizer;
+        this.generator = new Generator(model);
+        this.ownsWeights = ownsWeights;
+    }
+
+    /**
+     * A chat over a model whose weights are already in place (loaded by the caller, for example dispatched over
+     * several devices). {@link #close()} leaves such weights alone.
+     *
+     * <pre>{@code
+     * ChatGLM glm = ChatGLM.of(dispatchedModel, ChatGLM3Tokenizer.load(dir.resolve("tokenizer.model")));
+     * }</pre>
+     */
+    public static ChatGLM of(ChatGLMLanguageModel model, ChatTokenizer tokenizer) {
+        return new ChatGLM(model, tokenizer, false);
+    }
+
+    /** {@link #load(Path, DType, ChatFormat)} in float32 (the CPU recipe {@code .float()}), format detected. */
+    public static ChatGLM load(Path modelDir) {
+        return load(modelDir, DType.FLOAT32, null);
+    }
+
+    /** {@link #load(Path, DType, ChatFormat)} with the format detected. */
+    public static ChatGLM load(Path modelDir, DType dtype) {
+        return load(modelDir, dtype, null);
+    }
+
+    /**
+     * Loads {@code config.json}, the tokenizer ({@code tokenizer.model}, or {@code ice_text.model} for ChatGLM-6B
+     * with {@code num_image_tokens} from {@code tokenizer_config.json}) and every weight through
+     * {@link Checkpoint} onto the CPU in {@code dtype}.
+     *
+     * @param format null to detect: ChatGLM-6B from the config; ChatGLM2 when the config's {@code _name_or_path}
+     *               names chatglm2, ChatGLM3 otherwise (the two share config and tokenizer files)
+     */
+    public static ChatGLM load(Path modelDir, DType dtype, ChatFormat format) {
+        ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
+        ChatFormat chosen = format != null ? format : detect(config);
+        ChatTokenizer tokenizer = switch (chosen) {
+            case CHATGLM_6B -> ChatGLM1Tokenizer.load(modelDir.resolve("ice_text.model"), numImageTokens(modelDir));
+            case CHATGLM2 -> ChatGLM2Tokenizer.load(modelDir.resolve("tokenizer.model"));
+            case CHATGLM3 -> ChatGLM3Tokenizer.load(modelDir.resolve("tokenizer.model"));
+        };
+        DType weightsDtype = dtype != null ? dtype : DType.FLOAT32;
+        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, weightsDtype);
+        try (Checkpoint checkpoint = Checkpoint.open(modelDir)) {
+            model.loadWeights(checkpoint::load, Device.CPU, weightsDtype);
+        }
+        LOG.info("Loaded {} as {} ({})", modelDir, chosen, weightsDtype.torchName());
+        try {
+            return new ChatGLM(model, tokenizer, true);
+        } catch (RuntimeException e) {
+            model.toMeta();
+            throw e;
+        }
+    }
+
+    private static ChatFormat detect(ChatGLMConfig config) {
+        if (config.version() == ChatGLMConfig.Version.CHATGLM_6B) {
+            return ChatFormat.CHATGLM_6B;
+        }
+        JsonNode name = config.raw("_name_or_path");
+        if (name != null && name.asText().toLowerCase(java.util.Locale.ROOT).contains("chatglm2")) {
+            return ChatFormat.CHATGLM2;
+        }
+        return ChatFormat.CHATGLM3;
+    }
+
+    private static int numImageTokens(Path modelDir) {
+        Path file = modelDir.resolve("tokenizer_config.json");
+        if (!Files.isRegularFile(file)) {
+            return 0;
+        }
+        try {
+            JsonNode n = new ObjectMapper().readTree(file.toFile()).get("num_image_tokens");
+            return n == null || n.isNull() ? 0 : n.asInt();
+        } catch (IOException e) {
+            throw new UncheckedIOException("Cannot read " + file, e);
+        }
+    }
+
+    public ChatGLMLanguageModel model() {
+        return model;
+    }
+
+    public ChatTokenizer tokenizer() {
+        return tokenizer;
+    }
+
+    public ChatFormat format() {
+        return format.format();
+    }
+
+    /** THUDM's system message for tools: {@link #TOOL_SYSTEM_PROMPT} with the tool definitions (ChatGLM3). */
+    public static ChatMessage toolSystemMessage(JsonNode tools) {
+        if (tools == null || !tools.isArray()) {
+            throw new IllegalArgumentException("tools must be a JSON array of tool definitions");
+        }
+        return ChatMessage.system(TOOL_SYSTEM_PROMPT, tools);
+    }
+
+    /** ChatGLM-6B / ChatGLM2 history as Python's {@code [(query, response), ...]}. */
+    public static List<ChatRound> roundsOf(List<ChatMessage> history) {
+        return PromptFormat.rounds(history, ChatFormat.CHATGLM2);
+    }
+
+    /** Python's {@code [(query, response), ...]} as a message history. */
+    public static List<ChatMessage> historyOf(List<ChatRound> rounds) {
+        return PromptFormat.messages(rounds);
+    }
+
+    /** The ids generation starts from for this turn. */
+    public int[] promptIds(String query, List<ChatMessage> history, String role) {
+        return format.promptIds(requireQuery(query), history == null ? List.of() : history, role);
+    }
+
+    /** {@code model.chat(tokenizer, query, history)} with THUDM's defaults (sampling, top_p/temperature). */
+    public ChatResponse chat(String query, List<ChatMessage> history) {
+        return chat(query, history, ChatOptions.defaults());
+    }
+
+    /** One turn to completion. */
+    public ChatResponse chat(String query, List<ChatMessage> history, ChatOptions options) {
+        try (ChatStream stream = streamChat(query, history, options)) {
+            return stream.drain(delta -> { });
+        }
+    }
+
+    /** {@code model.stream_chat(tokenizer, query, history)} with THUDM's defaults. */
+    public ChatStream streamChat(String query, List<ChatMessage> history) {
+        return streamChat(query, history, ChatOptions.defaults());
+    }
+
+    /**
+     * Starts one turn; the returned stream generates as its deltas are pulled and must be closed.
+     *
+     * @throws PromptTooLongException when the prompt leaves no room for a reply
+     */
+    public ChatStream streamChat(String query, List<ChatMessage> history, ChatOptions options) {
+        ChatOptions opts = options != null ? options : ChatOptions.defaults();
+        List<ChatMessage> h = history == null ? List.of() : new ArrayList<>(history);
+        int[] prompt = format.promptIds(requireQuery(query), h, opts.role());
+        GenerationConfig g = opts.generation() != null ? opts.generation()
+                : GenerationConfig.chatDefaults(model.config().version());
+        int positions = model.config().maxPositions();
+        int limit = positions;
+        String what = "the model's " + positions + " positions";
+        if (g.maxLength().isPresent() && g.maxLength().getAsInt() < limit) {
+            limit = g.maxLength().getAsInt();
+            what = "max_length";
+        }
+        if (prompt.length >= limit) {
+            throw new PromptTooLongException(prompt.length, limit, what);
+        }
+        // max_new_tokens may ask for more than the positions left; the model cannot go past them.
+        int budget = Math.min(g.newTokenBudget(prompt.length, limit - prompt.length), positions - prompt.length);
+        long[] ids = new long[prompt.length];
+        for (int i = 0; i < ids.length; i++) {
+            ids[i] = prompt[i];
+        }
+        List<Long> stops = new ArrayList<>();
+        for (int s : format.stopIds()) {
+            stops.add((long) s);
+        }
+        GenerationRequest.Builder b = GenerationRequest.builder(new long[][] {ids}).maxNewTokens(budget)
+                .eosTokenIds(stops);
+        g.applyTo(b);
+        opts.processors().forEach(b::processor);
+        Generator.Session session = generator.start(b.build());
+        return new ChatStream(session, format, query, opts.role(), h, prompt);
+    }
+
+    private static String requireQuery(String query) {
+        if (query == null) {
+            throw new IllegalArgumentException("query must not be null");
+        }
+        return query;
+    }
+
+    /** Releases the weights when {@link #load} loaded them; a model given to {@link #of} stays the caller's. */
+    @Override
+    public void close() {
+        if (ownsWeights) {
+            model.toMeta();
+        }
+    }
+}

@@ -1,0 +1,164 @@
+package io.github.bigmodel.chatglm.chat;
+
+import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.Iterator;
+import java.util.List;
+import java.util.NoSuchElementException;
+import java.util.Spliterator;
+import java.util.Spliterators;
+import java.util.function.Consumer;
+import java.util.stream.Stream;
+import java.util.stream.StreamSupport;
+
+/**
+ * A reply in the making, as text deltas (Python's {@code for response, history in model.stream_chat(...)}, but
+ * yielding only the new text each time). Generation runs as the deltas are pulled: one model step per
+ * {@link #hasNext()} until a step adds text. No delta splits a character; concatenated, the deltas equal
+ * {@link ChatResponse#text()} of {@link #response()}.
+ *
+ * <p>{@link #close()} stops the generation and frees its KV cache at once (or, from another thread, as soon as
+ * the running step ends). Not thread-safe otherwise.
+ *
+ * <pre>{@code
+ * try (ChatStream stream = glm.streamChat("你好", List.of())) {
+ *     stream.forEachRemaining(System.out::print);
+ *     history = stream.response().history();
+ * }
+ * }</pre>
+ */
+public final class ChatStream implements Iterator<String>, AutoCloseable {
+
+    private final Generator.Session session;
+    private final PromptFormat format;
+    private final String query;
+    private final String role;
+    private final List<ChatMessage> history;
+    private final int[] promptIds;
+    private final int[] stopIds;
+    private final StreamDecoder decoder;
+    private final ArrayDeque<String> pending = new ArrayDeque<>();
+    private int[] generated = new int[64];
+    private int count;
+    private boolean stopped;
+    private volatile boolean closedEarly;
+    private ChatResponse response;
+
+    ChatStream(Generator.Session session, PromptFormat format, String query, String role, List<ChatMessage> history,
+               int[] promptIds) {
+        this.session = session;
+        this.format = format;
+        this.query = query;
+        this.role = role;
+        this.history = List.copyOf(history);
+        this.promptIds = promptIds;
+        this.stopIds = format.stopIds();
+        this.decoder = new StreamDecoder(format);
+    }
+
+    /** Runs steps until a delta is ready or the reply ends; false once the reply is complete or closed. */
+    @Override
+    public boolean hasNext() {
+        while (pending.isEmpty() && response == null) {
+            if (closedEarly) {
+                return false;
+            }
+            if (session.isFinished()) {
+                finish();
+                break;
+            }
+            int id;
+            try {
+                id = (int) session.step()[0];
+            } catch (IllegalStateException e) {
+                if (closedEarly) {
+                    return false; // closed from another thread between two steps
+                }
+                throw e;
+            }
+            append(id);
+            if (PromptFormat.contains(stopIds, id) && session.isStopped(0)) {
+                stopped = true;
+            } else {
+                offer(decoder.push(id));
+            }
+        }
+        return !pending.isEmpty();
+    }
+
+    private void append(int id) {
+        if (count == generated.length) {
+            generated = Arrays.copyOf(generated, count * 2);
+        }
+        generated[count++] = id;
+    }
+
+    private void offer(String delta) {
+        if (!delta.isEmpty()) {
+            pending.add(delta);
+        }
+    }
+
+    private void finish() {
+        int[] all = Arrays.copyOf(generated, count);
+        int[] text = stopped ? Arrays.copyOf(all, count - 1) : all;
+        offer(decoder.finish(text));
+        response = format.finish(query, role, history, promptIds, all,
+                stopped ? FinishReason.STOP : FinishReason.LENGTH);
+    }
+
+    @Override
+    public String next() {
+        if (!hasNext()) {
+            throw new NoSuchElementException("The reply is complete");
+        }
+        return pending.poll();
+    }
+
+    /** Pulls every remaining delta into {@code sink}, then returns the response. */
+    public ChatResponse drain(Consumer<String> sink) {
+        forEachRemaining(sink);
+        return response();
+    }
+
+    /** The deltas as a sequential stream (closing it closes this). */
+    public Stream<String> deltas() {
+        return StreamSupport.stream(Spliterators.spliteratorUnknownSize(this, Spliterator.ORDERED), false)
+                .onClose(this::close);
+    }
+
+    /**
+     * The complete response once every delta was pulled.
+     *
+     * @throws IllegalStateException when the reply is not complete yet or the stream was closed before its end
+     */
+    public ChatResponse response() {
+        if (response == null) {
+            throw new IllegalStateException(closedEarly ? "The stream was closed before the reply ended"
+                    : "The reply is not complete: pull every delta first");
+        }
+        return response;
+    }
+
+    /** Number of tokens generated so far. */
+    public int generatedTokens() {
+        return count;
+    }
+
+    /** Whether the KV cache of this reply is still allocated. */
+    public boolean holdsCache() {
+        return session.holdsCache();
+    }
+
+    /** Stops generating and frees the KV cache; deltas not yet pulled are dropped. Idempotent. */
+    @Override
+    public void close() {
+        if (response == null) {
+            closedEarly = true;
+            pending.clear();
+        }
+        session.close();
+    }
+}
