@@ -4,13 +4,13 @@ import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.GenerationRequest;
 import io.github.bigmodel.chatglm.GenerationResult;
+import io.github.bigmodel.chatglm.RandomCheckpoint;
 import io.github.bigmodel.chatglm.Generator;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatInput;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
-import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.ProcessMemory;
 import io.github.bigmodel.dispatch.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DevicePlan;
@@ -18,8 +18,6 @@ import io.github.bigmodel.dispatch.MaxMemory;
 import io.github.bigmodel.dispatch.ModuleSizes;
 import io.github.bigmodel.dispatch.PlanOptions;
 import io.github.bigmodel.safetensors.Checkpoint;
-import io.github.bigmodel.safetensors.SafetensorsWriter;
-import io.github.bigmodel.safetensors.ShardedCheckpointWriter;
 import java.io.InputStream;
 import java.io.PrintWriter;
 import java.nio.charset.StandardCharsets;
@@ -34,9 +32,6 @@ import java.util.TreeMap;
 import java.util.concurrent.Callable;
 import java.util.stream.Stream;
 import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.Scalar;
-import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -110,7 +105,7 @@ final class DemoCommand implements Callable<Integer> {
         ChatGLMLanguageModel meta = ChatGLMLanguageModel.create(config, DType.FLOAT32);
         out.printf(Locale.ROOT, "built on meta: %,d parameters, %s in float32, 0 bytes allocated%n",
                 meta.parameterCount(), MemorySize.format(meta.byteSize()));
-        writeRandomCheckpoint(meta, folder, 1L << 20);
+        RandomCheckpoint.write(meta, folder, DType.FLOAT32, 1L << 20, 0.08, 1234);
 
         // 3. Read back lazily: names, dtypes, shapes from the headers only.
         section(out, "2. The checkpoint, listed without reading tensor data");
@@ -189,24 +184,6 @@ final class DemoCommand implements Callable<Integer> {
         for (Map.Entry<Device, Double> e : bytes.entrySet()) {
             out.printf(Locale.ROOT, "  %-7s %10s  %s%n", e.getKey(), MemorySize.format(e.getValue()),
                     PlanCommand.summarize(byDevice.getOrDefault(e.getKey(), List.of())));
-        }
-    }
-
-    /** Seeded random weights (norms at 1), written one tensor at a time into ~1 MiB shards. */
-    private static void writeRandomCheckpoint(ChatGLMLanguageModel meta, Path folder, long shardBytes) {
-        torch.manual_seed(1234);
-        List<SafetensorsWriter.Entry> entries = new ArrayList<>();
-        Map<String, Parameter> stateDict = meta.stateDict();
-        stateDict.forEach((name, p) -> entries.add(SafetensorsWriter.Entry.of(name, DType.FLOAT32, p.shape())));
-        try (ShardedCheckpointWriter writer = ShardedCheckpointWriter.create(folder, entries, shardBytes)) {
-            for (Map.Entry<String, Parameter> e : stateDict.entrySet()) {
-                try (PointerScope scope = new PointerScope()) {
-                    Tensor t = e.getKey().endsWith("layernorm.weight")
-                            ? torch.ones(e.getValue().shape())
-                            : torch.randn(e.getValue().shape()).mul_(new Scalar(0.08));
-                    writer.write(e.getKey(), t);
-                }
-            }
         }
     }
 

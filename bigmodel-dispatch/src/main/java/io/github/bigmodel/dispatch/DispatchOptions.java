@@ -64,6 +64,29 @@ public final class DispatchOptions {
         progress = b.progress;
     }
 
+    /**
+     * A builder holding these options, to change some of them.
+     *
+     * <pre>{@code
+     * DispatchOptions withFolder = options.toBuilder().offloadFolder(Path.of("offload")).build();
+     * }</pre>
+     */
+    public Builder toBuilder() {
+        Builder b = new Builder();
+        b.deviceMap = deviceMap;
+        b.strategy = deviceMap == null ? strategy : null;
+        b.maxMemory = maxMemory;
+        b.noSplit.addAll(noSplitModuleClasses);
+        b.offloadFolder = offloadFolder;
+        b.offloadStateDict = offloadStateDict;
+        b.dtype = dtype;
+        b.prefetch = prefetch;
+        b.executionDevice = executionDevice;
+        b.inventory = inventory;
+        b.progress = progress;
+        return b;
+    }
+
     /** Defaults: the {@code auto} strategy over this machine's free memory, prefetch depth 1. */
     public static DispatchOptions defaults() {
         return builder().build();

@@ -1,5 +1,10 @@
 package io.github.bigmodel.chatglm.chat;
 
+import java.util.Map;
+import io.github.bigmodel.dispatch.DispatchedModel;
+import io.github.bigmodel.dispatch.DispatchOptions;
+import io.github.bigmodel.dispatch.DeviceMap;
+import io.github.bigmodel.dispatch.BigModel;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
@@ -67,8 +72,15 @@ public final class ChatGLM implements AutoCloseable {
     private final PromptFormat format;
     private final Generator generator;
     private final boolean ownsWeights;
+    private final DispatchedModel<ChatGLMLanguageModel> dispatched;
 
     private ChatGLM(ChatGLMLanguageModel model, ChatTokenizer tokenizer, boolean ownsWeights) {
+        this(model, tokenizer, ownsWeights, null);
+    }
+
+    private ChatGLM(ChatGLMLanguageModel model, ChatTokenizer tokenizer, boolean ownsWeights,
+            DispatchedModel<ChatGLMLanguageModel> dispatched) {
+        this.dispatched = dispatched;
         if (model == null || tokenizer == null) {
             throw new IllegalArgumentException("model and tokenizer must not be null");
         }
@@ -121,11 +133,7 @@ public final class ChatGLM implements AutoCloseable {
     public static ChatGLM load(Path modelDir, DType dtype, ChatFormat format) {
         ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
         ChatFormat chosen = format != null ? format : detect(config);
-        ChatTokenizer tokenizer = switch (chosen) {
-            case CHATGLM_6B -> ChatGLM1Tokenizer.load(modelDir.resolve("ice_text.model"), numImageTokens(modelDir));
-            case CHATGLM2 -> ChatGLM2Tokenizer.load(modelDir.resolve("tokenizer.model"));
-            case CHATGLM3 -> ChatGLM3Tokenizer.load(modelDir.resolve("tokenizer.model"));
-        };
+        ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
         DType weightsDtype = dtype != null ? dtype : DType.FLOAT32;
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, weightsDtype);
         try (Checkpoint checkpoint = Checkpoint.open(modelDir)) {
@@ -138,6 +146,72 @@ public final class ChatGLM implements AutoCloseable {
             model.toMeta();
             throw e;
         }
+    }
+
+    /**
+     * Loads a model folder under a device map, as accelerate's big-model inference does: the model is built on
+     * meta, the map is planned (or given), each tensor goes from the mapped checkpoint straight to its device, and
+     * what does not fit is offloaded to the CPU or to disk and brought in layer by layer during generation. GLMBlock
+     * is never split unless the options name other classes.
+     *
+     * <pre>{@code
+     * // Python (accelerate, the seed documents):
+     * //   with init_empty_weights():
+     * //       model = AutoModel.from_config(config, trust_remote_code=True)
+     * //   device_map = infer_auto_device_map(model, max_memory={0: "10GiB", "cpu": "30GiB"},
+     * //                                      no_split_module_classes=["GLMBlock"])
+     * //   model = load_checkpoint_and_dispatch(model, path, device_map=device_map, offload_folder="offload")
+     * //   response, history = model.chat(tokenizer, "你好", history=[])
+     * try (ChatGLM glm = ChatGLM.load(Path.of("chatglm3-6b"), DispatchOptions.builder()
+     *         .maxMemory("0=10GiB,cpu=30GiB")
+     *         .offloadFolder(Path.of("offload"))
+     *         .build())) {
+     *     ChatResponse r = glm.chat("你好", List.of());
+     *     System.out.println(glm.hfDeviceMap().toJson());
+     * }
+     * }</pre>
+     *
+     * @param options device map or strategy, budgets, offload folder, dtype (default float32), prefetch
+     */
+    public static ChatGLM load(Path modelDir, DispatchOptions options) {
+        ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
+        ChatFormat chosen = detect(config);
+        ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
+        DType weightsDtype = options.dtype() != null ? options.dtype() : DType.FLOAT32;
+        DispatchOptions effective = options.noSplitModuleClasses().isEmpty()
+                ? options.toBuilder().noSplitModuleClasses("GLMBlock").dtype(weightsDtype).build()
+                : options.toBuilder().dtype(weightsDtype).build();
+        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, weightsDtype);
+        DispatchedModel<ChatGLMLanguageModel> dispatched =
+                BigModel.loadCheckpointAndDispatch(model, modelDir, effective);
+        LOG.info("Loaded {} as {} ({}) with device map {}", modelDir, chosen, weightsDtype.torchName(),
+                dispatched.hfDeviceMap().toJson());
+        try {
+            return new ChatGLM(model, tokenizer, true, dispatched);
+        } catch (RuntimeException e) {
+            dispatched.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Where each module of the model is, in accelerate's {@code hf_device_map} form; for a model loaded without a
+     * device map, the whole model on the device of its weights.
+     */
+    public DeviceMap hfDeviceMap() {
+        if (dispatched != null) {
+            return dispatched.hfDeviceMap();
+        }
+        Device d = model.executionDevice();
+        return DeviceMap.of(Map.of("", d == null ? Device.META : d));
+    }
+
+    private static ChatTokenizer tokenizer(Path modelDir, ChatFormat chosen) {
+        return switch (chosen) {
+            case CHATGLM_6B -> ChatGLM1Tokenizer.load(modelDir.resolve("ice_text.model"), numImageTokens(modelDir));
+            case CHATGLM2 -> ChatGLM2Tokenizer.load(modelDir.resolve("tokenizer.model"));
+            case CHATGLM3 -> ChatGLM3Tokenizer.load(modelDir.resolve("tokenizer.model"));
+        };
     }
 
     private static ChatFormat detect(ChatGLMConfig config) {
@@ -265,7 +339,9 @@ public final class ChatGLM implements AutoCloseable {
     /** Releases the weights when {@link #load} loaded them; a model given to {@link #of} stays the caller's. */
     @Override
     public void close() {
-        if (ownsWeights) {
+        if (dispatched != null) {
+            dispatched.close();
+        } else if (ownsWeights) {
             model.toMeta();
         }
     }
