@@ -19,7 +19,7 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
         description = "Run language models bigger than any one device.",
-        subcommands = {PlanCommand.class, TokenizeCommand.class, InspectCommand.class, DemoCommand.class,
+        subcommands = {PlanCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class, DemoCommand.class,
                 CommandLine.HelpCommand.class})
 public final class BigModelCli implements Runnable {
 

@@ -1,0 +1,62 @@
+package io.github.bigmodel.cli;
+
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.dispatch.DeviceMap;
+import io.github.bigmodel.dispatch.DispatchOptions;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Set;
+import picocli.CommandLine.Option;
+
+/** The options every command that loads weights shares: dtype, device map or strategy, budgets, offload. */
+final class ModelOptions {
+
+    private static final Set<String> STRATEGIES = Set.of("auto", "balanced", "balanced_low_0", "sequential");
+
+    @Option(names = "--dtype", paramLabel = "DTYPE", defaultValue = "float32",
+            description = "Weights and compute dtype: float32, bfloat16 or float16 (default: ${DEFAULT-VALUE}).")
+    String dtype;
+
+    @Option(names = "--device-map", paramLabel = "MAP",
+            description = "auto, balanced, balanced_low_0, sequential, or a JSON file in hf_device_map form. "
+                    + "Default: everything on the CPU, unless --max-memory is given (then auto).")
+    String deviceMap;
+
+    @Option(names = "--max-memory", paramLabel = "BUDGETS",
+            description = "Per-device budgets for planning, e.g. \"0=10GiB,cpu=4GiB\".")
+    String maxMemory;
+
+    @Option(names = "--offload-folder", paramLabel = "DIR",
+            description = "Where weights mapped to disk are written when they cannot be read in place.")
+    Path offloadFolder;
+
+    @Option(names = "--prefetch", paramLabel = "N", defaultValue = "1",
+            description = "Offloaded blocks read ahead on a background thread (0 = off; default: ${DEFAULT-VALUE}).")
+    int prefetch;
+
+    DType weightsDtype() {
+        return DType.parse(dtype);
+    }
+
+    /** Dispatch options for these flags: a hand-written map, a strategy with budgets, or all on the CPU. */
+    DispatchOptions toDispatchOptions() throws IOException {
+        DispatchOptions.Builder b = DispatchOptions.builder().dtype(weightsDtype()).prefetch(prefetch)
+                .noSplitModuleClasses("GLMBlock");
+        if (offloadFolder != null) {
+            b.offloadFolder(offloadFolder);
+        }
+        if (deviceMap != null && !STRATEGIES.contains(deviceMap)) {
+            b.deviceMap(DeviceMap.fromJson(Files.readString(Path.of(deviceMap), StandardCharsets.UTF_8)));
+        } else if (deviceMap != null || maxMemory != null) {
+            b.strategy(deviceMap == null ? "auto" : deviceMap);
+            if (maxMemory != null) {
+                b.maxMemory(maxMemory);
+            }
+        } else {
+            b.deviceMap("{\"\": \"cpu\"}");
+        }
+        return b.build();
+    }
+}
