@@ -150,33 +150,51 @@ public abstract class ChatGLMLanguageModel extends Module {
         Set<Parameter> loaded = Collections.newSetFromMap(new IdentityHashMap<>());
         int count = 0;
         int quantized = 0;
-        for (Map.Entry<String, Parameter> e : stateDict().entrySet()) {
-            String name = e.getKey();
-            Parameter p = e.getValue();
-            if (loaded.contains(p) || isComputedBuffer(name)) {
-                continue;
-            }
-            int dot = name.lastIndexOf('.');
-            QuantizedLinear linear = dot < 0 ? null : quantizable.get(name.substring(0, dot));
-            if (linear != null && name.endsWith("." + QuantizedLinear.SCALE_NAME)) {
-                continue; // read together with its weight
-            }
-            Device device = placement.apply(name);
-            if (device == null || !device.isTensorDevice() || device.isMeta()) {
-                throw new WeightLoadException(name, "No usable device for '" + name + "': " + device);
-            }
-            try (PointerScope scope = new PointerScope()) {
+        // One scope for the source's tensors (a checkpoint may keep its file mappings in it); each linear weight's
+        // quantization temporaries get a scope of their own so no float copy outlives its tensor.
+        try (PointerScope scope = new PointerScope()) {
+            for (Map.Entry<String, Parameter> e : stateDict().entrySet()) {
+                String name = e.getKey();
+                Parameter p = e.getValue();
+                if (loaded.contains(p) || isComputedBuffer(name)) {
+                    continue;
+                }
+                int dot = name.lastIndexOf('.');
+                QuantizedLinear linear = dot < 0 ? null : quantizable.get(name.substring(0, dot));
+                if (linear != null && name.endsWith("." + QuantizedLinear.SCALE_NAME)) {
+                    continue; // read together with its weight
+                }
+                Tensor src = source.apply(name);
+                if (src == null) {
+                    throw new WeightLoadException(name, "The checkpoint has no tensor '" + name + "'");
+                }
+                Device device = placement.apply(name);
+                if (device == null || !device.isTensorDevice() || device.isMeta()) {
+                    throw new WeightLoadException(name, "No usable device for '" + name + "': " + device);
+                }
                 if (linear != null && p == linear.weight()) {
-                    quantized += loadLinearWeight(source, name, linear, device, dtype) ? 1 : 0;
+                    // Only an integer weight has scales beside it: float checkpoints are never asked for them.
+                    Tensor scaleSrc = null;
+                    if (!DType.of(src.scalar_type()).isFloatingPoint()) {
+                        String scaleName = name.substring(0, dot + 1) + QuantizedLinear.SCALE_NAME;
+                        scaleSrc = source.apply(scaleName);
+                        if (scaleSrc == null) {
+                            throw new WeightLoadException(name, "Integer weight '" + name + "' has no '" + scaleName
+                                    + "' beside it");
+                        }
+                    }
+                    try (PointerScope inner = new PointerScope()) {
+                        quantized += loadLinearWeight(name, src, scaleSrc, linear, device, dtype) ? 1 : 0;
+                    }
                 } else {
-                    Tensor t = floatTensor(source, name, p.shape()).to(Tensors.toTorch(device), dtype.scalarType())
+                    Tensor t = floatTensor(name, src, p.shape()).to(Tensors.toTorch(device), dtype.scalarType())
                             .contiguous();
                     t.retainReference();
                     p.set(t);
                 }
+                loaded.add(p);
+                count++;
             }
-            loaded.add(p);
-            count++;
         }
         this.computeDtype = dtype;
         initComputedBuffers();
@@ -218,14 +236,8 @@ public abstract class ChatGLMLanguageModel extends Module {
     }
 
     /** Loads one block linear weight; returns whether it was quantized here (rather than taken as stored). */
-    private boolean loadLinearWeight(Function<String, Tensor> source, String name, QuantizedLinear linear,
+    private boolean loadLinearWeight(String name, Tensor src, Tensor scaleSrc, QuantizedLinear linear,
             Device device, DType dtype) {
-        String scaleName = name.substring(0, name.lastIndexOf('.') + 1) + QuantizedLinear.SCALE_NAME;
-        Tensor src = source.apply(name);
-        if (src == null) {
-            throw new WeightLoadException(name, "The checkpoint has no tensor '" + name + "'");
-        }
-        Tensor scaleSrc = source.apply(scaleName);
         Precision target = linear.precision();
         org.bytedeco.pytorch.Device torchDevice = Tensors.toTorch(device);
         if (scaleSrc != null) {
@@ -247,7 +259,7 @@ public abstract class ChatGLMLanguageModel extends Module {
             linear.weight().set(t);
             return false;
         }
-        Tensor weight = floatTensor(source, name, new long[] {linear.outFeatures(), linear.inFeatures()});
+        Tensor weight = floatTensor(name, src, new long[] {linear.outFeatures(), linear.inFeatures()});
         if (!target.isQuantized()) {
             Tensor t = weight.to(torchDevice, dtype.scalarType()).contiguous();
             t.retainReference();
@@ -296,11 +308,7 @@ public abstract class ChatGLMLanguageModel extends Module {
     }
 
     /** A floating-point tensor of the expected shape from the source. */
-    private static Tensor floatTensor(Function<String, Tensor> source, String name, long[] expected) {
-        Tensor src = source.apply(name);
-        if (src == null) {
-            throw new WeightLoadException(name, "The checkpoint has no tensor '" + name + "'");
-        }
+    private static Tensor floatTensor(String name, Tensor src, long[] expected) {
         DType srcType = DType.of(src.scalar_type());
         if (!srcType.isFloatingPoint()) {
             throw new WeightLoadException(name, "Tensor '" + name + "' is " + srcType.torchName()
@@ -351,8 +359,11 @@ public abstract class ChatGLMLanguageModel extends Module {
                         tensors.put(name, cpu(q.packed()));
                         tensors.put(name.substring(0, dot + 1) + QuantizedLinear.SCALE_NAME, cpu(q.scale()));
                         bits.add(Integer.toString(linear.precision().bits()));
+                        continue;
                     }
-                    continue;
+                    if (p == linear.weightScale()) {
+                        continue; // written beside its weight
+                    }
                 }
                 tensors.put(name, cpu(p.data()));
             }

@@ -20,7 +20,7 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * ({@code [out]}, floating point). Until {@link #planPrecision} asks for an integer precision it is a plain
  * floating-point {@code Linear}.
  *
- * <p>Kernels: on the CPU, libtorch's weight-only kernels ({@link QuantKernels}) with bfloat16 activations, the int4
+ * <p>Kernels: on the CPU, libtorch's weight-only kernels ({@link QuantKernels}) in the activations' dtype, the int4
  * weight kept in the CPU kernel's tiled layout (same size as the packed one) plus a small scale table; elsewhere
  * (CUDA) the weight is dequantized into the activations' dtype for each call and {@code torch.linear} runs on it.
  *
@@ -43,8 +43,8 @@ public class QuantizedLinear extends Linear {
     /** CPU int4 only: the kernel's group size and scale/zero table (derived from weight_scale, not saved). */
     private long int4Group;
     private Tensor int4ScalesAndZeros;
-    /** CPU int8 only: the scales in bfloat16, the kernel's activation dtype. */
-    private Tensor int8ScalesBf16;
+    /** CPU int8 only: the scales in the activations' dtype, as the kernel takes them. */
+    private Tensor int8Scales;
     private boolean cpuTiles;
 
     public QuantizedLinear(long inFeatures, long outFeatures, boolean bias, DType dtype) {
@@ -208,20 +208,22 @@ public class QuantizedLinear extends Linear {
         }
         boolean cpu = device.isCpu();
         if (cpu && (cpuTiles || (precision == Precision.INT8 && QuantKernels.hasInt8Cpu()))) {
-            Tensor x2 = x.reshape(-1, in).to(ScalarType.BFloat16).contiguous();
+            Tensor x2 = x.reshape(-1, in).contiguous();
             Tensor y2;
             if (cpuTiles) {
-                if (int4ScalesAndZeros == null) {
+                if (int4ScalesAndZeros == null || int4ScalesAndZeros.scalar_type().value != type.value) {
+                    releaseTable(int4ScalesAndZeros);
                     int4Group = QuantKernels.int4GroupSize(in);
                     int4ScalesAndZeros = keep(QuantKernels.int4ScalesAndZeros(weightScale.data(), in, int4Group,
-                            ScalarType.BFloat16));
+                            x.scalar_type()));
                 }
                 y2 = QuantKernels.int4Mm(x2, w, int4Group, int4ScalesAndZeros);
             } else {
-                if (int8ScalesBf16 == null) {
-                    int8ScalesBf16 = keep(weightScale.data().to(ScalarType.BFloat16).contiguous());
+                if (int8Scales == null || int8Scales.scalar_type().value != type.value) {
+                    releaseTable(int8Scales);
+                    int8Scales = keep(weightScale.data().to(x.scalar_type()).contiguous());
                 }
-                y2 = QuantKernels.int8Mm(x2, w, int8ScalesBf16);
+                y2 = QuantKernels.int8Mm(x2, w, int8Scales);
             }
             shape[shape.length - 1] = outFeatures();
             return y2.to(type).view(shape);
@@ -237,14 +239,20 @@ public class QuantizedLinear extends Linear {
         return Scopes.keep(t);
     }
 
+    private static void releaseTable(Tensor t) {
+        if (t != null) {
+            t.close();
+        }
+    }
+
     private void releaseKernelState() {
         if (int4ScalesAndZeros != null) {
             int4ScalesAndZeros.close();
             int4ScalesAndZeros = null;
         }
-        if (int8ScalesBf16 != null) {
-            int8ScalesBf16.close();
-            int8ScalesBf16 = null;
+        if (int8Scales != null) {
+            int8Scales.close();
+            int8Scales = null;
         }
         cpuTiles = false;
     }

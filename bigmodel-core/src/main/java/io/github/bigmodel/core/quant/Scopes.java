@@ -22,14 +22,12 @@ final class Scopes {
         return t;
     }
 
-    /** Takes {@code t} out of any scope so that it lives until closed explicitly. */
+    /**
+     * Keeps {@code t} alive past the scope it was made in (which then only drops its own reference); it lives
+     * until closed explicitly.
+     */
     static Tensor keep(Tensor t) {
         t.retainReference();
-        PointerScope scope = PointerScope.getInnerScope();
-        if (scope != null) {
-            scope.detach(t);
-            t.releaseReference();
-        }
         return t;
     }
 }
