@@ -8,6 +8,7 @@ import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.quant.QuantizedLinear;
 import java.util.Arrays;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Scalar;
@@ -415,9 +416,9 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             this.headDim = c.headDim();
             this.layerNumber = Math.max(1, layerNumber);
             this.layerScaling = c.applyQueryKeyLayerScaling();
-            this.queryKeyValue = registerModule("query_key_value", new Linear(c.hiddenSize(), c.qkvOutFeatures(),
+            this.queryKeyValue = registerModule("query_key_value", new QuantizedLinear(c.hiddenSize(), c.qkvOutFeatures(),
                     c.addBiasLinear() || c.addQkvBias(), dtype));
-            this.dense = registerModule("dense", new Linear((long) heads * headDim, c.hiddenSize(),
+            this.dense = registerModule("dense", new QuantizedLinear((long) heads * headDim, c.hiddenSize(),
                     c.addBiasLinear(), dtype));
         }
 
@@ -498,9 +499,9 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             super("MLP");
             this.ffn = c.ffnHiddenSize();
             this.denseHTo4h = registerModule("dense_h_to_4h",
-                    new Linear(c.hiddenSize(), 2L * ffn, c.addBiasLinear(), dtype));
+                    new QuantizedLinear(c.hiddenSize(), 2L * ffn, c.addBiasLinear(), dtype));
             this.dense4hToH = registerModule("dense_4h_to_h",
-                    new Linear(ffn, c.hiddenSize(), c.addBiasLinear(), dtype));
+                    new QuantizedLinear(ffn, c.hiddenSize(), c.addBiasLinear(), dtype));
         }
 
         Tensor forward(Tensor x) {

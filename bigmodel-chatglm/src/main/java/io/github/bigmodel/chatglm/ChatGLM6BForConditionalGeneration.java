@@ -8,6 +8,7 @@ import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.quant.QuantizedLinear;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.ScalarTypeOptional;
@@ -453,8 +454,8 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             this.rotaryEmb = registerModule("rotary_emb", new Module("RotaryEmbedding"));
             rotaryEmb.registerBuffer("inv_freq", Parameter.empty(dtype, headDim / 4), true);
             this.queryKeyValue = registerModule("query_key_value",
-                    new Linear(c.hiddenSize(), c.qkvOutFeatures(), true, dtype));
-            this.dense = registerModule("dense", new Linear((long) heads * headDim, c.hiddenSize(), true, dtype));
+                    new QuantizedLinear(c.hiddenSize(), c.qkvOutFeatures(), true, dtype));
+            this.dense = registerModule("dense", new QuantizedLinear((long) heads * headDim, c.hiddenSize(), true, dtype));
         }
 
         Tensor forward(Tensor x, Tensor[] ropeIn, Tensor maskIn, KvCache cache, int layerIndex) {
@@ -512,9 +513,9 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         Glu(ChatGLMConfig c, DType dtype) {
             super("GLU");
             this.denseHTo4h = registerModule("dense_h_to_4h",
-                    new Linear(c.hiddenSize(), c.innerHiddenSize(), true, dtype));
+                    new QuantizedLinear(c.hiddenSize(), c.innerHiddenSize(), true, dtype));
             this.dense4hToH = registerModule("dense_4h_to_h",
-                    new Linear(c.innerHiddenSize(), c.hiddenSize(), true, dtype));
+                    new QuantizedLinear(c.innerHiddenSize(), c.hiddenSize(), true, dtype));
         }
 
         Tensor forward(Tensor x) {

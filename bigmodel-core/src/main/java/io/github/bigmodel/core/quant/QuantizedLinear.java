@@ -1,0 +1,265 @@
+package io.github.bigmodel.core.quant;
+
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.ForwardScope;
+import io.github.bigmodel.core.Linear;
+import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.Tensors;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.LongOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptional;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * A {@link Linear} whose weight may be held quantized (int8 or int4, one scale per output row), with THUDM's
+ * state-dict names: {@code weight} (int8 {@code [out, in]} or packed {@code [out, in/2]}) and {@code weight_scale}
+ * ({@code [out]}, floating point). Until {@link #planPrecision} asks for an integer precision it is a plain
+ * floating-point {@code Linear}.
+ *
+ * <p>Kernels: on the CPU, libtorch's weight-only kernels ({@link QuantKernels}) in the activations' dtype, the int4
+ * weight kept in the CPU kernel's tiled layout (same size as the packed one) plus a small scale table; elsewhere
+ * (CUDA) the weight is dequantized into the activations' dtype for each call and {@code torch.linear} runs on it.
+ *
+ * <pre>{@code
+ * QuantizedLinear fc = new QuantizedLinear(4096, 4096, false, DType.FLOAT16);   // on meta
+ * fc.planPrecision(Precision.INT4);                          // weight now int4 on meta, weight_scale registered
+ * fc.setQuantized(WeightQuantizer.quantize(floatWeight, Precision.INT4));
+ * Tensor y = fc.forward(x);
+ * }</pre>
+ */
+// PointerScope blocks are used for what they release on close.
+@SuppressWarnings("try")
+public class QuantizedLinear extends Linear {
+
+    /** State-dict name of the per-row scales, THUDM's. */
+    public static final String SCALE_NAME = "weight_scale";
+
+    private Precision precision;
+    private Parameter weightScale;
+    /** CPU int4 only: the kernel's group size and scale/zero table (derived from weight_scale, not saved). */
+    private long int4Group;
+    private Tensor int4ScalesAndZeros;
+    /** CPU int8 only: the scales in the activations' dtype, as the kernel takes them. */
+    private Tensor int8Scales;
+    private boolean cpuTiles;
+
+    public QuantizedLinear(long inFeatures, long outFeatures, boolean bias, DType dtype) {
+        super(inFeatures, outFeatures, bias, dtype);
+        this.precision = Precision.of(dtype);
+    }
+
+    /** The precision the weight is (or will be, while on meta) held in. */
+    public Precision precision() {
+        return precision;
+    }
+
+    public boolean isQuantized() {
+        return precision.isQuantized();
+    }
+
+    /** The per-row scales, or null while the layer is floating point. */
+    public Parameter weightScale() {
+        return weightScale;
+    }
+
+    /**
+     * Chooses the weight's precision before loading (the weight must be on meta). An integer precision makes the
+     * weight int8/int4 and registers {@code weight_scale} in {@code scaleDtype}; a float precision sets the
+     * weight's dtype. Once quantized a layer stays quantized (its state dict has {@code weight_scale}).
+     *
+     * @throws IllegalStateException when the weight holds values, or when asked to go back to floating point
+     */
+    public void planPrecision(Precision target, DType scaleDtype) {
+        if (weight().isMaterialized()) {
+            throw new IllegalStateException("The precision of a linear layer is chosen before its weight is loaded");
+        }
+        if (!target.isQuantized()) {
+            if (precision.isQuantized()) {
+                throw new IllegalStateException("This layer is already planned as " + precision
+                        + "; its state dict has weight_scale and cannot go back to " + target);
+            }
+            weight().setPlannedDtype(target.dtype());
+            precision = target;
+            return;
+        }
+        if (target == Precision.INT4 && inFeatures() % 2 != 0) {
+            throw new IllegalArgumentException("int4 needs an even in_features, this layer has " + inFeatures());
+        }
+        if (scaleDtype == null || !scaleDtype.isFloatingPoint()) {
+            throw new IllegalArgumentException("weight_scale must be floating point, got " + scaleDtype);
+        }
+        weight().setPlannedDtype(target.dtype());
+        if (weightScale == null) {
+            weightScale = registerParameter(SCALE_NAME, Parameter.empty(scaleDtype, outFeatures()));
+        } else {
+            weightScale.setPlannedDtype(scaleDtype);
+        }
+        precision = target;
+    }
+
+    /** {@link #planPrecision(Precision, DType)} with half-precision scales, THUDM's choice. */
+    public void planPrecision(Precision target) {
+        planPrecision(target, DType.FLOAT16);
+    }
+
+    /**
+     * Puts a quantized weight in (taking ownership of its tensors, which must already be on the target device);
+     * the layer must be planned with the same precision.
+     */
+    public void setQuantized(QuantizedWeight q) {
+        if (q.precision() != precision) {
+            throw new IllegalArgumentException("Layer planned as " + precision + " cannot take a " + q.precision()
+                    + " weight");
+        }
+        if (q.inFeatures() != inFeatures() || q.outFeatures() != outFeatures()) {
+            throw new IllegalArgumentException("Quantized weight of " + q.outFeatures() + "x" + q.inFeatures()
+                    + " does not fit a layer of " + outFeatures() + "x" + inFeatures());
+        }
+        releaseKernelState();
+        Device device = Tensors.deviceOf(q.packed());
+        weightScale.set(Scopes.keep(q.scale()));
+        if (device.isCpu() && precision == Precision.INT4 && QuantKernels.hasInt4Cpu()
+                && QuantKernels.int4GroupSize(inFeatures()) > 0) {
+            Tensor tiles;
+            try (PointerScope scope = new PointerScope()) {
+                tiles = QuantKernels.int4ToCpuTiles(WeightQuantizer.unpackInt4(q.packed()));
+                tiles.retainReference();
+            }
+            q.packed().close();
+            weight().setPacked(tiles, DType.INT4);
+            cpuTiles = true;
+        } else {
+            weight().setPacked(Scopes.keep(q.packed()), precision.dtype());
+        }
+    }
+
+    /**
+     * The weight in THUDM's stored layout, as new tensors the caller closes (from the CPU tiles when the layer
+     * holds those).
+     */
+    public QuantizedWeight quantizedWeight() {
+        if (!isQuantized()) {
+            throw new IllegalStateException("This layer is " + precision + ", not quantized");
+        }
+        Tensor scale = weightScale.data().clone();
+        if (!cpuTiles) {
+            return new QuantizedWeight(weight().data().clone(), scale, precision, inFeatures());
+        }
+        Tensor packed;
+        try (PointerScope scope = new PointerScope()) {
+            packed = WeightQuantizer.packInt4(codesFromTiles());
+            packed.retainReference();
+        }
+        return new QuantizedWeight(Scopes.handOut(packed), scale, precision, inFeatures());
+    }
+
+    /** Reads the int4 codes back out of the CPU tiles: the kernel applied to rows of the identity, unit scales. */
+    private Tensor codesFromTiles() {
+        // Runs inside quantizedWeight's pointer scope, which releases every temporary here.
+        long in = inFeatures();
+        long out = outFeatures();
+        long group = QuantKernels.int4GroupSize(in);
+        Tensor unit = QuantKernels.int4ScalesAndZeros(torch.ones(out), in, group, ScalarType.BFloat16);
+        Tensor eye = torch.eye(in).to(ScalarType.BFloat16);
+        TensorVector parts = new TensorVector();
+        long chunk = 1024;
+        for (long start = 0; start < in; start += chunk) {
+            long len = Math.min(chunk, in - start);
+            Tensor rows = eye.slice(0, new LongOptional(start), new LongOptional(start + len), 1);
+            // [len, out]: column c of the weight for each identity row c; codes are exact in bfloat16.
+            parts.push_back(QuantKernels.int4Mm(rows, weight().data(), group, unit));
+        }
+        return torch.cat(parts, 0).t().to(ScalarType.Char).contiguous();
+    }
+
+    @Override
+    public Tensor forward(Tensor input) {
+        if (!isQuantized()) {
+            return super.forward(input);
+        }
+        try (ForwardScope f = enterForward()) {
+            Tensor x = f.input(input);
+            Tensor y;
+            try (PointerScope scope = new PointerScope()) {
+                Tensor r = matmul(x);
+                if (bias() != null) {
+                    r = r.add(bias().data().to(r.scalar_type()));
+                }
+                y = r;
+                y.retainReference();
+            }
+            return f.output(y);
+        }
+    }
+
+    /** {@code x @ W^T} without the bias, in {@code x}'s dtype; runs inside the caller's pointer scope. */
+    private Tensor matmul(Tensor x) {
+        Tensor w = weight().data();
+        Device device = Tensors.deviceOf(w);
+        ScalarType type = x.scalar_type();
+        long[] shape = Tensors.shape(x);
+        long in = inFeatures();
+        if (cpuTiles && !device.isCpu()) {
+            throw new IllegalStateException("An int4 weight in the CPU kernel's layout was moved to " + device);
+        }
+        boolean cpu = device.isCpu();
+        if (cpu && (cpuTiles || (precision == Precision.INT8 && QuantKernels.hasInt8Cpu()))) {
+            Tensor x2 = x.reshape(-1, in).contiguous();
+            Tensor y2;
+            if (cpuTiles) {
+                if (int4ScalesAndZeros == null || int4ScalesAndZeros.scalar_type().value != type.value) {
+                    releaseTable(int4ScalesAndZeros);
+                    int4Group = QuantKernels.int4GroupSize(in);
+                    int4ScalesAndZeros = keep(QuantKernels.int4ScalesAndZeros(weightScale.data(), in, int4Group,
+                            x.scalar_type()));
+                }
+                y2 = QuantKernels.int4Mm(x2, w, int4Group, int4ScalesAndZeros);
+            } else {
+                if (int8Scales == null || int8Scales.scalar_type().value != type.value) {
+                    releaseTable(int8Scales);
+                    int8Scales = keep(weightScale.data().to(x.scalar_type()).contiguous());
+                }
+                y2 = QuantKernels.int8Mm(x2, w, int8Scales);
+            }
+            shape[shape.length - 1] = outFeatures();
+            return y2.to(type).view(shape);
+        }
+        // A view over the layer's own tensors: never closed here, the layer keeps owning them.
+        QuantizedWeight view = new QuantizedWeight(w, weightScale.data(), precision, in);
+        Tensor dense = WeightQuantizer.dequantize(view, type);
+        return torch.linear(x, dense);
+    }
+
+    private static Tensor keep(Tensor t) {
+        // Kernel tables outlive the forward pass's pointer scope.
+        return Scopes.keep(t);
+    }
+
+    private static void releaseTable(Tensor t) {
+        if (t != null) {
+            t.close();
+        }
+    }
+
+    private void releaseKernelState() {
+        if (int4ScalesAndZeros != null) {
+            int4ScalesAndZeros.close();
+            int4ScalesAndZeros = null;
+        }
+        if (int8Scales != null) {
+            int8Scales.close();
+            int8Scales = null;
+        }
+        cpuTiles = false;
+    }
+
+    @Override
+    public void toMeta() {
+        releaseKernelState();
+        super.toMeta();
+    }
+}

@@ -1,0 +1,33 @@
+package io.github.bigmodel.core.quant;
+
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Tensor;
+
+/** Hands tensors made inside a private pointer scope to the caller, as the rest of the project does. */
+final class Scopes {
+
+    private Scopes() {
+    }
+
+    /**
+     * Gives {@code t} (retained out of an inner scope) to the caller's innermost scope when one is open, so that
+     * it is released with the caller's other temporaries; else the caller owns it.
+     */
+    static Tensor handOut(Tensor t) {
+        PointerScope outer = PointerScope.getInnerScope();
+        if (outer != null) {
+            outer.attach(t);
+            t.releaseReference();
+        }
+        return t;
+    }
+
+    /**
+     * Keeps {@code t} alive past the scope it was made in (which then only drops its own reference); it lives
+     * until closed explicitly.
+     */
+    static Tensor keep(Tensor t) {
+        t.retainReference();
+        return t;
+    }
+}

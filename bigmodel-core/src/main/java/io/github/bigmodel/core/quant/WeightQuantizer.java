@@ -1,0 +1,130 @@
+package io.github.bigmodel.core.quant;
+
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Tensors;
+import java.util.Arrays;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.LongOptional;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.ScalarOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+
+/**
+ * Symmetric per-output-row weight quantization in the layout of THUDM's ChatGLM {@code quantize(bits)}:
+ * {@code scale[r] = max|w[r]| / (2^(bits-1) - 1)}, {@code q = round(w / scale)}; int4 values are packed two per
+ * byte with the first of each pair in the high nibble.
+ *
+ * <p>Every method works on the tensors' own device and returns new tensors; the arithmetic runs in float32 so
+ * that half-precision inputs round the same way on every device.
+ *
+ * <pre>{@code
+ * try (QuantizedWeight q = WeightQuantizer.quantize(weight, Precision.INT8);
+ *      Tensor back = WeightQuantizer.dequantize(q, ScalarType.Float)) {
+ *     // back is within scale/2 of weight, row by row
+ * }
+ * }</pre>
+ */
+// PointerScope blocks are used for what they release on close.
+@SuppressWarnings("try")
+public final class WeightQuantizer {
+
+    private WeightQuantizer() {
+    }
+
+    /**
+     * Quantizes a 2-d floating-point weight {@code [out, in]}; the scales keep the weight's dtype (as THUDM's do).
+     *
+     * @throws IllegalArgumentException for a weight that is not 2-d floating point, an odd {@code in} for int4,
+     *     or a float precision
+     */
+    public static QuantizedWeight quantize(Tensor weight, Precision precision) {
+        if (precision == null || !precision.isQuantized()) {
+            throw new IllegalArgumentException("quantize needs int8 or int4, got " + precision);
+        }
+        long[] shape = Tensors.shape(weight);
+        DType type = DType.of(weight.scalar_type());
+        if (shape.length != 2 || !type.isFloatingPoint()) {
+            throw new IllegalArgumentException("Only 2-d floating-point weights can be quantized, got "
+                    + type.torchName() + Arrays.toString(shape));
+        }
+        if (precision == Precision.INT4 && shape[1] % 2 != 0) {
+            throw new IllegalArgumentException("int4 packs two weights per byte: in_features must be even, got "
+                    + shape[1]);
+        }
+        Tensor packed;
+        Tensor scale;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor w = weight.to(ScalarType.Float);
+            Tensor scale32 = w.abs().amax(new long[] {1}, false).div(new Scalar((double) precision.maxQuantized()));
+            // An all-zero row has scale 0: divide by 1 instead so its codes are 0, not NaN.
+            Tensor divisor = torch.where(scale32.eq(new Scalar(0.0)), torch.ones_like(scale32), scale32);
+            Tensor q = w.div(divisor.unsqueeze(1)).round()
+                    .clamp(new ScalarOptional(new Scalar(-precision.maxQuantized() - 1.0)),
+                            new ScalarOptional(new Scalar((double) precision.maxQuantized())))
+                    .to(ScalarType.Char);
+            packed = precision == Precision.INT4 ? packInt4(q) : q.contiguous();
+            scale = scale32.to(weight.scalar_type()).contiguous();
+            packed.retainReference();
+            scale.retainReference();
+        }
+        return new QuantizedWeight(Scopes.handOut(packed), Scopes.handOut(scale), precision, shape[1]);
+    }
+
+    /**
+     * Packs int8 values in {@code [-8, 7]}, {@code [out, in]} with {@code in} even, into int8 {@code [out, in/2]}:
+     * byte {@code j} holds value {@code 2j} in its high nibble and {@code 2j+1} in its low nibble.
+     */
+    public static Tensor packInt4(Tensor values) {
+        long[] shape = Tensors.shape(values);
+        if (shape.length != 2 || shape[1] % 2 != 0) {
+            throw new IllegalArgumentException("int4 packing needs [out, even in], got " + Arrays.toString(shape));
+        }
+        Tensor packed;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor v = values.to(ScalarType.Int);
+            Tensor high = v.slice(1, new LongOptional(0), new LongOptional(shape[1]), 2);
+            Tensor low = v.slice(1, new LongOptional(1), new LongOptional(shape[1]), 2);
+            // high * 16 keeps the sign in the top nibble; the byte's bit pattern is what int8 storage keeps.
+            Tensor combined = high.mul(new Scalar(16)).add(low.bitwise_and(new Scalar(15)));
+            packed = combined.to(ScalarType.Char).contiguous();
+            packed.retainReference();
+        }
+        return Scopes.handOut(packed);
+    }
+
+    /** The signed values {@code [out, 2 * packedColumns]} (int8, each in {@code [-8, 7]}) of a packed int4 weight. */
+    public static Tensor unpackInt4(Tensor packed) {
+        long[] shape = Tensors.shape(packed);
+        if (shape.length != 2) {
+            throw new IllegalArgumentException("A packed int4 weight is 2-d, got " + Arrays.toString(shape));
+        }
+        Tensor out;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor v = packed.to(ScalarType.Int);
+            Tensor high = v.bitwise_right_shift(new Scalar(4));
+            Tensor low = v.bitwise_and(new Scalar(15)).bitwise_xor(new Scalar(8)).sub(new Scalar(8));
+            out = torch.stack(new TensorVector(high, low), 2).reshape(shape[0], shape[1] * 2).to(ScalarType.Char);
+            out.retainReference();
+        }
+        return Scopes.handOut(out);
+    }
+
+    /** The integer codes {@code [out, in]} (int8) of a quantized weight, unpacked for int4. */
+    public static Tensor codes(QuantizedWeight weight) {
+        return weight.precision() == Precision.INT4 ? unpackInt4(weight.packed()) : weight.packed().clone();
+    }
+
+    /** {@code codes * scale} as a {@code [out, in]} tensor of {@code type}, on the weight's device. */
+    public static Tensor dequantize(QuantizedWeight weight, ScalarType type) {
+        Tensor out;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor codes = codes(weight);
+            out = codes.to(ScalarType.Float).mul(weight.scale().to(ScalarType.Float).unsqueeze(1)).to(type);
+            out.retainReference();
+        }
+        return Scopes.handOut(out);
+    }
+}
