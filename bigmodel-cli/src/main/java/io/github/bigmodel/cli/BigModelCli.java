@@ -19,7 +19,7 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
         description = "Run language models bigger than any one device.",
-        subcommands = {PlanCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class, DemoCommand.class,
+        subcommands = {PlanCommand.class, ChatCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class, DemoCommand.class,
                 CommandLine.HelpCommand.class})
 public final class BigModelCli implements Runnable {
 
@@ -66,6 +66,11 @@ public final class BigModelCli implements Runnable {
     }
 
     public static void main(String[] args) {
+        // The library logs through SLF4J; on the command line only warnings show unless asked for.
+        if (System.getProperty("org.slf4j.simpleLogger.defaultLogLevel") == null) {
+            boolean verbose = java.util.Arrays.asList(args).contains("--verbose");
+            System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", verbose ? "info" : "warn");
+        }
         PrintWriter out = new PrintWriter(System.out, true);
         PrintWriter err = new PrintWriter(System.err, true);
         System.exit(execute(out, err, args));

@@ -2,22 +2,24 @@ package io.github.bigmodel.cli;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.GenerationRequest;
-import io.github.bigmodel.chatglm.GenerationResult;
 import io.github.bigmodel.chatglm.RandomCheckpoint;
-import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.chatglm.chat.ChatGLM;
+import io.github.bigmodel.chatglm.chat.ChatOptions;
+import io.github.bigmodel.chatglm.chat.ChatStream;
+import io.github.bigmodel.chatglm.generation.GenerationConfig;
+import io.github.bigmodel.dispatch.DispatchOptions;
+import io.github.bigmodel.safetensors.Checkpoint;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatInput;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
 import io.github.bigmodel.core.ProcessMemory;
+import io.github.bigmodel.dispatch.DeviceInventory;
 import io.github.bigmodel.dispatch.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DevicePlan;
 import io.github.bigmodel.dispatch.MaxMemory;
 import io.github.bigmodel.dispatch.ModuleSizes;
 import io.github.bigmodel.dispatch.PlanOptions;
-import io.github.bigmodel.safetensors.Checkpoint;
 import java.io.InputStream;
 import java.io.PrintWriter;
 import java.nio.charset.StandardCharsets;
@@ -31,7 +33,6 @@ import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.Callable;
 import java.util.stream.Stream;
-import org.bytedeco.javacpp.PointerScope;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -40,8 +41,8 @@ import picocli.CommandLine.Spec;
 /**
  * {@code bigmodel demo}: the whole pipeline on a small model, with nothing to download: writes a ChatGLM3-architecture
  * checkpoint with random weights (sharded safetensors) and a tokenizer into a temporary folder, reads it back
- * lazily, plans a device map under a small CPU budget, loads it, answers a chat prompt (random weights: the text is
- * gibberish) and plans the real chatglm3-6b for a 10 GiB GPU.
+ * lazily, plans a device map under a small CPU budget, loads and dispatches it (blocks on disk), streams a chat
+ * reply (random weights: the text is gibberish) and plans the real chatglm3-6b for a 10 GiB GPU.
  *
  * <pre>
  * ./bigmodel demo
@@ -127,49 +128,44 @@ final class DemoCommand implements Callable<Integer> {
                 + " of weights");
         printPlan(out, plan, meta, DType.FLOAT32);
 
-        // 5. Load (one tensor at a time from the mapped shards) and chat.
-        section(out, "4. Load and generate");
+        // 5. Load under that budget (each tensor straight to its device, the rest read from disk per layer) and chat.
+        section(out, "4. Load and dispatch under the plan, then chat (streaming)");
         ProcessMemory before = ProcessMemory.read();
-        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, DType.FLOAT32);
         long loadStart = System.nanoTime();
-        try (Checkpoint checkpoint = Checkpoint.open(folder)) {
-            model.loadWeights(checkpoint::load, Device.CPU, DType.FLOAT32);
-        }
-        ProcessMemory after = ProcessMemory.read();
-        out.printf(Locale.ROOT, "loaded in %.0f ms; process memory %s -> %s%n", (System.nanoTime() - loadStart) / 1e6,
-                MemorySize.format(before.residentBytes()), MemorySize.format(after.residentBytes()));
-        ChatInput input = tokenizer.buildChatInput(prompt, List.of(), "user");
-        long[] ids = new long[input.length()];
-        for (int i = 0; i < ids.length; i++) {
-            ids[i] = input.inputIds()[i];
-        }
-        out.println("user: " + prompt);
-        out.printf(Locale.ROOT, "prompt: %d tokens (build_chat_input, as THUDM builds it)%n", ids.length);
-        long genStart = System.nanoTime();
-        GenerationResult result;
-        try (PointerScope scope = new PointerScope()) {
-            List<Long> stops = new ArrayList<>();
-            for (int id : tokenizer.stopTokenIds()) {
-                stops.add((long) id);
+        DispatchOptions options = DispatchOptions.builder().deviceMap(plan.deviceMap())
+                .offloadFolder(folder.resolve("offload")).prefetch(1).build();
+        try (ChatGLM glm = ChatGLM.load(folder, options)) {
+            ProcessMemory after = ProcessMemory.read();
+            out.printf(Locale.ROOT, "loaded in %.0f ms; process memory %s -> %s (anonymous %s -> %s)%n",
+                    (System.nanoTime() - loadStart) / 1e6, MemorySize.format(before.residentBytes()),
+                    MemorySize.format(after.residentBytes()), MemorySize.format(before.anonymousBytes()),
+                    MemorySize.format(after.anonymousBytes()));
+            out.println("hf_device_map: " + glm.hfDeviceMap().toJson());
+            out.println("user: " + prompt);
+            out.print("assistant (random weights, so gibberish): ");
+            out.flush();
+            long genStart = System.nanoTime();
+            ChatOptions chatOptions = ChatOptions.builder()
+                    .generation(GenerationConfig.builder().maxNewTokens(24).build()).build();
+            int tokens;
+            try (ChatStream stream = glm.streamChat(prompt, List.of(), chatOptions)) {
+                stream.drain(delta -> {
+                    out.print(delta);
+                    out.flush();
+                });
+                tokens = stream.generatedTokens();
             }
-            result = new Generator(model).generate(GenerationRequest.builder(new long[][] {ids})
-                    .maxNewTokens(24).stopAtEos(true).eosTokenIds(stops).build());
+            double ms = (System.nanoTime() - genStart) / 1e6;
+            out.println();
+            out.printf(Locale.ROOT, "%d tokens in %.0f ms (%.1f ms/token), the disk blocks read back each token%n",
+                    tokens, ms, ms / Math.max(1, tokens));
         }
-        long[] newIds = result.newIds()[0];
-        int[] generated = new int[newIds.length];
-        for (int i = 0; i < newIds.length; i++) {
-            generated[i] = (int) newIds[i];
-        }
-        double ms = (System.nanoTime() - genStart) / 1e6;
-        out.println("assistant (random weights, so gibberish): " + tokenizer.decode(generated, true));
-        out.printf(Locale.ROOT, "%d tokens in %.0f ms (%.1f ms/token)%n", generated.length, ms,
-                ms / Math.max(1, generated.length));
-        model.toMeta();
 
         // 6. The real thing, planned without a single weight.
         section(out, "5. The real chatglm3-6b (float16) on one 10 GiB GPU");
         ChatGLMLanguageModel real = ChatGLMLanguageModel.create(ChatGLMConfig.preset("chatglm3-6b"), DType.FLOAT16);
-        DevicePlan realPlan = DeviceMapPlanner.plan(real, "auto", MaxMemory.parse("0=10GiB,cpu=30GiB"),
+        DevicePlan realPlan = DeviceMapPlanner.plan(real, "auto", MaxMemory.parse("0=10GiB,cpu=30GiB",
+                        DeviceInventory.simulated(List.of(10L << 30), 30L << 30)),
                 PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).build());
         out.printf(Locale.ROOT, "%,d parameters%n", real.parameterCount());
         printPlan(out, realPlan, real, DType.FLOAT16);
