@@ -7,7 +7,9 @@ import java.util.Collections;
 import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * The offloaded parameters of one dispatched module (a device-map entry) and how to bring them to the module's
@@ -57,9 +59,9 @@ public final class OffloadedWeights {
     }
 
     /**
-     * Reads every parameter's values onto the execution device. With {@code touch}, values that would stay
-     * zero-copy views of a mapped file on the CPU are copied into memory, so the disk reads happen here (on a
-     * prefetch thread) rather than as page faults during the forward pass.
+     * Reads every parameter's values onto the execution device. With {@code touch}, values that stay zero-copy
+     * views of a mapped file on the CPU have their pages faulted in here (on a prefetch thread), so the disk reads
+     * happen ahead of the forward pass rather than as page faults during it.
      */
     public Map<Parameter, Tensor> materialize(boolean touch) {
         Map<Parameter, Tensor> out = new IdentityHashMap<>();
@@ -78,9 +80,7 @@ public final class OffloadedWeights {
         Tensor cpu = source.read();
         if (executionDevice.isCpu()) {
             if (touch && source.onDisk()) {
-                Tensor copy = cpu.clone();
-                cpu.close();
-                return copy;
+                touchPages(cpu);
             }
             return cpu;
         }
@@ -88,6 +88,25 @@ public final class OffloadedWeights {
         cpu.close();
         return moved;
     }
+
+    /**
+     * Reads one byte of every 4 KiB page of a (mapped) tensor, so the kernel pages it in now, on the prefetch
+     * thread, and the forward pass finds it in memory. Unlike a copy this costs almost nothing when the pages are
+     * already cached, and it leaves the tensor a zero-copy view.
+     */
+    static void touchPages(Tensor t) {
+        long bytes = t.nbytes();
+        if (bytes == 0 || !t.is_contiguous()) {
+            return;
+        }
+        try (PointerScope scope = new PointerScope()) {
+            Tensor raw = t.view(-1).view(ScalarType.Byte);
+            long pages = (bytes + PAGE - 1) / PAGE;
+            raw.as_strided(new long[] {pages}, new long[] {PAGE}).sum().item_long();
+        }
+    }
+
+    private static final long PAGE = 4096;
 
     @Override
     public String toString() {
