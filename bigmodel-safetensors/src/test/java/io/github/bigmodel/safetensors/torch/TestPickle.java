@@ -4,37 +4,37 @@ import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 
 /** Writes pickle opcodes by hand, the way torch.save lays out a dict of tensors, for hostile-input tests. */
-final class TestPickle {
+public final class TestPickle {
 
     private final ByteArrayOutputStream out = new ByteArrayOutputStream();
 
-    TestPickle op(int opcode) {
+    public TestPickle op(int opcode) {
         out.write(opcode);
         return this;
     }
 
-    TestPickle raw(byte... bytes) {
+    public TestPickle raw(byte... bytes) {
         out.writeBytes(bytes);
         return this;
     }
 
-    TestPickle proto(int p) {
+    public TestPickle proto(int p) {
         return op(0x80).op(p);
     }
 
-    TestPickle str(String s) {
+    public TestPickle str(String s) {
         byte[] b = s.getBytes(StandardCharsets.UTF_8);
         op('X');
         le(b.length, 4);
         return raw(b);
     }
 
-    TestPickle shortStr(String s) {
+    public TestPickle shortStr(String s) {
         byte[] b = s.getBytes(StandardCharsets.UTF_8);
         return op(0x8c).op(b.length).raw(b);
     }
 
-    TestPickle integer(long v) {
+    public TestPickle integer(long v) {
         if (v >= 0 && v < 256) {
             return op('K').op((int) v);
         }
@@ -48,23 +48,23 @@ final class TestPickle {
         return this;
     }
 
-    TestPickle global(String module, String name) {
+    public TestPickle global(String module, String name) {
         return op('c').raw((module + "\n" + name + "\n").getBytes(StandardCharsets.UTF_8));
     }
 
-    TestPickle stackGlobal(String module, String name) {
+    public TestPickle stackGlobal(String module, String name) {
         return shortStr(module).shortStr(name).op(0x93);
     }
 
-    TestPickle mark() {
+    public TestPickle mark() {
         return op('(');
     }
 
-    TestPickle tuple() {
+    public TestPickle tuple() {
         return op('t');
     }
 
-    TestPickle longTuple(long... values) {
+    public TestPickle longTuple(long... values) {
         mark();
         for (long v : values) {
             integer(v);
@@ -73,7 +73,7 @@ final class TestPickle {
     }
 
     /** {@code name: _rebuild_tensor_v2(('storage', torch.<storageClass>, key, 'cpu', numel), offset, size, stride, False, OrderedDict())}. */
-    TestPickle tensor(String name, String storageClass, String key, long numel, long offset, long[] size, long[] stride) {
+    public TestPickle tensor(String name, String storageClass, String key, long numel, long offset, long[] size, long[] stride) {
         str(name);
         global("torch._utils", "_rebuild_tensor_v2");
         mark();
@@ -87,17 +87,17 @@ final class TestPickle {
         return op('R');
     }
 
-    TestPickle storage(String storageClass, String key, long numel) {
+    public TestPickle storage(String storageClass, String key, long numel) {
         mark().str("storage").global("torch", storageClass).str(key).str("cpu").integer(numel).tuple();
         return op('Q');
     }
 
     /** Opens {@code {} (MARK} for entries closed by {@link #endDict()}. */
-    TestPickle beginDict() {
+    public TestPickle beginDict() {
         return proto(2).op('}').mark();
     }
 
-    TestPickle endDict() {
+    public TestPickle endDict() {
         return op('u').op('.');
     }
 
@@ -107,7 +107,7 @@ final class TestPickle {
         }
     }
 
-    byte[] bytes() {
+    public byte[] bytes() {
         return out.toByteArray();
     }
 }

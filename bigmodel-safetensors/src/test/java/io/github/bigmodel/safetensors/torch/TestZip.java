@@ -8,7 +8,7 @@ import java.util.zip.CRC32;
 import java.util.zip.Deflater;
 
 /** Writes a zip the way torch.save does (stored entries, data 64-byte aligned by padding the extra field). */
-final class TestZip {
+public final class TestZip {
 
     private record Written(String name, int method, long crc, long csize, long usize, long offset) {
     }
@@ -16,11 +16,11 @@ final class TestZip {
     private final ByteArrayOutputStream out = new ByteArrayOutputStream();
     private final List<Written> written = new ArrayList<>();
 
-    TestZip stored(String name, byte[] data) {
+    public TestZip stored(String name, byte[] data) {
         return entry(name, data, false);
     }
 
-    TestZip deflated(String name, byte[] data) {
+    public TestZip deflated(String name, byte[] data) {
         return entry(name, data, true);
     }
 
@@ -65,7 +65,7 @@ final class TestZip {
         return this;
     }
 
-    byte[] bytes() {
+    public byte[] bytes() {
         long cdStart = out.size();
         for (Written w : written) {
             byte[] n = w.name().getBytes(StandardCharsets.UTF_8);
