@@ -4,11 +4,14 @@ package io.github.bigmodel.core;
  * Settings that must be in place before JavaCPP loads, applied once by every bigmodel entry point that touches
  * libtorch.
  *
- * <p>JavaCPP tracks "physical bytes" as the process's resident set, which includes the pages of memory-mapped
- * weights; with its defaults (multiples of {@code -Xmx}) reading a large mapped checkpoint would trigger
- * {@code System.gc()} storms and finally "Physical memory usage is too high". bigmodel frees native memory
- * deterministically (try-with-resources and {@code PointerScope}), so both limits are switched off unless the user
- * set them: {@code -Dorg.bytedeco.javacpp.maxBytes} and {@code -Dorg.bytedeco.javacpp.maxPhysicalBytes} still win.
+ * <p>JavaCPP compares the process's memory with {@code maxPhysicalBytes} (by default twice {@code -Xmx}) at each of
+ * its own allocations, calling {@code System.gc()} and finally failing with "Physical memory usage is too high".
+ * Model weights are far larger than any sensible heap and are allocated by libtorch, not JavaCPP, so that check only
+ * produces GC storms and false failures. Measured with JavaCPP 1.5.13 (JavaCppLimitsTest): its count leaves out
+ * file-backed pages, so memory-mapped weights do not trip it, but weights held in anonymous memory (loaded or
+ * converted onto the CPU) do. bigmodel frees native memory deterministically (try-with-resources and
+ * {@code PointerScope}), so both limits are switched off unless the user set them:
+ * {@code -Dorg.bytedeco.javacpp.maxBytes} and {@code -Dorg.bytedeco.javacpp.maxPhysicalBytes} still win.
  *
  * <pre>{@code
  * NativeRuntime.init();   // idempotent; called for you by bigmodel's own classes
