@@ -5,6 +5,7 @@ import io.github.bigmodel.core.ForwardHook;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.quant.QuantizedLinear;
 import java.util.Map;
 import org.bytedeco.pytorch.Tensor;
 
@@ -60,7 +61,12 @@ public final class AlignDevicesHook implements ForwardHook {
         }
         Map<Parameter, Tensor> values = prefetcher != null ? prefetcher.take(stage) : offloaded.materialize(false);
         for (Map.Entry<Parameter, Tensor> e : values.entrySet()) {
-            e.getKey().set(e.getValue());
+            QuantizedLinear owner = offloaded.quantizedOwner(e.getKey());
+            if (owner != null) {
+                owner.installExecutionLayout(e.getValue()); // packed or tiled: not the logical shape
+            } else {
+                e.getKey().set(e.getValue());
+            }
         }
     }
 
@@ -78,7 +84,12 @@ public final class AlignDevicesHook implements ForwardHook {
             return;
         }
         for (Parameter p : offloaded.sources().keySet()) {
-            p.markOffloaded();
+            QuantizedLinear owner = offloaded.quantizedOwner(p);
+            if (owner != null) {
+                owner.markOffloaded(); // drops its kernel tables too
+            } else {
+                p.markOffloaded();
+            }
         }
     }
 }

@@ -44,7 +44,12 @@ public final class BigModel {
      * {@code model} (on meta) and places it: plans a device map when {@link DispatchOptions#strategy()} is set,
      * checks the map, then reads one tensor at a time (a zero-copy view of the mapped file), converts it to the
      * target dtype and puts it on its device, so host memory beyond the weights kept on the CPU stays within about
-     * one tensor. For {@code disk}, a safetensors tensor that needs no conversion is read in place from the
+     * one tensor. With precisions ({@link DispatchOptions.Builder#gpuPrecision}, {@code cpuPrecision},
+     * {@code precision(device, p)}), every {@code QuantizedLinear} weight is held at the precision of the device
+     * its module executes on: int8/int4 weights are quantized as they arrive (or taken as stored from a quantized
+     * checkpoint), and offloaded ones are kept in THUDM's portable layout (packed weight + {@code weight_scale}) in
+     * CPU memory or the offload folder and converted to the kernel's layout on the execution device by the hook.
+     * For {@code disk}, a safetensors tensor that needs no conversion is read in place from the
      * checkpoint (nothing written); any other is written once to the offload folder (accelerate's format with a
      * fingerprint; a matching folder is reused, a different one rewritten) and read back memory-mapped.
      *
@@ -70,9 +75,11 @@ public final class BigModel {
         DeviceMap map = options.deviceMap();
         if (map == null) {
             PlanOptions.Builder po = PlanOptions.builder().noSplit(options.noSplitModuleClasses())
-                    .inventory(options.inventory());
-            if (options.dtype() != null) {
-                po.dtype(options.dtype());
+                    .inventory(options.inventory()).executionDevice(options.executionDevice())
+                    .gpuPrecision(options.gpuPrecision()).cpuPrecision(options.cpuPrecision());
+            options.precisions().forEach(po::precision);
+            if (options.floatDtype() != null) {
+                po.dtype(options.floatDtype());
             }
             plan = DeviceMapPlanner.plan(model, options.strategy(), options.maxMemory(), po.build());
             map = plan.deviceMap();
@@ -80,6 +87,7 @@ public final class BigModel {
         }
         Device main = Dispatcher.mainDevice(map, options.executionDevice());
         Dispatcher.validate(model, map, main, options.inventory());
+        Dispatcher.planPrecisions(model, map, main, options);
         List<Dispatcher.Placement> placements = Dispatcher.placements(model, map, main);
         Checkpoint ckpt = Checkpoint.open(checkpoint);
         Dispatcher.Placed placed;

@@ -4,6 +4,7 @@ import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.quant.Precision;
 import java.util.ArrayList;
 import java.util.Collection;
 import java.util.HashSet;
@@ -86,7 +87,7 @@ public final class DeviceMapPlanner {
         } else if (options.budgetFactor != 1.0) {
             budget = budget.scaled(options.budgetFactor);
         }
-        ModuleSizes sizes = ModuleSizes.compute(model, options.dtypeBytes, options.specialBytes, false);
+        ModuleSizes sizes = sizesFor(model, options, mainDevice(budget.devices(), options));
         LargestLayer largest = largestLayer(model, sizes, options.noSplit);
         DeviceMap map = inferAutoDeviceMap(model, budget, options);
         return new DevicePlan(map, budget, sizes.total(), largest);
@@ -134,7 +135,7 @@ public final class DeviceMapPlanner {
                         + " own risk).", first.index());
             }
         }
-        ModuleSizes sizes = ModuleSizes.compute(model, options.dtypeBytes, options.specialBytes, false);
+        ModuleSizes sizes = sizesFor(model, options, mainDevice(budget.devices(), options));
         double total = sizes.total();
         double perGpu = floorDiv(total, lowZero ? n - 1 : n);
 
@@ -246,7 +247,17 @@ public final class DeviceMapPlanner {
         }
         List<Device> gpus = devices.stream().filter(Device::isCuda).collect(Collectors.toList());
         List<Device> mainDevices = gpus.isEmpty() ? List.of(Device.CPU) : List.of(gpus.get(0), Device.CPU);
-        ModuleSizes sizes = ModuleSizes.compute(model, options.dtypeBytes, options.specialBytes, false);
+        // Per-device precision: a module placed on a device is sized at the precision of the device it executes on
+        // (cpu/disk entries execute on the main device). The reserve main devices keep is for a layer brought to
+        // the main device, so it is measured at the main device's precision, like every size used for it.
+        Device main = mainDevice(devices, options);
+        ModuleSizes sizes = sizesFor(model, options, main);
+        Map<Device, ModuleSizes> sizesByDevice = new LinkedHashMap<>();
+        for (Device d : devices) {
+            Device executing = d.isCuda() ? d : main;
+            sizesByDevice.put(d, options.precisionOf(executing) == options.precisionOf(main) ? sizes
+                    : sizesFor(model, options, executing));
+        }
         List<List<String>> tiedGroups = new ArrayList<>();
         for (List<String> g : model.tiedParameters()) {
             tiedGroups.add(g.stream().sorted().collect(Collectors.toList()));
@@ -273,10 +284,11 @@ public final class DeviceMapPlanner {
                 maxLayerSize = largest.size();
                 maxLayerNames = new ArrayList<>(largest.names());
             }
-            double moduleSize = sizes.size(name);
+            Device device = devices.get(current);
+            ModuleSizes here = sizesByDevice.get(device);
+            double moduleSize = here.size(name);
             List<String> tiedParams = outsideTies(name, tiedGroups);
 
-            Device device = devices.get(current);
             Double limit = device.isDisk() ? null : budget.get(device);
             double reserved = 0;
             if (mainDevices.contains(device) && limit != null) {
@@ -286,7 +298,7 @@ public final class DeviceMapPlanner {
             List<Entry> tiedEntries = tiedEntries(tiedParams, work, name);
             double withTies = moduleSize;
             for (int i = 0; i < tiedParams.size(); i++) {
-                withTies += sizes.size(tiedEntries.get(i).name) - sizes.size(tiedParams.get(i));
+                withTies += here.size(tiedEntries.get(i).name) - here.size(tiedParams.get(i));
             }
             double deviceUsed = used.get(device);
 
@@ -348,7 +360,7 @@ public final class DeviceMapPlanner {
             if (deviceUsed == 0 && options.fallbackAllocation && !device.isDisk()) {
                 double fallbackLimit = budget.get(device) - Math.max(maxLayerSize, withTies) - deviceUsed;
                 List<Entry> remaining = new ArrayList<>(work);
-                Entry found = fallback(remaining, sizes, fallbackLimit, noSplit, tiedGroups);
+                Entry found = fallback(remaining, here, fallbackLimit, noSplit, tiedGroups);
                 if (found != null) {
                     List<Entry> next = new ArrayList<>();
                     next.add(found);
@@ -382,6 +394,28 @@ public final class DeviceMapPlanner {
                             .collect(Collectors.joining("\n")));
         }
         return DeviceMap.of(map);
+    }
+
+    /**
+     * The main device of a plan: {@link PlanOptions#executionDevice()} when set, else the first GPU among
+     * {@code devices}, else the CPU (as {@code Dispatcher} picks it from the planned map).
+     */
+    static Device mainDevice(Collection<Device> devices, PlanOptions options) {
+        if (options.executionDevice != null) {
+            return options.executionDevice;
+        }
+        for (Device d : devices) {
+            if (d.isCuda()) {
+                return d;
+            }
+        }
+        return Device.CPU;
+    }
+
+    /** Sizes of everything at the precision of {@code executing} (accelerate's sizes when it has none). */
+    static ModuleSizes sizesFor(Module model, PlanOptions options, Device executing) {
+        Precision p = options.precisionOf(executing);
+        return ModuleSizes.compute(model, options.dtypeBytes, options.specialBytes, false, p);
     }
 
     private static void warnAboutBuffers(MaxMemory budget, Map<Device, Double> used, Map<Device, Double> buffers,

@@ -2,9 +2,15 @@ package io.github.bigmodel.dispatch;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.quant.Precision;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 
 /**
  * How {@link BigModel} loads and places a model: a device map or a strategy with a budget, the offload folder, the
@@ -19,6 +25,10 @@ import java.util.List;
  *         .dtype(DType.FLOAT16)
  *         .prefetch(1)
  *         .build();
+ * DispatchOptions int4OnGpu = DispatchOptions.builder()
+ *         .maxMemory("0=6GiB,cpu=30GiB").dtype(DType.FLOAT16)
+ *         .gpuPrecision(Precision.INT4)                 // block linears int4 wherever they execute on a GPU
+ *         .cpuPrecision(Precision.INT8).build();        // int8 where they execute on the CPU
  * DispatchOptions fixed = DispatchOptions.builder()
  *         .deviceMap(DeviceMap.fromJson("{\"embed\": \"cpu\", \"layers\": \"disk\"}"))
  *         .offloadFolder(Path.of("offload")).build();
@@ -49,6 +59,9 @@ public final class DispatchOptions {
     private final Device executionDevice;
     private final DeviceInventory inventory;
     private final Progress progress;
+    private final Map<Device, Precision> precisions;
+    private final Precision gpuPrecision;
+    private final Precision cpuPrecision;
 
     private DispatchOptions(Builder b) {
         deviceMap = b.deviceMap;
@@ -62,6 +75,40 @@ public final class DispatchOptions {
         executionDevice = b.executionDevice;
         inventory = b.inventory;
         progress = b.progress;
+        precisions = Collections.unmodifiableMap(new LinkedHashMap<>(b.precisions));
+        gpuPrecision = b.gpuPrecision;
+        cpuPrecision = b.cpuPrecision;
+        checkOneFloatType();
+    }
+
+    /**
+     * One floating-point dtype per model: float precisions must agree with each other and with {@link #dtype()}.
+     * Mixed float types (fp16 on the GPU, fp32 on the CPU) would need every module to compute in its own dtype,
+     * with the KV cache, rotary tables and masks per device too; that is not done (docs/quantization.md).
+     */
+    private void checkOneFloatType() {
+        Set<String> floats = new LinkedHashSet<>();
+        Map<String, Precision> all = new LinkedHashMap<>();
+        precisions.forEach((d, p) -> all.put(d.toString(), p));
+        if (gpuPrecision != null) {
+            all.put("gpu", gpuPrecision);
+        }
+        if (cpuPrecision != null) {
+            all.put("cpu (default)", cpuPrecision);
+        }
+        all.forEach((where, p) -> {
+            if (!p.isQuantized()) {
+                floats.add(p.dtype().torchName());
+            }
+        });
+        if (dtype != null) {
+            floats.add(dtype.torchName());
+        }
+        if (floats.size() > 1) {
+            throw new IllegalArgumentException("Precisions " + all + (dtype == null ? "" : " with dtype "
+                    + dtype.torchName()) + " mix floating-point types " + floats + ": one floating-point dtype per"
+                    + " model is supported (int8/int4 may differ by device); use the same float type everywhere");
+        }
     }
 
     /**
@@ -84,6 +131,9 @@ public final class DispatchOptions {
         b.executionDevice = executionDevice;
         b.inventory = inventory;
         b.progress = progress;
+        b.precisions.putAll(precisions);
+        b.gpuPrecision = gpuPrecision;
+        b.cpuPrecision = cpuPrecision;
         return b;
     }
 
@@ -149,6 +199,60 @@ public final class DispatchOptions {
         return progress;
     }
 
+    /** Precisions set for single devices ({@link Builder#precision(Device, Precision)}). */
+    public Map<Device, Precision> precisions() {
+        return precisions;
+    }
+
+    /** The precision of every GPU without one of its own, or null. */
+    public Precision gpuPrecision() {
+        return gpuPrecision;
+    }
+
+    /** The precision of the CPU when none is set for it with {@link Builder#precision}, or null. */
+    public Precision cpuPrecision() {
+        return cpuPrecision;
+    }
+
+    /** Whether any precision is set. */
+    public boolean hasPrecisions() {
+        return !precisions.isEmpty() || gpuPrecision != null || cpuPrecision != null;
+    }
+
+    /**
+     * The precision of modules that execute on {@code device}: the device's own, else {@link #gpuPrecision()} for a
+     * GPU or {@link #cpuPrecision()} for the CPU, else null (weights in the load dtype, nothing quantized).
+     */
+    public Precision precisionOf(Device device) {
+        Precision p = precisions.get(device);
+        if (p != null) {
+            return p;
+        }
+        if (device.isCuda()) {
+            return gpuPrecision;
+        }
+        return device.isCpu() ? cpuPrecision : null;
+    }
+
+    /**
+     * The floating-point dtype of the weights: {@link #dtype()} when set, else the float precision some device
+     * asks for (they agree, see {@link Builder#build()}), else null (each parameter's declared dtype).
+     */
+    public DType floatDtype() {
+        if (dtype != null) {
+            return dtype;
+        }
+        List<Precision> all = new ArrayList<>(precisions.values());
+        all.add(gpuPrecision);
+        all.add(cpuPrecision);
+        for (Precision p : all) {
+            if (p != null && !p.isQuantized()) {
+                return p.dtype();
+            }
+        }
+        return null;
+    }
+
     /** Builds {@link DispatchOptions}. */
     public static final class Builder {
         private DeviceMap deviceMap;
@@ -162,8 +266,44 @@ public final class DispatchOptions {
         private Device executionDevice;
         private DeviceInventory inventory = DeviceInventory.system();
         private Progress progress;
+        private final Map<Device, Precision> precisions = new LinkedHashMap<>();
+        private Precision gpuPrecision;
+        private Precision cpuPrecision;
 
         private Builder() {
+        }
+
+        /**
+         * The precision of the block linears (QuantizedLinear layers) that execute on {@code device}: int8/int4
+         * quantizes them while loading, a float precision is the model's float dtype. Modules placed on {@code cpu}
+         * or {@code disk} execute on the main device and take its precision (their weights are that device's,
+         * parked elsewhere). null removes the device's entry.
+         *
+         * @throws IllegalArgumentException for {@code disk} or {@code meta} (nothing executes there)
+         */
+        public Builder precision(Device device, Precision precision) {
+            if (device == null || device.isDisk() || device.isMeta()) {
+                throw new IllegalArgumentException("A precision belongs to a device that executes modules (cpu or"
+                        + " cuda:N), got " + device + ": modules on disk take their execution device's precision");
+            }
+            if (precision == null) {
+                precisions.remove(device);
+            } else {
+                precisions.put(device, precision);
+            }
+            return this;
+        }
+
+        /** {@link #precision(Device, Precision)} for every GPU without a precision of its own (seed: fp16/int8/int4). */
+        public Builder gpuPrecision(Precision precision) {
+            this.gpuPrecision = precision;
+            return this;
+        }
+
+        /** {@link #precision(Device, Precision)} for the CPU (seed: fp32/bf16; int8/int4 work too). */
+        public Builder cpuPrecision(Precision precision) {
+            this.cpuPrecision = precision;
+            return this;
         }
 
         /** Places the model with this map (checked against the model when loading); clears any strategy. */
@@ -291,6 +431,9 @@ public final class DispatchOptions {
             return this;
         }
 
+        /**
+         * @throws IllegalArgumentException when the precisions and the dtype name more than one floating-point type
+         */
         public DispatchOptions build() {
             return new DispatchOptions(this);
         }

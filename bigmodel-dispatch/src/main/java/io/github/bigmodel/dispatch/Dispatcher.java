@@ -7,6 +7,10 @@ import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.quant.Precision;
+import io.github.bigmodel.core.quant.QuantizedLinear;
+import io.github.bigmodel.core.quant.QuantizedWeight;
+import io.github.bigmodel.core.quant.WeightQuantizer;
 import io.github.bigmodel.safetensors.Checkpoint;
 import io.github.bigmodel.safetensors.TensorInfo;
 import java.nio.file.Path;
@@ -20,9 +24,12 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import java.util.function.Supplier;
 import java.util.stream.Collectors;
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -30,6 +37,8 @@ import org.slf4j.LoggerFactory;
  * The placement engine behind {@link BigModel}: checks a map against a model, decides per parameter where its values
  * go and where its module executes, places the values one tensor at a time, and attaches the hooks.
  */
+// PointerScope blocks are used for what they release on close.
+@SuppressWarnings("try")
 final class Dispatcher {
 
     private static final Logger LOG = LoggerFactory.getLogger(Dispatcher.class);
@@ -107,6 +116,12 @@ final class Dispatcher {
         TensorInfo info;
         DType target;
         boolean inPlace;
+        /** The quantized layer this tensor is the weight or weight_scale of, or null. */
+        QuantizedLinear quantized;
+        /** For a quantized weight: its weight_scale's placement. */
+        Placement scale;
+        /** For a quantized weight: the checkpoint stores it as integers (a quantized checkpoint). */
+        boolean storedQuantized;
 
         Placement(String name, Parameter parameter, String entry, Device placed, Device main) {
             this.name = name;
@@ -115,6 +130,37 @@ final class Dispatcher {
             this.placed = placed;
             this.execution = executionDevice(placed, main);
             this.offloaded = Dispatcher.offloaded(placed, main);
+        }
+    }
+
+    /**
+     * Sets, on meta, the precision of every {@link QuantizedLinear} from the device its module executes on
+     * ({@link DispatchOptions#precisionOf}); int8/int4 layers get {@code weight_scale} in the weights' float dtype.
+     * A layer whose device has no precision, or a float one, stays floating point.
+     */
+    static void planPrecisions(Module model, DeviceMap map, Device main, DispatchOptions options) {
+        if (!options.hasPrecisions()) {
+            return;
+        }
+        for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
+            if (!(e.getValue() instanceof QuantizedLinear)) {
+                continue;
+            }
+            QuantizedLinear linear = (QuantizedLinear) e.getValue();
+            String weightName = e.getKey().isEmpty() ? "weight" : e.getKey() + ".weight";
+            Device exec = executionDevice(map.get(closestEntry(map, weightName)), main);
+            Precision p = options.precisionOf(exec);
+            if (p == null || !p.isQuantized()) {
+                continue;
+            }
+            DType declared = linear.weight().dtype();
+            DType scaleDtype = options.floatDtype() != null ? options.floatDtype()
+                    : declared.isFloatingPoint() ? declared : DType.FLOAT16;
+            if (linear.weight().isMaterialized()) {
+                throw new IllegalArgumentException("Precisions apply while loading: " + weightName
+                        + " already holds values");
+            }
+            linear.planPrecision(p, scaleDtype);
         }
     }
 
@@ -129,10 +175,45 @@ final class Dispatcher {
             String entry = closestEntry(map, e.getKey());
             Placement p = new Placement(e.getKey(), e.getValue(), entry, map.get(entry), main);
             p.hookTarget = hookTarget(model, entry, e.getKey());
+            Module owner = model.findModule(parent(e.getKey()));
+            if (owner instanceof QuantizedLinear && ((QuantizedLinear) owner).isQuantized()
+                    && (e.getValue() == ((QuantizedLinear) owner).weight()
+                    || e.getValue() == ((QuantizedLinear) owner).weightScale())) {
+                p.quantized = (QuantizedLinear) owner; // its bias stays an ordinary float tensor
+            }
             byParam.put(e.getValue(), p);
             out.add(p);
         }
+        for (Placement p : out) {
+            if (p.quantized != null && p.parameter == p.quantized.weight()) {
+                p.scale = byParam.get(p.quantized.weightScale());
+            }
+        }
         return out;
+    }
+
+    /** Which layer holds which precision, short: the precisions used and a SHA-256 of the full list. */
+    private static String precisionsDigest(List<Placement> placements) {
+        String list = placements.stream().filter(Dispatcher::isQuantizedWeight)
+                .map(p -> p.name + "=" + p.quantized.precision()).collect(Collectors.joining(","));
+        String used = placements.stream().filter(Dispatcher::isQuantizedWeight)
+                .map(p -> p.quantized.precision().name().toLowerCase(Locale.ROOT)).distinct()
+                .collect(Collectors.joining("+"));
+        try {
+            byte[] digest = java.security.MessageDigest.getInstance("SHA-256")
+                    .digest(list.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            return used + " sha256:" + java.util.HexFormat.of().formatHex(digest);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException("SHA-256 is missing from this JVM", e);
+        }
+    }
+
+    private static boolean isQuantizedWeight(Placement p) {
+        return p.scale != null;
+    }
+
+    private static boolean isQuantizedScale(Placement p) {
+        return p.quantized != null && p.parameter == p.quantized.weightScale();
     }
 
     private static String closestEntry(DeviceMap map, String name) {
@@ -262,10 +343,14 @@ final class Dispatcher {
                 }
             }
             if (p.checkpointName == null) {
-                missing.add(p.name);
+                if (!isQuantizedScale(p)) {
+                    missing.add(p.name); // a scale is made while quantizing a float checkpoint's weight
+                }
                 continue;
             }
-            byCheckpointName.put(p.checkpointName, p);
+            if (!isQuantizedScale(p)) {
+                byCheckpointName.put(p.checkpointName, p);
+            }
         }
         if (!missing.isEmpty()) {
             throw new IllegalArgumentException("The checkpoint " + checkpoint.source() + " lacks " + missing.size()
@@ -274,12 +359,19 @@ final class Dispatcher {
         List<String> needFolder = new ArrayList<>();
         List<String> badShapes = new ArrayList<>();
         for (Placement p : placements) {
+            if (p.quantized != null) {
+                checkQuantized(p, checkpoint, badShapes, options);
+                if (p.placed.isDisk()) {
+                    needFolder.add(p.name);
+                }
+                continue;
+            }
             p.info = checkpoint.info(p.checkpointName);
             if (!Arrays.equals(p.info.shape(), p.parameter.shape())) {
                 badShapes.add(p.checkpointName + ": checkpoint " + Arrays.toString(p.info.shape()) + ", model "
                         + Arrays.toString(p.parameter.shape()));
             }
-            p.target = targetDtype(p.info.dtype(), options.dtype(), p.parameter.dtype());
+            p.target = targetDtype(p.info.dtype(), options.floatDtype(), p.parameter.dtype());
             boolean safetensors = p.info.file() != null
                     && p.info.file().getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".safetensors");
             p.inPlace = p.placed.isDisk() && safetensors && p.target == p.info.dtype();
@@ -316,8 +408,13 @@ final class Dispatcher {
                         files.add(s);
                     }
                 }
-                out.store = OffloadStore.open(options.offloadFolder(), OffloadStore.describeSource(files,
-                        options.dtype()));
+                com.fasterxml.jackson.databind.node.ObjectNode described = OffloadStore.describeSource(files,
+                        options.floatDtype());
+                if (placements.stream().anyMatch(p -> p.quantized != null)) {
+                    // Codes and scales depend on the precision: a folder written for int8 is never reused for int4.
+                    described.put("precisions", precisionsDigest(placements));
+                }
+                out.store = OffloadStore.open(options.offloadFolder(), described);
                 out.resources.add(out.store);
             }
             boolean keepsCheckpoint = false;
@@ -330,12 +427,23 @@ final class Dispatcher {
                     ordered.add(p);
                 }
             }
+            int total = placements.size();
             for (Placement p : ordered) {
                 keepsCheckpoint |= p.inPlace;
-                placeFromCheckpoint(p, checkpoint, options, out);
+                if (isQuantizedWeight(p)) {
+                    placeQuantized(p, checkpoint, out);
+                } else {
+                    placeFromCheckpoint(p, checkpoint, options, out);
+                }
                 done++;
                 if (options.progress() != null) {
-                    options.progress().placed(p.name, p.placed, done, ordered.size());
+                    options.progress().placed(p.name, p.placed, done, total);
+                }
+                if (isQuantizedWeight(p)) {
+                    done++;
+                    if (options.progress() != null) {
+                        options.progress().placed(p.scale.name, p.scale.placed, done, total);
+                    }
                 }
             }
             if (out.store != null) {
@@ -386,6 +494,141 @@ final class Dispatcher {
     }
 
     /**
+     * Checks a quantized layer's weight (float {@code [out, in]}, or integers {@code [out, in]} / {@code [out, in/2]}
+     * beside a {@code weight_scale}) or scale, and sets its target dtype.
+     */
+    private static void checkQuantized(Placement p, Checkpoint checkpoint, List<String> badShapes,
+            DispatchOptions options) {
+        QuantizedLinear q = p.quantized;
+        DType floatType = q.weightScale().dtype();
+        if (isQuantizedScale(p)) {
+            p.target = floatType;
+            if (p.checkpointName != null) {
+                p.info = checkpoint.info(p.checkpointName);
+                if (!Arrays.equals(p.info.shape(), new long[] {q.outFeatures()}) || !p.info.dtype().isFloatingPoint()) {
+                    badShapes.add(p.checkpointName + ": checkpoint " + p.info.dtype().torchName()
+                            + Arrays.toString(p.info.shape()) + ", model a floating-point [" + q.outFeatures() + "]");
+                }
+            }
+            return;
+        }
+        p.info = checkpoint.info(p.checkpointName);
+        p.target = q.precision().dtype();
+        long[] shape = p.info.shape();
+        long out = q.outFeatures();
+        long in = q.inFeatures();
+        DType stored = p.info.dtype();
+        p.storedQuantized = !stored.isFloatingPoint();
+        boolean ok;
+        if (!p.storedQuantized) {
+            ok = Arrays.equals(shape, new long[] {out, in});
+        } else {
+            ok = (stored == DType.INT8 || stored == DType.UINT8) && shape.length == 2 && shape[0] == out
+                    && (shape[1] == in || (in % 2 == 0 && shape[1] == in / 2));
+            if (ok && p.scale.checkpointName == null) {
+                badShapes.add(p.checkpointName + ": an integer weight needs its weight_scale beside it, the checkpoint"
+                        + " has none");
+                return;
+            }
+        }
+        if (!ok) {
+            badShapes.add(p.checkpointName + ": checkpoint " + stored.torchName() + Arrays.toString(shape)
+                    + ", model " + Arrays.toString(new long[] {out, in}) + " floating point (or int8 [" + out + ", "
+                    + in + "] / [" + out + ", " + (in / 2) + "] with weight_scale)");
+        }
+    }
+
+    /**
+     * The quantized form (CPU tensors, THUDM's layout, scales in the layer's float type) of a quantized layer's
+     * weight: quantized here from a float checkpoint tensor, taken as stored from a quantized checkpoint of the same
+     * precision, or dequantized and quantized again for another one. The same arithmetic as ChatGLM's loader, so
+     * that codes and scales are identical whichever loads them.
+     */
+    private static QuantizedWeight quantizedFromCheckpoint(Placement p, Checkpoint checkpoint) {
+        QuantizedLinear q = p.quantized;
+        Precision target = q.precision();
+        ScalarType floatType = q.weightScale().dtype().scalarType();
+        org.bytedeco.pytorch.Device cpu = Tensors.toTorch(Device.CPU);
+        Tensor packed;
+        Tensor scale;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor src = checkpoint.load(p.checkpointName);
+            QuantizedWeight made;
+            if (p.storedQuantized) {
+                Tensor signed = src.scalar_type() == ScalarType.Char ? src : src.view(ScalarType.Char);
+                Precision storedAs = Tensors.shape(src)[1] == q.inFeatures() ? Precision.INT8 : Precision.INT4;
+                QuantizedWeight stored = new QuantizedWeight(signed, checkpoint.load(p.scale.checkpointName), storedAs,
+                        q.inFeatures());
+                made = storedAs == target ? stored : WeightQuantizer.quantize(
+                        WeightQuantizer.dequantize(stored, ScalarType.Float).to(floatType), target);
+            } else {
+                made = WeightQuantizer.quantize(src.to(floatType), target);
+            }
+            packed = made.packed().to(cpu, ScalarType.Char).contiguous();
+            scale = made.scale().to(cpu, floatType).contiguous();
+            if (p.storedQuantized) {
+                // Taken as stored, .to() may have returned views of the mapped checkpoint: own copies instead.
+                packed = packed.clone();
+                scale = scale.clone();
+            }
+            packed.retainReference();
+            scale.retainReference();
+        }
+        return new QuantizedWeight(packed, scale, target, q.inFeatures());
+    }
+
+    /**
+     * Places a quantized layer's weight and scale. On a device: quantized, moved, put in the layer (CPU int4 in the
+     * kernel's tiles). Offloaded: kept in THUDM's portable layout, in CPU memory or in the offload folder (int8
+     * codes {@code [out, in]} or packed {@code [out, in/2]}, scales in the float type), which the hook converts to
+     * the layout of the execution device for each forward. For a reused offload folder nothing is quantized.
+     */
+    private static void placeQuantized(Placement p, Checkpoint checkpoint, Placed out) {
+        QuantizedLinear q = p.quantized;
+        Placement s = p.scale;
+        if (!p.offloaded) {
+            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint);
+            org.bytedeco.pytorch.Device device = Tensors.toTorch(p.placed);
+            if (p.placed.isCpu()) {
+                q.setQuantized(made);
+            } else {
+                QuantizedWeight moved = new QuantizedWeight(made.packed().to(device, ScalarType.Char).contiguous(),
+                        made.scale().to(device, made.scale().scalar_type()).contiguous(), made.precision(),
+                        made.inFeatures());
+                made.close();
+                q.setQuantized(moved);
+            }
+            return;
+        }
+        if (p.placed.isDisk()) {
+            QuantizedWeight[] memo = new QuantizedWeight[1];
+            Supplier<QuantizedWeight> lazy = () -> {
+                if (memo[0] == null) {
+                    memo[0] = quantizedFromCheckpoint(p, checkpoint);
+                }
+                return memo[0];
+            };
+            long storedColumns = q.precision() == Precision.INT4 ? q.inFeatures() / 2 : q.inFeatures();
+            try {
+                out.sources.put(p.parameter, out.store.source(p.name, DType.INT8,
+                        new long[] {q.outFeatures(), storedColumns}, () -> lazy.get().packed().clone()));
+                out.sources.put(s.parameter, out.store.source(s.name, s.target, new long[] {q.outFeatures()},
+                        () -> lazy.get().scale().clone()));
+            } finally {
+                if (memo[0] != null) {
+                    memo[0].close();
+                }
+            }
+        } else {
+            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint);
+            out.sources.put(p.parameter, WeightSource.of(made.packed()));
+            out.sources.put(s.parameter, WeightSource.of(made.scale()));
+            out.resources.add(made);
+        }
+        q.markOffloaded();
+    }
+
+    /**
      * Moves and offloads the already materialized weights of {@code model} per the placements.
      *
      * @throws IllegalArgumentException naming a parameter that holds no values, or a missing offload folder
@@ -397,6 +640,13 @@ final class Dispatcher {
             throw new IllegalArgumentException("dispatchModel needs materialized weights, but " + empty.size()
                     + " tensor(s) hold none (on meta or offloaded): " + DeviceMap.pythonList(
                     empty.subList(0, Math.min(10, empty.size()))) + "; use loadCheckpointAndDispatch instead");
+        }
+        List<String> quantized = placements.stream().filter(p -> p.quantized != null).map(p -> p.name)
+                .collect(Collectors.toList());
+        if (!quantized.isEmpty()) {
+            throw new IllegalArgumentException("dispatchModel cannot move or offload int8/int4 layers that are already"
+                    + " loaded (" + quantized.get(0) + ", ...): load the checkpoint with loadCheckpointAndDispatch and"
+                    + " DispatchOptions precisions instead");
         }
         boolean needFolder = placements.stream().anyMatch(p -> p.placed.isDisk());
         if (needFolder && offloadFolder == null) {
@@ -490,7 +740,14 @@ final class Dispatcher {
             for (String t : order) {
                 Map<Parameter, WeightSource> srcs = byTarget.get(t);
                 if (srcs != null) {
-                    OffloadedWeights w = new OffloadedWeights(t, targets.get(t), srcs);
+                    Map<Parameter, QuantizedLinear> owners = new IdentityHashMap<>();
+                    for (Module sub : model.module(t).namedModules().values()) {
+                        if (sub instanceof QuantizedLinear && ((QuantizedLinear) sub).isQuantized()
+                                && srcs.containsKey(((QuantizedLinear) sub).weight())) {
+                            owners.put(((QuantizedLinear) sub).weight(), (QuantizedLinear) sub);
+                        }
+                    }
+                    OffloadedWeights w = new OffloadedWeights(t, targets.get(t), srcs, owners);
                     weights.put(t, w);
                     stageOf.put(t, stages.size());
                     stages.add(w);

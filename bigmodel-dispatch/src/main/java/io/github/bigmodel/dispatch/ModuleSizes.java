@@ -3,7 +3,10 @@ package io.github.bigmodel.dispatch;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.quant.Precision;
+import io.github.bigmodel.core.quant.QuantizedLinear;
 import java.util.Collections;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
@@ -43,12 +46,55 @@ public final class ModuleSizes {
         return compute(model, dtype == null ? null : bytesPerElement(dtype), special, false);
     }
 
+    /**
+     * Sizes as {@link #compute(Module, DType, Map)}, with the weight of every {@link QuantizedLinear} held at
+     * {@code precision}: for int8/int4 {@code out * rowBytes(in)} (1 or 0.5 byte per weight) plus one scale per
+     * row in the weights' float type ({@code dtype}, else the weight's own), its {@code weight_scale} counted with
+     * it; for a float precision, or null, exactly {@link #compute(Module, DType, Map)}.
+     *
+     * <pre>{@code
+     * ModuleSizes int4 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.INT4);
+     * }</pre>
+     */
+    public static ModuleSizes compute(Module model, DType dtype, Map<String, DType> specialDtypes,
+            Precision precision) {
+        Map<String, Double> special = new LinkedHashMap<>();
+        if (specialDtypes != null) {
+            specialDtypes.forEach((k, v) -> special.put(k, bytesPerElement(v)));
+        }
+        return compute(model, dtype == null ? null : bytesPerElement(dtype), special, false, precision);
+    }
+
     /** Sizes with the target and special dtypes already given as bytes per element (null = no conversion). */
     static ModuleSizes compute(Module model, Double dtypeBytes, Map<String, Double> specialBytes, boolean buffersOnly) {
+        return compute(model, dtypeBytes, specialBytes, buffersOnly, null);
+    }
+
+    static ModuleSizes compute(Module model, Double dtypeBytes, Map<String, Double> specialBytes, boolean buffersOnly,
+            Precision precision) {
+        Map<Parameter, Double> quantized = new IdentityHashMap<>();
+        if (precision != null && precision.isQuantized()) {
+            for (Module m : model.namedModules().values()) {
+                if (m instanceof QuantizedLinear) {
+                    QuantizedLinear q = (QuantizedLinear) m;
+                    Parameter w = q.weight();
+                    double scaleBytes = dtypeBytes != null ? dtypeBytes
+                            : w.dtype().isFloatingPoint() ? bytesPerElement(w.dtype()) : 2.0;
+                    quantized.put(w, (double) q.outFeatures() * precision.rowBytes(q.inFeatures())
+                            + q.outFeatures() * scaleBytes);
+                    if (q.weightScale() != null) {
+                        quantized.put(q.weightScale(), 0.0);
+                    }
+                }
+            }
+        }
         Map<String, Double> out = new LinkedHashMap<>();
         if (!buffersOnly) {
             for (Map.Entry<String, Parameter> p : model.namedParameters().entrySet()) {
-                add(out, p.getKey(), tensorSize(p.getKey(), p.getValue(), dtypeBytes, specialBytes));
+                Double q = quantized.get(p.getValue());
+                boolean special = specialBytes != null && specialBytes.containsKey(p.getKey());
+                add(out, p.getKey(), q != null && !special ? q
+                        : tensorSize(p.getKey(), p.getValue(), dtypeBytes, specialBytes));
             }
         }
         for (Map.Entry<String, Parameter> b : model.namedBuffers().entrySet()) {

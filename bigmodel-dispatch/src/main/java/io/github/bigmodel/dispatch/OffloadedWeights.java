@@ -3,6 +3,7 @@ package io.github.bigmodel.dispatch;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.quant.QuantizedLinear;
 import java.util.Collections;
 import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
@@ -26,8 +27,19 @@ public final class OffloadedWeights {
     private final Device executionDevice;
     private final Map<Parameter, WeightSource> sources;
     private final long byteLength;
+    private final Map<Parameter, QuantizedLinear> quantizedOwners;
 
     public OffloadedWeights(String moduleName, Device executionDevice, Map<Parameter, WeightSource> sources) {
+        this(moduleName, executionDevice, sources, Map.of());
+    }
+
+    /**
+     * @param quantizedOwners for each int8/int4 weight among {@code sources} (stored in THUDM's portable layout),
+     *     its layer: the weight is converted to the layer's layout on the execution device when brought in
+     */
+    public OffloadedWeights(String moduleName, Device executionDevice, Map<Parameter, WeightSource> sources,
+            Map<Parameter, QuantizedLinear> quantizedOwners) {
+        this.quantizedOwners = Collections.unmodifiableMap(new IdentityHashMap<>(quantizedOwners));
         this.moduleName = moduleName;
         this.executionDevice = executionDevice;
         this.sources = Collections.unmodifiableMap(new LinkedHashMap<>(sources));
@@ -58,6 +70,11 @@ public final class OffloadedWeights {
         return sources.isEmpty();
     }
 
+    /** The quantized layer whose weight {@code p} is, or null for an ordinary tensor. */
+    public QuantizedLinear quantizedOwner(Parameter p) {
+        return quantizedOwners.get(p);
+    }
+
     /**
      * Reads every parameter's values onto the execution device. With {@code touch}, values that stay zero-copy
      * views of a mapped file on the CPU have their pages faulted in here (on a prefetch thread), so the disk reads
@@ -67,7 +84,23 @@ public final class OffloadedWeights {
         Map<Parameter, Tensor> out = new IdentityHashMap<>();
         try {
             for (Map.Entry<Parameter, WeightSource> e : sources.entrySet()) {
-                out.put(e.getKey(), bringIn(e.getValue(), touch));
+                Tensor value = bringIn(e.getValue(), touch);
+                QuantizedLinear owner = quantizedOwners.get(e.getKey());
+                if (owner != null) {
+                    // On this (possibly prefetch) thread: e.g. CPU int4 tiles made from the portable layout.
+                    Tensor layout;
+                    try {
+                        layout = owner.executionLayout(value);
+                    } catch (RuntimeException ex) {
+                        value.close();
+                        throw ex;
+                    }
+                    if (layout != value) {
+                        value.close();
+                    }
+                    value = layout;
+                }
+                out.put(e.getKey(), value);
             }
         } catch (RuntimeException | Error ex) {
             out.values().forEach(Tensor::close);

@@ -1,6 +1,8 @@
 package io.github.bigmodel.dispatch;
 
 import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.quant.Precision;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -47,6 +49,10 @@ public final class PlanOptions {
     final FrontEnd frontEnd;
     final double budgetFactor;
     final DeviceInventory inventory;
+    final Map<Device, Precision> precisions;
+    final Precision gpuPrecision;
+    final Precision cpuPrecision;
+    final Device executionDevice;
 
     private PlanOptions(Builder b) {
         noSplit = List.copyOf(b.noSplit);
@@ -59,6 +65,10 @@ public final class PlanOptions {
         frontEnd = b.frontEnd;
         budgetFactor = b.budgetFactor;
         inventory = b.inventory;
+        precisions = Collections.unmodifiableMap(new LinkedHashMap<>(b.precisions));
+        gpuPrecision = b.gpuPrecision;
+        cpuPrecision = b.cpuPrecision;
+        executionDevice = b.executionDevice;
     }
 
     /** Defaults: nothing no-split, tensors' own dtypes, buffers kept on GPU, clean result, no fallback. */
@@ -108,6 +118,31 @@ public final class PlanOptions {
         return inventory;
     }
 
+    /**
+     * The precision of modules executing on {@code device} (its own, else the GPU or CPU default), or null when
+     * none is set: then sizes are accelerate's.
+     */
+    public Precision precisionOf(Device device) {
+        Precision p = precisions.get(device);
+        if (p != null) {
+            return p;
+        }
+        if (device.isCuda()) {
+            return gpuPrecision;
+        }
+        return device.isCpu() ? cpuPrecision : null;
+    }
+
+    /** Whether any precision is set. */
+    public boolean hasPrecisions() {
+        return !precisions.isEmpty() || gpuPrecision != null || cpuPrecision != null;
+    }
+
+    /** The main device modules on {@code cpu}/{@code disk} execute on, or null for the first GPU of the budget. */
+    public Device executionDevice() {
+        return executionDevice;
+    }
+
     /** Builds {@link PlanOptions}. */
     public static final class Builder {
         private final List<String> noSplit = new ArrayList<>();
@@ -120,6 +155,10 @@ public final class PlanOptions {
         private FrontEnd frontEnd = FrontEnd.LOAD_CHECKPOINT_AND_DISPATCH;
         private double budgetFactor = 1.0;
         private DeviceInventory inventory = DeviceInventory.system();
+        private final Map<Device, Precision> precisions = new LinkedHashMap<>();
+        private Precision gpuPrecision;
+        private Precision cpuPrecision;
+        private Device executionDevice;
 
         private Builder() {
         }
@@ -197,6 +236,41 @@ public final class PlanOptions {
         /** Where unset budgets come from (default: this machine). */
         public Builder inventory(DeviceInventory value) {
             inventory = value;
+            return this;
+        }
+
+        /**
+         * The precision of the QuantizedLinear weights of modules that execute on {@code device}: a module placed
+         * there is sized at it ({@link ModuleSizes#compute(io.github.bigmodel.core.Module, DType, Map, Precision)});
+         * modules placed on {@code cpu}/{@code disk} execute on the main device and are sized at its precision.
+         */
+        public Builder precision(Device device, Precision precision) {
+            if (device == null || device.isDisk() || device.isMeta()) {
+                throw new IllegalArgumentException("A precision belongs to cpu or cuda:N, got " + device);
+            }
+            if (precision == null) {
+                precisions.remove(device);
+            } else {
+                precisions.put(device, precision);
+            }
+            return this;
+        }
+
+        /** The precision of every GPU without one of its own. */
+        public Builder gpuPrecision(Precision precision) {
+            gpuPrecision = precision;
+            return this;
+        }
+
+        /** The precision of the CPU when it has none of its own. */
+        public Builder cpuPrecision(Precision precision) {
+            cpuPrecision = precision;
+            return this;
+        }
+
+        /** The main device (see {@link #precision}); null = the first GPU of the budget, else the CPU. */
+        public Builder executionDevice(Device device) {
+            executionDevice = device;
             return this;
         }
 

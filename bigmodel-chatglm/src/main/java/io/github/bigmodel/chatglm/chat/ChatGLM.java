@@ -171,13 +171,19 @@ public final class ChatGLM implements AutoCloseable {
      * }
      * }</pre>
      *
-     * @param options device map or strategy, budgets, offload folder, dtype (default float32), prefetch
+     * <p>Precisions pass through: {@code .gpuPrecision(Precision.INT4)} or {@code .cpuPrecision(Precision.INT8)}
+     * holds the block linears of the modules executing there as int8/int4 (quantized while loading, also when
+     * offloaded); a float precision is the model's dtype.
+     *
+     * @param options device map or strategy, budgets, offload folder, dtype (default float32, or the float
+     *                precision the options name), precisions, prefetch
      */
     public static ChatGLM load(Path modelDir, DispatchOptions options) {
         ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
         ChatFormat chosen = detect(config);
         ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
-        DType weightsDtype = options.dtype() != null ? options.dtype() : DType.FLOAT32;
+        // The float precision a device asks for (gpuPrecision(FP16)) is the model's dtype when none is given.
+        DType weightsDtype = options.floatDtype() != null ? options.floatDtype() : DType.FLOAT32;
         DispatchOptions effective = options.noSplitModuleClasses().isEmpty()
                 ? options.toBuilder().noSplitModuleClasses("GLMBlock").dtype(weightsDtype).build()
                 : options.toBuilder().dtype(weightsDtype).build();

@@ -120,20 +120,74 @@ public class QuantizedLinear extends Linear {
                     + " does not fit a layer of " + outFeatures() + "x" + inFeatures());
         }
         releaseKernelState();
-        Device device = Tensors.deviceOf(q.packed());
         weightScale.set(Scopes.keep(q.scale()));
-        if (device.isCpu() && precision == Precision.INT4 && QuantKernels.hasInt4Cpu()
-                && QuantKernels.int4GroupSize(inFeatures()) > 0) {
-            Tensor tiles;
-            try (PointerScope scope = new PointerScope()) {
-                tiles = QuantKernels.int4ToCpuTiles(WeightQuantizer.unpackInt4(q.packed()));
-                tiles.retainReference();
-            }
+        Tensor layout = executionLayout(q.packed());
+        if (layout != q.packed()) {
             q.packed().close();
-            weight().setPacked(tiles, DType.INT4);
-            cpuTiles = true;
         } else {
-            weight().setPacked(Scopes.keep(q.packed()), precision.dtype());
+            Scopes.keep(layout);
+        }
+        installExecutionLayout(layout);
+    }
+
+    /**
+     * Whether this layer, quantized, computes on {@code device} from the CPU int4 kernel's tiled layout (int4 on
+     * the CPU when libtorch has the kernel and a group size divides {@code in_features}); that layout cannot move
+     * to another device, so offloaded weights keep THUDM's portable layout and are converted where they execute.
+     */
+    public boolean usesCpuTiles(Device device) {
+        return device.isCpu() && precision == Precision.INT4 && QuantKernels.hasInt4Cpu()
+                && QuantKernels.int4GroupSize(inFeatures()) > 0;
+    }
+
+    /**
+     * The weight in the layout this layer computes with on the device of {@code packed} (THUDM's layout, see
+     * {@link QuantizedWeight}): the CPU int4 tiles as a new tensor (the caller closes {@code packed}), otherwise
+     * {@code packed} itself. Safe to call on another thread (offload prefetch) while the layer runs.
+     */
+    public Tensor executionLayout(Tensor packed) {
+        if (!isQuantized()) {
+            throw new IllegalStateException("This layer is " + precision + ", not quantized");
+        }
+        long storedColumns = precision == Precision.INT4 ? inFeatures() / 2 : inFeatures();
+        long[] shape = Tensors.shape(packed);
+        if (shape.length != 2 || shape[0] != outFeatures() || shape[1] != storedColumns) {
+            throw new IllegalArgumentException(precision + " weight of this layer must have shape [" + outFeatures()
+                    + ", " + storedColumns + "], got " + java.util.Arrays.toString(shape));
+        }
+        if (!usesCpuTiles(Tensors.deviceOf(packed))) {
+            return packed;
+        }
+        Tensor tiles;
+        try (PointerScope scope = new PointerScope()) {
+            tiles = QuantKernels.int4ToCpuTiles(WeightQuantizer.unpackInt4(packed));
+            tiles.retainReference();
+        }
+        return tiles;
+    }
+
+    /**
+     * Puts in a weight made by {@link #executionLayout} (taking ownership); {@code weight_scale} must be set on
+     * its own (it is an ordinary parameter). Kernel tables derived from the previous scales are dropped.
+     */
+    public void installExecutionLayout(Tensor weight) {
+        if (!isQuantized()) {
+            throw new IllegalStateException("This layer is " + precision + ", not quantized");
+        }
+        releaseKernelState();
+        weight().setPacked(weight, precision.dtype());
+        cpuTiles = usesCpuTiles(Tensors.deviceOf(weight));
+    }
+
+    /**
+     * Releases the weight, its scales and the kernel tables and marks them offloaded: what an offload hook does
+     * after the forward pass of a layer whose weights live on the CPU or on disk.
+     */
+    public void markOffloaded() {
+        releaseKernelState();
+        weight().markOffloaded();
+        if (weightScale != null) {
+            weightScale.markOffloaded();
         }
     }
 

@@ -58,7 +58,13 @@ public final class WeightQuantizer {
         Tensor scale;
         try (PointerScope scope = new PointerScope()) {
             Tensor w = weight.to(ScalarType.Float);
-            Tensor scale32 = w.abs().amax(new long[] {1}, false).div(new Scalar((double) precision.maxQuantized()));
+            // The scale is rounded to the dtype it is stored in first, and the codes are computed against that
+            // stored scale (as THUDM's quantize does with its half scales), so codes * stored scale is the
+            // nearest grid point; codes of the unrounded float32 scale would carry the scale's rounding error
+            // (up to 2^-9 relative per row for bfloat16) into every dequantized weight.
+            Tensor stored = w.abs().amax(new long[] {1}, false).div(new Scalar((double) precision.maxQuantized()))
+                    .to(weight.scalar_type());
+            Tensor scale32 = stored.to(ScalarType.Float);
             // An all-zero row has scale 0: divide by 1 instead so its codes are 0, not NaN.
             Tensor divisor = torch.where(scale32.eq(new Scalar(0.0)), torch.ones_like(scale32), scale32);
             Tensor q = w.div(divisor.unsqueeze(1)).round()
@@ -66,7 +72,7 @@ public final class WeightQuantizer {
                             new ScalarOptional(new Scalar((double) precision.maxQuantized())))
                     .to(ScalarType.Char);
             packed = precision == Precision.INT4 ? packInt4(q) : q.contiguous();
-            scale = scale32.to(weight.scalar_type()).contiguous();
+            scale = stored.contiguous();
             packed.retainReference();
             scale.retainReference();
         }

@@ -32,6 +32,31 @@ class WeightQuantizerTest {
     }
 
     @Test
+    void halfAndBfloat16CodesAreComputedAgainstTheStoredScale() {
+        // THUDM divides by the scale it keeps (half); codes of the unrounded float32 scale would put the scale's
+        // rounding error (up to 2^-9 relative in bfloat16) into every weight of the row.
+        try (PointerScope scope = new PointerScope()) {
+            torch.manual_seed(11);
+            for (ScalarType type : new ScalarType[] {ScalarType.BFloat16, ScalarType.Half}) {
+                Tensor w = torch.randn(64, 256).to(type);
+                float[] values = floats(w);
+                for (Precision p : new Precision[] {Precision.INT8, Precision.INT4}) {
+                    QuantizedWeight q = WeightQuantizer.quantize(w, p);
+                    assertThat(q.scale().scalar_type().value).isEqualTo(type.value);
+                    float[] scale = floats(q.scale());
+                    byte[] codes = bytes(WeightQuantizer.codes(q));
+                    for (int i = 0; i < values.length; i++) {
+                        float s = scale[i / 256];
+                        // Nearest code of the stored scale (ties may go either way at float32 precision).
+                        assertThat(Math.abs(values[i] - codes[i] * s)).as("%s %s element %d", type, p, i)
+                                .isLessThanOrEqualTo(s * 0.5f * (1 + 1e-5f));
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
     void codesAreRoundedQuotientsOfTheRowAbsmaxScale() {
         try (PointerScope scope = new PointerScope()) {
             torch.manual_seed(7);
