@@ -56,8 +56,10 @@ public final class BigModelCli implements Runnable {
         // A command line that does not parse: one line too, pointing at the help instead of printing all of it.
         cl.setParameterExceptionHandler((ex, arguments) -> {
             CommandLine failed = ex.getCommandLine();
-            failed.getErr().println("error: " + oneLine(ex) + " (see '" + failed.getCommandSpec().qualifiedName()
-                    + " --help')");
+            CommandLine.Model.CommandSpec spec = failed.getCommandSpec();
+            String help = spec.parent() == null ? spec.name() + " --help"
+                    : spec.root().name() + " help " + spec.name();
+            failed.getErr().println("error: " + oneLine(ex) + " (see '" + help + "')");
             failed.getErr().flush();
             return failed.getCommandSpec().exitCodeOnInvalidInput();
         });

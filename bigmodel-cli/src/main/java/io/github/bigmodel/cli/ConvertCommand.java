@@ -61,7 +61,7 @@ import picocli.CommandLine.Spec;
  * re-quantizing. Everything is written into a hidden folder beside OUT and moved into OUT at the end, the index
  * last: a failure leaves OUT as it was.
  */
-@Command(name = "convert", description = "Re-shard a checkpoint into safetensors shards with an index, "
+@Command(name = "convert", mixinStandardHelpOptions = true, description = "Re-shard a checkpoint into safetensors shards with an index, "
         + "optionally converting its precision (fp32, bf16, fp16, int8, int4).")
 final class ConvertCommand implements Callable<Integer> {
 

@@ -50,20 +50,20 @@ final class ProgressBars {
         }
     };
 
-    /** A bar counting bytes up to {@code totalBytes} (shown in MiB), drawn on {@code err}; a no-op when disabled. */
+    /** A bar counting bytes up to {@code totalBytes} (shown in KiB, MiB or GiB), drawn on {@code err}; a no-op when disabled. */
     static Bar bytes(PrintWriter err, boolean enabled, String task, long totalBytes) {
         if (!enabled) {
             return NONE;
         }
         ProgressBar bar = new ProgressBarBuilder().setTaskName(task).setInitialMax(Math.max(totalBytes, 1))
-                .setUnit(" MiB", 1L << 20).setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(200)
+                .setUnit(" " + unit(totalBytes), unitBytes(totalBytes)).setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(200)
                 .setSpeedUnit(ChronoUnit.SECONDS).showSpeed().setConsumer(new WriterConsumer(err, width()))
                 .build();
         return new Bar() {
             @Override
             public void step(long bytes, String message) {
                 bar.stepBy(bytes);
-                bar.setExtraMessage(message);
+                bar.setExtraMessage(" " + message); // the renderer puts it right after the speed
             }
 
             @Override
@@ -71,6 +71,15 @@ final class ProgressBars {
                 bar.close();
             }
         };
+    }
+
+    /** Units that keep the counts readable: KiB below 10 MiB, GiB from 10 GiB on, MiB between. */
+    static String unit(long totalBytes) {
+        return totalBytes < 10L << 20 ? "KiB" : totalBytes < 10L << 30 ? "MiB" : "GiB";
+    }
+
+    static long unitBytes(long totalBytes) {
+        return totalBytes < 10L << 20 ? 1L << 10 : totalBytes < 10L << 30 ? 1L << 20 : 1L << 30;
     }
 
     private static int width() {
