@@ -225,9 +225,11 @@ final class ConvertCommand implements Callable<Integer> {
             }
             try (ProgressBars.Bar bar = ProgressBars.bytes(spec.commandLine().getErr(),
                     ProgressBars.enabled(progress, json), "Converting", sourceBytes)) {
+                List<Path> sourceShards = checkpoint.shards();
                 for (Planned p : plan) {
                     write(checkpoint, writer, p, target, floatDtype);
-                    bar.step(p.source.byteLength(), p.source.file().getFileName().toString());
+                    bar.step(p.source.byteLength(), "shard " + (sourceShards.indexOf(p.source.file()) + 1) + "/"
+                            + sourceShards.size());
                 }
             }
             ShardedCheckpointWriter finished = writer;

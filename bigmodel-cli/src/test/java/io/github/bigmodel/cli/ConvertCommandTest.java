@@ -170,7 +170,7 @@ class ConvertCommandTest {
         assertThat(out.resolve("notes.txt")).hasContent("mine");
         assertSameTensors(out, source.resolve("model.safetensors"));
         // --progress draws on stderr (the bar ends at 100%), never on stdout.
-        assertThat(forced.err()).contains("Converting").contains("100%");
+        assertThat(forced.err()).contains("Converting").contains("100%").contains("shard 3/3");
         assertThat(forced.out()).doesNotContain("Converting");
         assertThat(leftovers(tmp)).isEmpty();
 
