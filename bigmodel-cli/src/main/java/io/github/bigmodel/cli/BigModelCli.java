@@ -12,14 +12,17 @@ import picocli.CommandLine.Option;
  * <pre>
  * bigmodel inspect path/to/model-dir          # tensors, dtypes, shapes, shards, total size
  * bigmodel inspect model.safetensors --json
+ * bigmodel convert chatglm3-6b chatglm3-6b-int4 --precision int4 --shard-size 2GB
  * bigmodel demo                               # writes, plans and reads a small checkpoint; no download
  * </pre>
  *
- * <p>Errors are one line on stderr and a non-zero exit code; {@code --verbose} adds the stack trace.
+ * <p>Errors are one line on stderr and a non-zero exit code (2 for a command line that does not parse, 1 for a
+ * failure); {@code --verbose} adds the stack trace.
  */
 @Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
         description = "Run language models bigger than any one device.",
-        subcommands = {PlanCommand.class, ChatCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class, DemoCommand.class,
+        subcommands = {PlanCommand.class, ChatCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class,
+                ConvertCommand.class, DemoCommand.class,
                 CommandLine.HelpCommand.class})
 public final class BigModelCli implements Runnable {
 
@@ -49,6 +52,16 @@ public final class BigModelCli implements Runnable {
             line.getErr().println("error: " + oneLine(ex));
             line.getErr().flush();
             return 1;
+        });
+        // A command line that does not parse: one line too, pointing at the help instead of printing all of it.
+        cl.setParameterExceptionHandler((ex, arguments) -> {
+            CommandLine failed = ex.getCommandLine();
+            CommandLine.Model.CommandSpec spec = failed.getCommandSpec();
+            String help = spec.parent() == null ? spec.name() + " --help"
+                    : spec.root().name() + " help " + spec.name();
+            failed.getErr().println("error: " + oneLine(ex) + " (see '" + help + "')");
+            failed.getErr().flush();
+            return failed.getCommandSpec().exitCodeOnInvalidInput();
         });
         int code = cl.execute(args);
         out.flush();

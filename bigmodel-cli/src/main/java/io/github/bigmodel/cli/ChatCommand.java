@@ -52,7 +52,12 @@ final class ChatCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-        try (ChatGLM glm = ChatGLM.load(model, modelOptions.toDispatchOptions())) {
+        ChatGLM loaded;
+        try (LoadProgress progress = LoadProgress.of(spec.commandLine().getErr(),
+                ProgressBars.enabled(modelOptions.progress, false), model)) {
+            loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress));
+        }
+        try (ChatGLM glm = loaded) {
             return converse(glm, in, out);
         }
     }

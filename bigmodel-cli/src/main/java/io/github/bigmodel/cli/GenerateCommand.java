@@ -125,8 +125,12 @@ final class GenerateCommand implements Callable<Integer> {
         DType dtype = modelOptions.weightsDtype();
         ChatGLMLanguageModel lm = ChatGLMLanguageModel.create(config, dtype);
         long[] newIds;
-        try (DispatchedModel<ChatGLMLanguageModel> dispatched = BigModel.loadCheckpointAndDispatch(lm, model,
-                modelOptions.toDispatchOptions())) {
+        DispatchedModel<ChatGLMLanguageModel> loaded;
+        try (LoadProgress progress = LoadProgress.of(spec.commandLine().getErr(),
+                ProgressBars.enabled(modelOptions.progress, json), model)) {
+            loaded = BigModel.loadCheckpointAndDispatch(lm, model, modelOptions.toDispatchOptions(progress));
+        }
+        try (DispatchedModel<ChatGLMLanguageModel> dispatched = loaded) {
             if (dumpLogits != null) {
                 dump(lm, ids, config.vocabSize());
             }

@@ -36,14 +36,25 @@ final class ModelOptions {
             description = "Offloaded blocks read ahead on a background thread (0 = off; default: ${DEFAULT-VALUE}).")
     int prefetch;
 
+    @Option(names = "--progress", description = "Draw a loading progress bar on stderr even when it is not a terminal.")
+    boolean progress;
+
     DType weightsDtype() {
         return DType.parse(dtype);
     }
 
     /** Dispatch options for these flags: a hand-written map, a strategy with budgets, or all on the CPU. */
     DispatchOptions toDispatchOptions() throws IOException {
+        return toDispatchOptions(null);
+    }
+
+    /** As {@link #toDispatchOptions()}, reporting each placed tensor to {@code progress} (null: none). */
+    DispatchOptions toDispatchOptions(LoadProgress progress) throws IOException {
         DispatchOptions.Builder b = DispatchOptions.builder().dtype(weightsDtype()).prefetch(prefetch)
                 .noSplitModuleClasses("GLMBlock");
+        if (progress != null) {
+            b.progress(progress);
+        }
         if (offloadFolder != null) {
             b.offloadFolder(offloadFolder);
         }
