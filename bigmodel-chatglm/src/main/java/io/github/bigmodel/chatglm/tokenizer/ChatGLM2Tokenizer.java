@@ -3,8 +3,6 @@ package io.github.bigmodel.chatglm.tokenizer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Collections;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -29,20 +27,12 @@ public final class ChatGLM2Tokenizer implements ChatTokenizer {
     }
 
     private final SentencePieceProcessor sp;
-    private final Map<String, Integer> specialTokens = new LinkedHashMap<>();
-    private final Map<Integer, String> indexSpecialTokens = new LinkedHashMap<>();
-    private final int nWords;
+    private final SpecialVocabulary specials;
 
     /** A tokenizer over {@code sp}. */
     public ChatGLM2Tokenizer(SentencePieceProcessor sp) {
         this.sp = sp;
-        int n = sp.vocabSize();
-        for (String token : SPECIAL_TOKENS) {
-            specialTokens.put(token, n);
-            indexSpecialTokens.put(n, token);
-            n++;
-        }
-        this.nWords = n;
+        this.specials = new SpecialVocabulary(sp, SPECIAL_TOKENS, "ChatGLM2");
     }
 
     /** Loads {@code tokenizer.model}. */
@@ -57,35 +47,22 @@ public final class ChatGLM2Tokenizer implements ChatTokenizer {
 
     @Override
     public int vocabSize() {
-        return nWords;
+        return specials.size();
     }
 
     /** Special token text to id, in id order. */
     public Map<String, Integer> specialTokens() {
-        return Collections.unmodifiableMap(specialTokens);
+        return specials.ids();
     }
 
     /** The id of a special or of {@code <bos>}/{@code <eos>}/{@code <pad>}. */
     public int command(String token) {
-        switch (token) {
-            case "<bos>":
-                return sp.bosId();
-            case "<eos>":
-                return sp.eosId();
-            case "<pad>":
-                return sp.unkId();
-            default:
-                Integer id = specialTokens.get(token);
-                if (id == null) {
-                    throw new IllegalArgumentException(token + " is not a special token of ChatGLM2");
-                }
-                return id;
-        }
+        return specials.command(token);
     }
 
     /** {@code [gMASK], sop}. */
     public int[] prefixTokens() {
-        return new int[]{command("[gMASK]"), command("sop")};
+        return specials.prefix();
     }
 
     @Override
@@ -121,14 +98,14 @@ public final class ChatGLM2Tokenizer implements ChatTokenizer {
     /** Specials first, so a piece spelled {@code sop}/{@code eop} becomes the special id (THUDM's behaviour). */
     @Override
     public int convertTokenToId(String token) {
-        Integer id = specialTokens.get(token);
+        Integer id = specials.idOf(token);
         return id != null ? id : sp.pieceToId(token);
     }
 
     /** Specials and {@code </s> <s> <unk>} give {@code ""}. */
     @Override
     public String convertIdToToken(int id) {
-        if (indexSpecialTokens.containsKey(id) || id == sp.eosId() || id == sp.bosId() || id == sp.unkId() || id < 0) {
+        if (specials.isSpecial(id) || id == sp.eosId() || id == sp.bosId() || id == sp.unkId() || id < 0) {
             return "";
         }
         return sp.idToPiece(id);

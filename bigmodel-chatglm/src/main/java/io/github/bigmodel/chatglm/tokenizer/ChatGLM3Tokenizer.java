@@ -3,8 +3,6 @@ package io.github.bigmodel.chatglm.tokenizer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Collections;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.regex.Matcher;
@@ -44,9 +42,7 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
 
     private final SentencePieceProcessor sp;
     private final boolean encodeSpecialTokens;
-    private final Map<String, Integer> specialTokens = new LinkedHashMap<>();
-    private final Map<Integer, String> indexSpecialTokens = new LinkedHashMap<>();
-    private final int nWords;
+    private final SpecialVocabulary specials;
 
     /**
      * A tokenizer over {@code sp}.
@@ -58,13 +54,7 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
     public ChatGLM3Tokenizer(SentencePieceProcessor sp, boolean encodeSpecialTokens) {
         this.sp = sp;
         this.encodeSpecialTokens = encodeSpecialTokens;
-        int n = sp.vocabSize();
-        for (String token : SPECIAL_TOKENS) {
-            specialTokens.put(token, n);
-            indexSpecialTokens.put(n, token);
-            n++;
-        }
-        this.nWords = n;
+        this.specials = new SpecialVocabulary(sp, SPECIAL_TOKENS, "ChatGLM3");
     }
 
     /** Loads {@code tokenizer.model} with {@code encode_special_tokens=False}. */
@@ -84,35 +74,22 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
 
     @Override
     public int vocabSize() {
-        return nWords;
+        return specials.size();
     }
 
     /** Special token text to id, in id order. */
     public Map<String, Integer> specialTokens() {
-        return Collections.unmodifiableMap(specialTokens);
+        return specials.ids();
     }
 
     /** The id of a special ({@code [gMASK]}, {@code <|user|>}, ...) or of {@code <bos>}/{@code <eos>}/{@code <pad>}. */
     public int command(String token) {
-        switch (token) {
-            case "<bos>":
-                return sp.bosId();
-            case "<eos>":
-                return sp.eosId();
-            case "<pad>":
-                return sp.unkId();
-            default:
-                Integer id = specialTokens.get(token);
-                if (id == null) {
-                    throw new IllegalArgumentException(token + " is not a special token of ChatGLM3");
-                }
-                return id;
-        }
+        return specials.command(token);
     }
 
     /** {@code [gMASK], sop}. */
     public int[] prefixTokens() {
-        return new int[]{command("[gMASK]"), command("sop")};
+        return specials.prefix();
     }
 
     @Override
@@ -189,13 +166,13 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
     /** Specials first (so a piece spelled {@code sop} maps to the special id, as THUDM's code does). */
     @Override
     public int convertTokenToId(String token) {
-        Integer id = specialTokens.get(token);
+        Integer id = specials.idOf(token);
         return id != null ? id : sp.pieceToId(token);
     }
 
     @Override
     public String convertIdToToken(int id) {
-        String special = indexSpecialTokens.get(id);
+        String special = specials.tokenOf(id);
         if (special != null) {
             return special;
         }
@@ -229,7 +206,7 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
         if (!skipSpecialTokens) {
             return decode(ids);
         }
-        return decode(Arrays.stream(ids).filter(id -> !indexSpecialTokens.containsKey(id) && id != sp.eosId()
+        return decode(Arrays.stream(ids).filter(id -> !specials.isSpecial(id) && id != sp.eosId()
                 && id != sp.bosId() && id != sp.unkId()).toArray());
     }
 
@@ -242,7 +219,7 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
         StringBuilder text = new StringBuilder();
         List<Integer> buffer = new ArrayList<>();
         for (int id : ids) {
-            String special = indexSpecialTokens.get(id);
+            String special = specials.tokenOf(id);
             if (special != null) {
                 flush(buffer, text);
                 text.append(special);
