@@ -224,14 +224,7 @@ public final class DispatchOptions {
      * GPU or {@link #cpuPrecision()} for the CPU, else null (weights in the load dtype, nothing quantized).
      */
     public Precision precisionOf(Device device) {
-        Precision p = precisions.get(device);
-        if (p != null) {
-            return p;
-        }
-        if (device.isCuda()) {
-            return gpuPrecision;
-        }
-        return device.isCpu() ? cpuPrecision : null;
+        return PlanOptions.resolvePrecision(precisions, gpuPrecision, cpuPrecision, device);
     }
 
     /**

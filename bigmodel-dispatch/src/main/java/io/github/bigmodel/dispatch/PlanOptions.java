@@ -123,14 +123,22 @@ public final class PlanOptions {
      * none is set: then sizes are accelerate's.
      */
     public Precision precisionOf(Device device) {
+        return resolvePrecision(precisions, gpuPrecision, cpuPrecision, device);
+    }
+
+    /**
+     * The one rule for a device's precision, shared with {@link DispatchOptions} so that planning and loading
+     * cannot disagree: the device's own, else the GPU or CPU default, else null.
+     */
+    static Precision resolvePrecision(Map<Device, Precision> precisions, Precision gpu, Precision cpu, Device device) {
         Precision p = precisions.get(device);
         if (p != null) {
             return p;
         }
         if (device.isCuda()) {
-            return gpuPrecision;
+            return gpu;
         }
-        return device.isCpu() ? cpuPrecision : null;
+        return device.isCpu() ? cpu : null;
     }
 
     /** Whether any precision is set. */
