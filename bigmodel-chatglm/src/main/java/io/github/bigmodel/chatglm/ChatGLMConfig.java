@@ -465,6 +465,29 @@ public final class ChatGLMConfig {
         return version == Version.CHATGLM2 && multiQueryAttention ? multiQueryGroupNum : numAttentionHeads;
     }
 
+    /**
+     * Bytes one layer's KV cache holds for {@code positions} positions of a batch of {@code batch}: keys and values,
+     * {@code kvHeads x headDim} each, in {@code dtype}. This is exactly what {@link KvCache} allocates, so plans
+     * and memory reports use the same figure. ChatGLM3-6B, fp16, 8192 positions: {@code 2 x 2 x 128 x 2 x 8192} =
+     * 8 MiB per layer (224 MiB for 28 layers); ChatGLM-6B: 16 KiB per position per layer (448 KiB for 28).
+     *
+     * <pre>{@code
+     * long perLayer = config.kvCacheBytesPerLayer(8192, 1, DType.FLOAT16);
+     * }</pre>
+     *
+     * @throws IllegalArgumentException for a negative count or a dtype with no byte size
+     */
+    public long kvCacheBytesPerLayer(long positions, long batch, DType dtype) {
+        if (positions < 0 || batch < 0) {
+            throw new IllegalArgumentException("positions and batch must be >= 0: positions=" + positions
+                    + ", batch=" + batch);
+        }
+        if (dtype == null || !dtype.isFloatingPoint()) {
+            throw new IllegalArgumentException("The KV cache is held in a floating-point dtype, not " + dtype);
+        }
+        return dtype.bytesFor(2L * positions * batch * kvHeads() * headDim());
+    }
+
     /** Outputs of {@code query_key_value}. */
     public long qkvOutFeatures() {
         long q = (long) numAttentionHeads * headDim();

@@ -68,6 +68,20 @@ public final class KvCache implements AutoCloseable {
         return keys.length;
     }
 
+    /**
+     * Native bytes the buffers hold (keys and values of every layer at full {@link #capacity()}), whatever
+     * {@link #length()} is: the cache is allocated once, up front. 0 once closed.
+     */
+    public long allocatedBytes() {
+        long total = 0;
+        for (int i = 0; i < keys.length; i++) {
+            if (keys[i] != null) {
+                total += keys[i].nbytes() + values[i].nbytes();
+            }
+        }
+        return total;
+    }
+
     /** A view of layer {@code layer}'s keys for the filled positions, {@code [length, batch, kvHeads, headDim]}. */
     public Tensor keys(int layer) {
         return keys[layer].narrow(0, 0, length);

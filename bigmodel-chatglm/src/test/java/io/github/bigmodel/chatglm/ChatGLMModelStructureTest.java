@@ -84,6 +84,32 @@ class ChatGLMModelStructureTest {
     }
 
     @Test
+    void kvCacheSizesFollowTheAttentionLayout() {
+        ChatGLMConfig glm3 = ChatGLMConfig.preset("chatglm3-6b");
+        // Multi-query: 2 groups x 128 channels, keys and values, fp16; 28 layers at 8192 positions = 224 MiB.
+        assertThat(28 * glm3.kvCacheBytesPerLayer(8192, 1, DType.FLOAT16)).isEqualTo(28L * 2 * 2 * 128 * 2 * 8192)
+                .isEqualTo(224L << 20);
+        ChatGLMConfig glm1 = ChatGLMConfig.preset("chatglm-6b");
+        // Full heads: 32 x 128, so 448 KiB per position for the whole model.
+        assertThat(28 * glm1.kvCacheBytesPerLayer(1, 1, DType.FLOAT16)).isEqualTo(448L << 10);
+        assertThat(glm3.kvCacheBytesPerLayer(100, 3, DType.FLOAT32)).isEqualTo(2L * 100 * 3 * 2 * 128 * 4);
+        assertThatThrownBy(() -> glm3.kvCacheBytesPerLayer(-1, 1, DType.FLOAT16))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("positions");
+        assertThatThrownBy(() -> glm3.kvCacheBytesPerLayer(1, 1, DType.INT8))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("floating-point");
+        // What KvCache really allocates is what the formula says.
+        ChatGLMConfig tiny = ChatGLMConfig.fromJsonString("{\"num_layers\": 2, \"hidden_size\": 64,"
+                + " \"num_attention_heads\": 4, \"kv_channels\": 16, \"multi_query_attention\": true,"
+                + " \"multi_query_group_num\": 2, \"padded_vocab_size\": 128, \"ffn_hidden_size\": 96}");
+        try (KvCache cache = new KvCache(new Device[] {Device.CPU, Device.CPU}, 2, 50, tiny.kvHeads(),
+                tiny.headDim(), DType.FLOAT32)) {
+            assertThat(cache.allocatedBytes()).isEqualTo(2 * tiny.kvCacheBytesPerLayer(50, 2, DType.FLOAT32));
+            cache.close();
+            assertThat(cache.allocatedBytes()).isZero();
+        }
+    }
+
+    @Test
     void badConfigsAreNamed() {
         assertThatThrownBy(() -> ChatGLMConfig.preset("chatglm9"))
                 .isInstanceOf(ChatGLMConfigException.class).hasMessageContaining("chatglm9");
