@@ -9,6 +9,8 @@ import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
 import io.github.bigmodel.core.quant.WeightQuantizer;
+import io.github.bigmodel.dispatch.DispatchedModel;
+import io.github.bigmodel.dispatch.MemoryReport;
 import io.github.bigmodel.safetensors.SafetensorsWriter;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -23,6 +25,7 @@ import java.util.Collections;
 import java.util.IdentityHashMap;
 import java.util.Map;
 import java.util.Set;
+import java.util.WeakHashMap;
 import java.util.function.Function;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
@@ -55,6 +58,10 @@ public abstract class ChatGLMLanguageModel extends Module {
 
     private final ChatGLMConfig config;
     private DType computeDtype;
+    /** Caches handed out and not yet collected; weak, so a forgotten cache is not kept alive by the report. */
+    private final Set<KvCache> liveCaches = Collections.newSetFromMap(new WeakHashMap<>());
+    /** Weights per device, counted when loading ends (before any forward: hooks move offloaded weights). */
+    private volatile Map<Device, Long> weightBytes = Map.of();
 
     protected ChatGLMLanguageModel(ChatGLMConfig config, DType dtype) {
         super("ChatGLMForConditionalGeneration");
@@ -118,6 +125,14 @@ public abstract class ChatGLMLanguageModel extends Module {
     @Override
     public void onWeightsLoaded() {
         initComputedBuffers();
+        weightBytes = MemoryReport.weightBytesByDevice(this, null);
+    }
+
+    /** Releases the weights; the memory report then counts none. */
+    @Override
+    public void toMeta() {
+        super.toMeta();
+        weightBytes = Map.of();
     }
 
     /** The devices the layers' weights are on, in layer order (for the cache). */
@@ -222,6 +237,7 @@ public abstract class ChatGLMLanguageModel extends Module {
         }
         this.computeDtype = dtype;
         initComputedBuffers();
+        weightBytes = MemoryReport.weightBytesByDevice(this, null);
         LOG.debug("Loaded {} tensors ({} linear weights quantized) into {} as {}", count, quantized, config,
                 dtype.torchName());
     }
@@ -454,7 +470,71 @@ public abstract class ChatGLMLanguageModel extends Module {
 
     /** A cache for {@code batch} sequences of up to {@code capacity} positions, on the layers' devices. */
     public KvCache newCache(int batch, long capacity) {
-        return new KvCache(layerDevices(), batch, capacity, config.kvHeads(), config.headDim(), computeDtype);
+        KvCache cache = new KvCache(layerDevices(), batch, capacity, config.kvHeads(), config.headDim(), computeDtype);
+        synchronized (liveCaches) {
+            liveCaches.add(cache);
+        }
+        return cache;
+    }
+
+    /**
+     * This model's memory per device: weights as counted when loading ended (offloaded weights on {@code disk}:
+     * use {@link #memoryReport(DispatchedModel)} for a dispatched model, which knows the ones kept in CPU memory),
+     * the KV cache of every live session ({@link #newCache} caches not yet closed or collected; a closed cache
+     * leaves the report), the estimated workspace of one decode step per live session, and the process's (and
+     * with a CUDA device the CUDA allocator's) figures read now. Safe to call from any thread while others
+     * generate: it reads only bookkeeping kept on the Java side, never a tensor.
+     *
+     * <pre>{@code
+     * System.out.println(model.memoryReport());
+     * }</pre>
+     */
+    public ChatGLMMemoryReport memoryReport() {
+        return memoryReport(MemoryReport.of(weightBytes));
+    }
+
+    /**
+     * {@link #memoryReport()} with the weights as {@code dispatched} placed them (this model under its device map):
+     * weights offloaded to CPU memory on the {@code cpu} row, the offload folder's on {@code disk}.
+     *
+     * @throws IllegalArgumentException when {@code dispatched} holds another model
+     */
+    public ChatGLMMemoryReport memoryReport(DispatchedModel<?> dispatched) {
+        if (dispatched.model() != this) {
+            throw new IllegalArgumentException("The dispatched model holds another model than this one");
+        }
+        return memoryReport(dispatched.memoryReport());
+    }
+
+    private ChatGLMMemoryReport memoryReport(MemoryReport weights) {
+        List<KvCache> caches;
+        synchronized (liveCaches) {
+            caches = new ArrayList<>(liveCaches);
+        }
+        caches.sort(java.util.Comparator.comparingLong(KvCache::id));
+        List<ChatGLMMemoryReport.Session> sessions = new ArrayList<>();
+        Map<Device, Long> workspace = new LinkedHashMap<>();
+        for (KvCache c : caches) {
+            Map<Device, Long> kv = c.allocatedBytesByDevice();
+            if (c.isClosed() || kv.isEmpty()) {
+                continue;
+            }
+            sessions.add(new ChatGLMMemoryReport.Session(c.id(), c.batchSize(), c.length(), c.capacity(), kv));
+            Device[] devices = c.layerDevices();
+            Map<Device, Integer> layersOn = new LinkedHashMap<>();
+            for (Device d : devices) {
+                layersOn.merge(d, 1, Integer::sum);
+            }
+            // The logits are made once per step, after the last layer.
+            long logits = StepWorkspace.bytes(config, computeDtype, c.batchSize(), 1, c.capacity(), 0);
+            layersOn.forEach((d, n) -> workspace.merge(d,
+                    StepWorkspace.bytes(config, computeDtype, c.batchSize(), 1, c.capacity(), n) - logits,
+                    Long::sum));
+            if (devices.length > 0) {
+                workspace.merge(devices[devices.length - 1], logits, Long::sum);
+            }
+        }
+        return ChatGLMMemoryReport.of(weights, sessions, workspace);
     }
 
     /**

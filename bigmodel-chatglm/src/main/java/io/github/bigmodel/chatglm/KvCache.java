@@ -3,6 +3,10 @@ package io.github.bigmodel.chatglm;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Tensors;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
 import org.bytedeco.pytorch.Tensor;
 
 /**
@@ -20,15 +24,24 @@ import org.bytedeco.pytorch.Tensor;
  * }
  * }</pre>
  *
- * <p>Not thread-safe: one session, one thread at a time.
+ * <p>Not thread-safe: one session, one thread at a time. The bookkeeping read by memory reports ({@link #id()},
+ * {@link #length()}, {@link #capacity()}, {@link #allocatedBytes()}, {@link #allocatedBytesByDevice()},
+ * {@link #isClosed()}) is safe to read from any thread: it is kept on the Java side and touches no tensor.
  */
 public final class KvCache implements AutoCloseable {
 
+    private static final AtomicLong NEXT_ID = new AtomicLong(1);
+
+    private final long id = NEXT_ID.getAndIncrement();
     private final Tensor[] keys;
     private final Tensor[] values;
     private final long batch;
     private final long capacity;
-    private long length;
+    /** Bytes of keys plus values per device, counted from the tensors once allocated. */
+    private final Map<Device, Long> bytesByDevice;
+    private final Device[] layerDevices;
+    private volatile long length;
+    private volatile boolean closed;
 
     /**
      * Allocates the buffers; {@code layerDevices[i]} is where layer {@code i} runs.
@@ -48,6 +61,27 @@ public final class KvCache implements AutoCloseable {
             keys[i] = Tensors.empty(dtype, layerDevices[i], capacity, batch, kvHeads, headDim);
             values[i] = Tensors.empty(dtype, layerDevices[i], capacity, batch, kvHeads, headDim);
         }
+        Map<Device, Long> bytes = new LinkedHashMap<>();
+        for (int i = 0; i < layerDevices.length; i++) {
+            bytes.merge(layerDevices[i], keys[i].nbytes() + values[i].nbytes(), Long::sum);
+        }
+        this.bytesByDevice = Collections.unmodifiableMap(bytes);
+        this.layerDevices = layerDevices.clone();
+    }
+
+    /** Where each layer's buffers are, in layer order. */
+    Device[] layerDevices() {
+        return layerDevices.clone();
+    }
+
+    /** A number unique to this cache in this process, naming its session in memory reports. */
+    public long id() {
+        return id;
+    }
+
+    /** Whether {@link #close()} has released the buffers. */
+    public boolean isClosed() {
+        return closed;
     }
 
     /** Positions filled so far. */
@@ -73,13 +107,44 @@ public final class KvCache implements AutoCloseable {
      * {@link #length()} is: the cache is allocated once, up front. 0 once closed.
      */
     public long allocatedBytes() {
+        if (closed) {
+            return 0;
+        }
         long total = 0;
-        for (int i = 0; i < keys.length; i++) {
-            if (keys[i] != null) {
-                total += keys[i].nbytes() + values[i].nbytes();
-            }
+        for (long b : bytesByDevice.values()) {
+            total += b;
         }
         return total;
+    }
+
+    /** {@link #allocatedBytes()} per device the layers live on (empty once closed). */
+    public Map<Device, Long> allocatedBytesByDevice() {
+        return closed ? Map.of() : bytesByDevice;
+    }
+
+    /**
+     * Writes zeros into positions {@code [length, length + n)} of every layer and counts them as filled: a cache
+     * that holds {@code n} more positions (every byte written, so its pages are really in memory) without running
+     * the model. For memory measurements only (the positions mean nothing to the model); generation never calls it.
+     *
+     * <pre>{@code
+     * cache.fillWithZerosForMeasurement(8191);   // then one real decode step at context 8192
+     * }</pre>
+     *
+     * @throws IllegalStateException when closed or when {@code n} more positions do not fit
+     */
+    public void fillWithZerosForMeasurement(long n) {
+        if (n < 0) {
+            throw new IllegalArgumentException("positions must be >= 0, got " + n);
+        }
+        checkRoom(batch, n);
+        for (int i = 0; i < keys.length; i++) {
+            try (Tensor k = keys[i].narrow(0, length, n); Tensor v = values[i].narrow(0, length, n)) {
+                k.zero_();
+                v.zero_();
+            }
+        }
+        length += n;
     }
 
     /** A view of layer {@code layer}'s keys for the filled positions, {@code [length, batch, kvHeads, headDim]}. */
@@ -99,7 +164,7 @@ public final class KvCache implements AutoCloseable {
 
     /** Checks that {@code newPositions} more fit for a batch of {@code batchSize}. */
     void checkRoom(long batchSize, long newPositions) {
-        if (keys[0] == null) {
+        if (closed || keys.length == 0 || keys[0] == null) {
             throw new IllegalStateException("KvCache is closed");
         }
         if (batchSize != batch) {
@@ -129,6 +194,7 @@ public final class KvCache implements AutoCloseable {
 
     @Override
     public void close() {
+        closed = true;
         for (int i = 0; i < keys.length; i++) {
             if (keys[i] != null) {
                 keys[i].close();

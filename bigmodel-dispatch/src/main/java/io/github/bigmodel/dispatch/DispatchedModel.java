@@ -38,7 +38,9 @@ public final class DispatchedModel<M extends Module> implements AutoCloseable {
     private final Prefetcher prefetcher;
     private final List<AutoCloseable> resources;
     private final OffloadStats stats;
-    private boolean closed;
+    /** Counted once at dispatch, before any forward: hooks move offloaded weights in and out during one. */
+    private final Map<Device, Long> weightBytes;
+    private volatile boolean closed;
 
     /** What loading did with the offload folder: for logs and tests. */
     record OffloadStats(int tensorsWritten, long bytesWritten, int tensorsReused, int tensorsInPlace) {
@@ -54,6 +56,24 @@ public final class DispatchedModel<M extends Module> implements AutoCloseable {
         this.prefetcher = prefetcher;
         this.resources = new ArrayList<>(resources);
         this.stats = stats;
+        this.weightBytes = MemoryReport.weightBytesByDevice(model, deviceMap);
+    }
+
+    /**
+     * Weights per device (GPUs, {@code cpu} including weights offloaded to CPU memory, {@code disk} for the offload
+     * folder) as placed at dispatch, with the process's and (when a CUDA device is present) the CUDA allocator's
+     * figures read now. Safe to call from any thread, also while another thread runs a forward pass: the weight
+     * figures were counted once at dispatch and reading them touches no tensor.
+     *
+     * <pre>{@code
+     * System.out.println(dispatched.memoryReport());
+     * }</pre>
+     *
+     * @throws IllegalStateException once closed
+     */
+    public MemoryReport memoryReport() {
+        checkOpen();
+        return MemoryReport.of(weightBytes);
     }
 
     /** The model, with its weights placed and its hooks attached. */

@@ -9,6 +9,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.ChatGLMMemoryReport;
 import io.github.bigmodel.chatglm.GenerationRequest;
 import io.github.bigmodel.chatglm.Generator;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
@@ -210,6 +211,21 @@ public final class ChatGLM implements AutoCloseable {
         }
         Device d = model.executionDevice();
         return DeviceMap.of(Map.of("", d == null ? Device.META : d));
+    }
+
+    /**
+     * Memory per device: weights (as the device map placed them when loaded with one), the KV cache of each live
+     * conversation (every running {@link #chat} call or open {@link ChatStream} holds one; it leaves the report when
+     * the call ends or the stream is closed), the estimated workspace of their decode steps, and the process's and
+     * (only when a CUDA device is present) the CUDA allocator's figures. Safe to call from any thread while others
+     * generate.
+     *
+     * <pre>{@code
+     * System.out.println(glm.memoryReport());
+     * }</pre>
+     */
+    public ChatGLMMemoryReport memoryReport() {
+        return dispatched != null ? model.memoryReport(dispatched) : model.memoryReport();
     }
 
     private static ChatTokenizer tokenizer(Path modelDir, ChatFormat chosen) {

@@ -1,0 +1,47 @@
+package io.github.bigmodel.benchmarks.memory;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import io.github.bigmodel.core.testing.ReferenceTree;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The measuring program on the tiny reference model: rows written, measured within docs/memory.md's 5%. */
+class ContextMemoryProgramTest {
+
+    /** The agreement docs/memory.md states. */
+    private static final double TOLERANCE = 0.05;
+
+    @Test
+    void tinyModelMeasuredAgreesWithPredicted(@TempDir Path out) throws Exception {
+        Path model = ReferenceTree.models().resolve("chatglm3-6b-tiny");
+        for (boolean compute : new boolean[] {true, false}) {
+            Path dir = out.resolve(compute ? "compute" : "zeros");
+            ContextMemoryProgram.Result r = ContextMemoryProgram.run(model, dir, null, 5, compute, 32);
+            List<String> lines = Files.readAllLines(r.csv());
+            assertThat(lines).hasSize(6);
+            assertThat(lines.get(0)).startsWith("context,kv_bytes,");
+            assertThat(lines.subList(1, 6)).extracting(l -> l.split(",")[0])
+                    .containsExactly("0", "32", "64", "96", "128");
+            assertThat(Files.size(r.png())).isPositive();
+            for (ContextMemoryProgram.Point p : r.points()) {
+                assertThat(Math.abs(p.residentError())).as("resident at %d: %s", p.context(), p).isLessThan(TOLERANCE);
+                if (!Double.isNaN(p.peakError())) {
+                    assertThat(Math.abs(p.peakError())).as("peak at %d: %s", p.context(), p).isLessThan(TOLERANCE);
+                }
+            }
+            assertThat(r.points().get(4).kvBytes()).isEqualTo(2L * 128 * 2 * 16 * 4 * 2);
+        }
+    }
+
+    @Test
+    void chatGlm6bFoldersAreRefusedClearly(@TempDir Path out) {
+        Path v1 = ReferenceTree.models().resolve("chatglm-6b-tiny");
+        assertThatThrownBy(() -> ContextMemoryProgram.run(v1, out, null, 3, true, 8))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("ChatGLM2/ChatGLM3");
+    }
+}
