@@ -147,7 +147,10 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
 
         ModuleList<Block> layers = transformer.encoder.layers;
         for (int i = 0; i < layers.size(); i++) {
-            hidden = layers.get(i).forward(hidden, cos, sin, mask, cache, i);
+            Tensor blockIn = hidden;
+            int layer = i;
+            // Each block in a scope of its own: its temporaries are freed before the next block runs.
+            hidden = ChatGLMLanguageModel.inOwnScope(() -> layers.get(layer).forward(blockIn, cos, sin, mask, cache, layer));
         }
         if (cache != null) {
             cache.advance(len);

@@ -248,7 +248,11 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         }
         ModuleList<Block> layers = transformer.layers;
         for (int i = 0; i < layers.size(); i++) {
-            hidden = layers.get(i).forward(hidden, rope, mask, cache, i);
+            Tensor blockIn = hidden;
+            Tensor m = mask;
+            int layer = i;
+            // Each block in a scope of its own: its temporaries are freed before the next block runs.
+            hidden = ChatGLMLanguageModel.inOwnScope(() -> layers.get(layer).forward(blockIn, rope, m, cache, layer));
         }
         if (cache != null) {
             cache.advance(len);

@@ -555,18 +555,28 @@ public abstract class ChatGLMLanguageModel extends Module {
         if (input.cache() != null) {
             input.cache().checkRoom(input.batchSize(), input.length());
         }
-        Tensor logits;
+        return inOwnScope(() -> forwardInScope(input));
+    }
+
+    /**
+     * Runs {@code step} in a pointer scope of its own, so that every native temporary it makes is freed when it
+     * returns, and hands its result to the caller's scope when there is one (which then holds the only
+     * reference). The blocks run this way one by one: a decode step then holds one block's temporaries at a time
+     * instead of all of them until the forward returns (at 8192 positions of ChatGLM3-6B, about 13 MiB instead of
+     * 355 MiB).
+     */
+    static Tensor inOwnScope(java.util.function.Supplier<Tensor> step) {
+        Tensor result;
         try (PointerScope scope = new PointerScope()) {
-            logits = forwardInScope(input);
-            logits.retainReference();
+            result = step.get();
+            result.retainReference();
         }
-        // Hand the logits to the caller's scope when there is one (it then holds the only reference).
         PointerScope outer = PointerScope.getInnerScope();
         if (outer != null) {
-            outer.attach(logits);
-            logits.releaseReference();
+            outer.attach(result);
+            result.releaseReference();
         }
-        return logits;
+        return result;
     }
 
     /** Checks that a caller-given tensor has the expected shape. */

@@ -23,9 +23,9 @@ import io.github.bigmodel.core.DType;
  *       {@code 2 * ffn} up-projection, its {@code ffn} activation and the down-projection: about
  *       {@code qkv + 2 * (heads + kvHeads) * headDim + 3 * heads * headDim + 6 * hidden + 3 * ffn} elements.</li>
  * </ul>
- * The forward pass keeps its temporaries until it returns (one pointer scope per pass), so the per-layer figure is
- * multiplied by the number of layers; the float32 logits of the last position (plus their model-dtype original)
- * are added once. It is an estimate from the code's structure, not a measurement: libtorch may fuse or reuse
+ * Each block runs in a pointer scope of its own, so one block's temporaries are live at a time: the per-layer
+ * figure counts once, plus each counted layer's output hidden states ({@code B * L * hidden}, kept until the pass
+ * returns) and, once, the float32 logits of the last position (plus their model-dtype original). It is an estimate from the code's structure, not a measurement: libtorch may fuse or reuse
  * buffers, and the allocator may keep freed memory.
  */
 public final class StepWorkspace {
@@ -58,6 +58,10 @@ public final class StepWorkspace {
                 + 6L * config.hiddenSize() + 3L * config.ffnHiddenSize();
         long activations = batch * queryLength * perPosition * s;
         long logits = queryLength == 0 ? 0 : batch * (long) config.vocabSize() * (s + 4);
-        return layers * (scores + kvCopies + activations) + logits;
+        if (layers == 0) {
+            return logits;
+        }
+        long blockOutputs = layers * batch * queryLength * config.hiddenSize() * s;
+        return scores + kvCopies + activations + blockOutputs + logits;
     }
 }

@@ -45,17 +45,27 @@ final class ChatCommand implements Callable<Integer> {
     @Mixin
     ModelOptions modelOptions;
 
+    @Mixin
+    ContextOptions contextOptions;
+
     @Spec
     CommandSpec spec;
 
     @Override
     public Integer call() throws Exception {
         PrintWriter out = spec.commandLine().getOut();
+        if (contextOptions.given() || contextOptions.batch != null) {
+            // Checked before any weight is read; ChatGLM.load plans with the same reservation.
+            contextOptions.reservation(spec.commandLine(),
+                    io.github.bigmodel.chatglm.ChatGLMConfig.fromJson(model.resolve("config.json")),
+                    modelOptions.weightsDtype());
+        }
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         ChatGLM loaded;
         try (LoadProgress progress = LoadProgress.of(spec.commandLine().getErr(),
                 ProgressBars.enabled(modelOptions.progress, false), model)) {
-            loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress));
+            loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress), contextOptions.contextOrZero(),
+                    contextOptions.batchOrZero());
         }
         try (ChatGLM glm = loaded) {
             return converse(glm, in, out);

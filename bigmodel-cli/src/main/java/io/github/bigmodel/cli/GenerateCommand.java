@@ -15,6 +15,7 @@ import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatTokenizer;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.dispatch.BigModel;
+import io.github.bigmodel.dispatch.MemoryReservation;
 import io.github.bigmodel.dispatch.DispatchedModel;
 import io.github.bigmodel.safetensors.SafetensorsWriter;
 import java.io.PrintWriter;
@@ -98,6 +99,9 @@ final class GenerateCommand implements Callable<Integer> {
     @Mixin
     ModelOptions modelOptions;
 
+    @Mixin
+    ContextOptions contextOptions;
+
     @Spec
     CommandSpec spec;
 
@@ -124,11 +128,13 @@ final class GenerateCommand implements Callable<Integer> {
         }
         DType dtype = modelOptions.weightsDtype();
         ChatGLMLanguageModel lm = ChatGLMLanguageModel.create(config, dtype);
+        MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, dtype);
         long[] newIds;
         DispatchedModel<ChatGLMLanguageModel> loaded;
         try (LoadProgress progress = LoadProgress.of(spec.commandLine().getErr(),
                 ProgressBars.enabled(modelOptions.progress, json), model)) {
-            loaded = BigModel.loadCheckpointAndDispatch(lm, model, modelOptions.toDispatchOptions(progress));
+            loaded = BigModel.loadCheckpointAndDispatch(lm, model,
+                    modelOptions.toDispatchOptions(progress).toBuilder().reservation(reservation).build());
         }
         try (DispatchedModel<ChatGLMLanguageModel> dispatched = loaded) {
             if (dumpLogits != null) {

@@ -22,7 +22,10 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.Callable;
+import io.github.bigmodel.dispatch.DeviceMemory;
+import io.github.bigmodel.dispatch.MemoryReservation;
 import picocli.CommandLine.ArgGroup;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -35,6 +38,7 @@ import picocli.CommandLine.Spec;
  * <pre>
  * bigmodel plan --preset chatglm3-6b --dtype float16 --max-memory "0=10GiB,cpu=30GiB"
  * bigmodel plan --model path/to/chatglm2-6b --strategy sequential --json
+ * bigmodel plan --preset chatglm3-6b --max-memory "0=10GiB,cpu=64GiB" --context 8192 --batch 1
  * </pre>
  */
 @Command(name = "plan", description = "Plan a device map without loading weights.")
@@ -73,8 +77,12 @@ final class PlanCommand implements Callable<Integer> {
             description = "auto, balanced, balanced_low_0 or sequential (default: ${DEFAULT-VALUE}).")
     String strategy;
 
-    @Option(names = "--json", description = "Print {\"device_map\", \"max_memory\", \"device_bytes\"} as JSON.")
+    @Option(names = "--json", description = "Print {\"device_map\", \"max_memory\", \"device_bytes\"} as JSON "
+            + "(with --context, also \"device_memory\": weights, kv_cache, workspace, offload_buffer, free per device).")
     boolean json;
+
+    @Mixin
+    ContextOptions contextOptions;
 
     @Spec
     CommandSpec spec;
@@ -88,9 +96,12 @@ final class PlanCommand implements Callable<Integer> {
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config,
                 target.isFloatingPoint() ? target : DType.FLOAT16);
         MaxMemory budget = maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
+        // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
+        MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
                 .noSplit(noSplit == null ? List.of("GLMBlock") : noSplit)
                 .dtype(target)
+                .reservation(reservation)
                 .build();
         DevicePlan plan = DeviceMapPlanner.plan(model, strategy, budget, options);
         Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
@@ -98,15 +109,18 @@ final class PlanCommand implements Callable<Integer> {
         Map<Device, Double> perDevice = new TreeMap<>(plan.deviceMap().bytesPerDevice(sizes));
         PrintWriter out = spec.commandLine().getOut();
         if (json) {
-            printJson(out, map, plan.budget(), perDevice);
+            printJson(out, map, plan, perDevice, contextOptions.given());
+        } else if (contextOptions.given()) {
+            printMemoryTable(out, config, target, map, plan, reservation);
         } else {
             printTable(out, config, target, map, plan, perDevice);
         }
         return 0;
     }
 
-    private static void printJson(PrintWriter out, Map<String, Device> map, MaxMemory budget,
-            Map<Device, Double> perDevice) throws Exception {
+    private static void printJson(PrintWriter out, Map<String, Device> map, DevicePlan plan,
+            Map<Device, Double> perDevice, boolean withMemory) throws Exception {
+        MaxMemory budget = plan.budget();
         ObjectMapper mapper = new ObjectMapper();
         ObjectNode root = mapper.createObjectNode();
         ObjectNode dm = root.putObject("device_map");
@@ -115,6 +129,21 @@ final class PlanCommand implements Callable<Integer> {
         budget.asMap().forEach((device, bytes) -> putNumber(mm, key(device), bytes));
         ObjectNode db = root.putObject("device_bytes");
         perDevice.forEach((device, bytes) -> putNumber(db, key(device), bytes));
+        if (withMemory) {
+            ObjectNode dmem = root.putObject("device_memory");
+            for (DeviceMemory m : plan.memory().values()) {
+                ObjectNode d = dmem.putObject(key(m.device()));
+                putNumber(d, "weights", m.weightBytes());
+                d.put("kv_cache", m.reservedBytes());
+                d.put("workspace", m.workspaceBytes());
+                putNumber(d, "offload_buffer", m.offloadBuffer());
+                if (Double.isInfinite(m.budgetBytes())) {
+                    d.putNull("free");
+                } else {
+                    putNumber(d, "free", m.freeBytes());
+                }
+            }
+        }
         out.println(mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root));
     }
 
@@ -150,6 +179,33 @@ final class PlanCommand implements Callable<Integer> {
             Device d = e.getKey();
             String budget = plan.budget().contains(d) ? MemorySize.format(plan.budget().get(d)) : "unlimited";
             out.printf(Locale.ROOT, "%-8s  %12s  %12s  %s%n", d, budget, MemorySize.format(e.getValue()),
+                    summarize(byDevice.getOrDefault(d, List.of())));
+        }
+    }
+
+    /**
+     * Per device: budget, weights, KV cache at the context, workspace of one step, offload buffer (the largest
+     * offloaded layer, brought to the main device to run), free, then the modules placed there.
+     */
+    private static void printMemoryTable(PrintWriter out, ChatGLMConfig config, DType target,
+            Map<String, Device> map, DevicePlan plan, MemoryReservation reservation) {
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
+                target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
+        out.printf(Locale.ROOT, "room for generation: %s, %s in all; workspace %s per executing device%n",
+                reservation.description(), MemorySize.format(reservation.totalModuleBytes()),
+                MemorySize.format(reservation.workspaceBytes()));
+        Map<Device, List<String>> byDevice = new LinkedHashMap<>();
+        map.forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
+        String row = "%-8s  %11s  %11s  %11s  %11s  %11s  %11s  %s%n";
+        out.printf(Locale.ROOT, row, "device", "budget", "weights", "KV cache", "workspace", "offload buf", "free",
+                "modules");
+        for (DeviceMemory m : plan.memory().values()) {
+            Device d = m.device();
+            boolean unlimited = Double.isInfinite(m.budgetBytes());
+            out.printf(Locale.ROOT, row, d, unlimited ? "unlimited" : MemorySize.format(m.budgetBytes()),
+                    MemorySize.format(m.weightBytes()), MemorySize.format(m.reservedBytes()),
+                    MemorySize.format(m.workspaceBytes()), MemorySize.format(m.offloadBuffer()),
+                    unlimited ? "-" : MemorySize.format(m.freeBytes()),
                     summarize(byDevice.getOrDefault(d, List.of())));
         }
     }

@@ -76,7 +76,8 @@ public final class BigModel {
         if (map == null) {
             PlanOptions.Builder po = PlanOptions.builder().noSplit(options.noSplitModuleClasses())
                     .inventory(options.inventory()).executionDevice(options.executionDevice())
-                    .gpuPrecision(options.gpuPrecision()).cpuPrecision(options.cpuPrecision());
+                    .gpuPrecision(options.gpuPrecision()).cpuPrecision(options.cpuPrecision())
+                    .reservation(options.reservation());
             options.precisions().forEach(po::precision);
             if (options.floatDtype() != null) {
                 po.dtype(options.floatDtype());

@@ -90,7 +90,7 @@ public final class DeviceMapPlanner {
         ModuleSizes sizes = sizesFor(model, options, mainDevice(budget.devices(), options));
         LargestLayer largest = largestLayer(model, sizes, options.noSplit);
         DeviceMap map = inferAutoDeviceMap(model, budget, options);
-        return new DevicePlan(map, budget, sizes.total(), largest);
+        return new DevicePlan(map, budget, sizes.total(), largest, deviceMemory(model, map, budget, options));
     }
 
     /** {@link #plan(Module, Strategy, MaxMemory, PlanOptions)} with the strategy as accelerate's string. */
@@ -167,6 +167,11 @@ public final class DeviceMapPlanner {
         double meanLeaves = truncate(sum / Math.max(finalModules.size(), 1));
         double buffer = truncate(1.25 * Math.max(noSplitBlock, meanLeaves));
         perGpu += buffer;
+        MemoryReservation reservation = options.reservation;
+        if (!reservation.isEmpty()) {
+            // Balance what each GPU holds while it runs: its share of the reserved bytes and its workspace too.
+            perGpu += floorDiv(reservation.totalModuleBytes(), lowZero ? n - 1 : n) + reservation.workspaceBytes();
+        }
 
         for (int i = 0; i < positive.size() - 1; i++) {
             Device d = positive.get(i);
@@ -240,6 +245,45 @@ public final class DeviceMapPlanner {
      */
     public static DeviceMap inferAutoDeviceMap(Module model, MaxMemory maxMemory, PlanOptions options) {
         MaxMemory budget = maxMemory != null ? maxMemory : MaxMemory.defaults(options.inventory);
+        MemoryReservation reservation = options.reservation;
+        if (reservation.isEmpty()) {
+            return inferPass(model, budget, options, 0);
+        }
+        // First pass: the main device keeps every module's reserved bytes, since any module may end up offloaded
+        // and then executes (and keeps its KV cache) there. Safe, but with other GPUs it over-reserves for the
+        // modules they take: a second pass reserves on the main device only what the first pass left executing
+        // there, and is kept when what it leaves there still fits that reserve.
+        Device main = mainDevice(withDisk(budget), options);
+        double allReserved = reservation.totalModuleBytes();
+        DeviceMap first = inferPass(model, budget, options, allReserved);
+        DeviceMap chosen = first;
+        double onMain = reservedExecutingOn(model, first, main, reservation);
+        if (onMain < allReserved) {
+            DeviceMap second = inferPass(model, budget, options, onMain);
+            if (reservedExecutingOn(model, second, main, reservation) <= onMain) {
+                chosen = second;
+            }
+        }
+        LOG.info("Planned with {} bytes reserved beside the weights ({}): {} bytes on the main device {}",
+                reservation.totalModuleBytes(), reservation.description(),
+                (long) reservedExecutingOn(model, chosen, main, reservation), main);
+        return chosen;
+    }
+
+    private static List<Device> withDisk(MaxMemory budget) {
+        List<Device> devices = new ArrayList<>(budget.devices());
+        if (!devices.contains(Device.DISK)) {
+            devices.add(Device.DISK);
+        }
+        return devices;
+    }
+
+    /**
+     * One planning pass: accelerate's algorithm, where each device's limit is also lowered by what it keeps
+     * beside the weights (the workspace on executing devices, {@code mainReserve} on the main device) and a module
+     * placed on a GPU other than the main device counts its reserved bytes with its weights.
+     */
+    private static DeviceMap inferPass(Module model, MaxMemory budget, PlanOptions options, double mainReserve) {
         List<String> noSplit = options.noSplit;
         List<Device> devices = new ArrayList<>(budget.devices());
         if (!devices.contains(Device.DISK)) {
@@ -274,6 +318,14 @@ public final class DeviceMapPlanner {
         Map<Device, Double> bufferSizes = new LinkedHashMap<>();
         Map<Device, Double> minimumNeeded = new LinkedHashMap<>();
         int current = 0;
+        MemoryReservation reservation = options.reservation;
+        Map<Device, Double> keptFree = new LinkedHashMap<>();
+        for (Device d : devices) {
+            boolean executes = d.isCuda() || d.equals(main);
+            keptFree.put(d, (executes ? (double) reservation.workspaceBytes() : 0.0)
+                    + (d.equals(main) ? mainReserve : 0.0));
+        }
+        Set<String> charged = new HashSet<>();
 
         while (!work.isEmpty()) {
             Entry entry = work.remove(0);
@@ -295,7 +347,22 @@ public final class DeviceMapPlanner {
                 limit = limit - maxLayerSize;
                 reserved = maxLayerSize;
             }
+            if (limit != null) {
+                limit = limit - keptFree.get(device);
+                reserved += keptFree.get(device);
+            }
             List<Entry> tiedEntries = tiedEntries(tiedParams, work, name);
+            // Reserved bytes count here only on a GPU that is not the main device (the main device keeps them
+            // all up front; cpu/disk entries execute on the main device).
+            boolean chargesHere = device.isCuda() && !device.equals(main);
+            double extra = 0;
+            if (chargesHere) {
+                extra = unchargedBytes(name, reservation, charged);
+                for (Entry tied : tiedEntries) {
+                    extra += unchargedBytes(tied.name, reservation, charged);
+                }
+            }
+            moduleSize += extra;
             double withTies = moduleSize;
             for (int i = 0; i < tiedParams.size(); i++) {
                 withTies += here.size(tiedEntries.get(i).name) - here.size(tiedParams.get(i));
@@ -305,7 +372,9 @@ public final class DeviceMapPlanner {
             if (limit == null || deviceUsed + withTies <= limit) {
                 used.put(device, deviceUsed + withTies);
                 map.put(name, device);
+                markCharged(name, reservation, charged);
                 for (Entry tied : tiedEntries) {
+                    markCharged(tied.name, reservation, charged);
                     for (int i = 0; i < work.size(); i++) {
                         if (work.get(i).name.equals(tied.name)) {
                             work.remove(i);
@@ -358,9 +427,12 @@ public final class DeviceMapPlanner {
             }
 
             if (deviceUsed == 0 && options.fallbackAllocation && !device.isDisk()) {
-                double fallbackLimit = budget.get(device) - Math.max(maxLayerSize, withTies) - deviceUsed;
+                double fallbackLimit = budget.get(device) - Math.max(maxLayerSize, withTies) - deviceUsed
+                        - keptFree.get(device);
                 List<Entry> remaining = new ArrayList<>(work);
-                Entry found = fallback(remaining, here, fallbackLimit, noSplit, tiedGroups);
+                java.util.function.ToDoubleFunction<String> extraOf = n -> chargesHere
+                        ? unchargedBytes(n, reservation, charged) : 0;
+                Entry found = fallback(remaining, here, fallbackLimit, noSplit, tiedGroups, extraOf);
                 if (found != null) {
                     List<Entry> next = new ArrayList<>();
                     next.add(found);
@@ -394,6 +466,123 @@ public final class DeviceMapPlanner {
                             .collect(Collectors.joining("\n")));
         }
         return DeviceMap.of(map);
+    }
+
+    /** Whether reserved module {@code reserved} is {@code name}, below it, or holds it. */
+    private static boolean covers(String name, String reserved) {
+        return reserved.equals(name) || reserved.startsWith(name + ".") || name.startsWith(reserved + ".");
+    }
+
+    /** Reserved bytes of the modules {@code name} covers (or lies in) that no placed entry has counted yet. */
+    private static double unchargedBytes(String name, MemoryReservation reservation, Set<String> charged) {
+        double sum = 0;
+        for (Map.Entry<String, Long> r : reservation.moduleBytes().entrySet()) {
+            if (!charged.contains(r.getKey()) && covers(name, r.getKey())) {
+                sum += r.getValue();
+            }
+        }
+        return sum;
+    }
+
+    private static void markCharged(String name, MemoryReservation reservation, Set<String> charged) {
+        for (String r : reservation.moduleBytes().keySet()) {
+            if (covers(name, r)) {
+                charged.add(r);
+            }
+        }
+    }
+
+    /**
+     * The device reserved module {@code name} executes on under {@code map}: the device of its entry (or its
+     * first part's, in module order, when it is split) when that is a GPU, else the main device. Null when the map
+     * does not place it.
+     */
+    static Device executionDeviceOf(String name, DeviceMap orderedMap, Device main) {
+        Device placed = orderedMap.deviceOf(name);
+        if (placed == null) {
+            for (Map.Entry<String, Device> e : orderedMap.asMap().entrySet()) {
+                if (e.getKey().startsWith(name + ".")) {
+                    placed = e.getValue();
+                    break;
+                }
+            }
+        }
+        if (placed == null) {
+            return null;
+        }
+        return placed.isCuda() ? placed : main;
+    }
+
+    private static double reservedExecutingOn(Module model, DeviceMap map, Device device,
+            MemoryReservation reservation) {
+        DeviceMap ordered = map.inModuleOrder(model);
+        double sum = 0;
+        for (Map.Entry<String, Long> r : reservation.moduleBytes().entrySet()) {
+            if (device.equals(executionDeviceOf(r.getKey(), ordered, device))) {
+                sum += r.getValue();
+            }
+        }
+        return sum;
+    }
+
+    /**
+     * How each device's budget is used under {@code map} (planned or hand-written): weights at the precision of
+     * the device they execute on, the {@link PlanOptions#reservation() reserved} bytes of the modules executing
+     * there (an offloaded module's on the main device), the workspace on every device that executes something,
+     * and on the main device the largest offloaded layer (what is brought in to execute it). Devices in the budget
+     * come first, in accelerate's order, then any other device the map uses.
+     *
+     * <pre>{@code
+     * Map<Device, DeviceMemory> m = DeviceMapPlanner.deviceMemory(model, map, budget, options);
+     * m.get(Device.cuda(0)).freeBytes();
+     * }</pre>
+     */
+    public static Map<Device, DeviceMemory> deviceMemory(Module model, DeviceMap map, MaxMemory budget,
+            PlanOptions options) {
+        List<Device> devices = new ArrayList<>(budget.devices());
+        for (Device d : map.devices()) {
+            if (!devices.contains(d)) {
+                devices.add(d);
+            }
+        }
+        Device main = mainDevice(withDisk(budget), options);
+        ModuleSizes mainSizes = sizesFor(model, options, main);
+        Map<Device, Double> weights = new LinkedHashMap<>();
+        Set<Device> executing = new HashSet<>();
+        List<Entry> offloaded = new ArrayList<>();
+        for (Map.Entry<String, Device> e : map.asMap().entrySet()) {
+            Device d = e.getValue();
+            Device exec = d.isCuda() ? d : main;
+            ModuleSizes s = options.precisionOf(exec) == options.precisionOf(main) ? mainSizes
+                    : sizesFor(model, options, exec);
+            weights.merge(d, s.size(e.getKey()), Double::sum);
+            executing.add(exec);
+            if (!d.equals(exec)) {
+                Module m = e.getKey().isEmpty() ? model : model.findModule(e.getKey());
+                if (m != null) {
+                    offloaded.add(new Entry(e.getKey(), m, null));
+                } else {
+                    offloaded.add(new Entry(e.getKey(), null, model.findTensor(e.getKey())));
+                }
+            }
+        }
+        Map<Device, Long> reserved = new LinkedHashMap<>();
+        DeviceMap ordered = map.inModuleOrder(model);
+        for (Map.Entry<String, Long> r : options.reservation.moduleBytes().entrySet()) {
+            Device exec = executionDeviceOf(r.getKey(), ordered, main);
+            if (exec != null) {
+                reserved.merge(exec, r.getValue(), Long::sum);
+            }
+        }
+        double buffer = offloaded.isEmpty() ? 0 : maxLayer(offloaded, mainSizes, options.noSplit).size();
+        Map<Device, DeviceMemory> out = new LinkedHashMap<>();
+        for (Device d : devices) {
+            double limit = budget.contains(d) && !d.isDisk() ? budget.get(d) : Double.POSITIVE_INFINITY;
+            out.put(d, new DeviceMemory(d, weights.getOrDefault(d, 0.0), reserved.getOrDefault(d, 0L),
+                    executing.contains(d) ? options.reservation.workspaceBytes() : 0,
+                    d.equals(main) ? buffer : 0, limit));
+        }
+        return out;
     }
 
     /**
@@ -484,7 +673,7 @@ public final class DeviceMapPlanner {
     }
 
     private static Entry fallback(List<Entry> modules, ModuleSizes sizes, double limit, List<String> noSplit,
-            List<List<String>> tiedGroups) {
+            List<List<String>> tiedGroups, java.util.function.ToDoubleFunction<String> extraOf) {
         if (limit < 0) {
             return null; // accelerate's convert_file_size_to_int rejects a negative limit: no fallback
         }
@@ -494,7 +683,7 @@ public final class DeviceMapPlanner {
             Entry e = search.remove(0);
             List<String> tiedParams = outsideTies(e.name, tiedGroups);
             List<Entry> tied = tiedEntries(tiedParams, search, e.name);
-            double withTies = sizes.size(e.name);
+            double withTies = sizes.size(e.name) + extraOf.applyAsDouble(e.name);
             for (int i = 0; i < tiedParams.size(); i++) {
                 withTies += sizes.size(tied.get(i).name) - sizes.size(tiedParams.get(i));
             }

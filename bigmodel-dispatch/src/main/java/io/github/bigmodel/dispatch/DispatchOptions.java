@@ -62,6 +62,7 @@ public final class DispatchOptions {
     private final Map<Device, Precision> precisions;
     private final Precision gpuPrecision;
     private final Precision cpuPrecision;
+    private final MemoryReservation reservation;
 
     private DispatchOptions(Builder b) {
         deviceMap = b.deviceMap;
@@ -78,6 +79,7 @@ public final class DispatchOptions {
         precisions = Collections.unmodifiableMap(new LinkedHashMap<>(b.precisions));
         gpuPrecision = b.gpuPrecision;
         cpuPrecision = b.cpuPrecision;
+        reservation = b.reservation;
         checkOneFloatType();
     }
 
@@ -134,6 +136,7 @@ public final class DispatchOptions {
         b.precisions.putAll(precisions);
         b.gpuPrecision = gpuPrecision;
         b.cpuPrecision = cpuPrecision;
+        b.reservation = reservation;
         return b;
     }
 
@@ -188,6 +191,14 @@ public final class DispatchOptions {
     /** The main device that offloaded modules execute on, or null for accelerate's choice (the first GPU). */
     public Device executionDevice() {
         return executionDevice;
+    }
+
+    /**
+     * Memory a planned map leaves room for beside the weights (KV cache at a context length, workspace);
+     * {@link MemoryReservation#NONE} by default. Used only when a strategy plans the map.
+     */
+    public MemoryReservation reservation() {
+        return reservation;
     }
 
     public DeviceInventory inventory() {
@@ -262,6 +273,7 @@ public final class DispatchOptions {
         private final Map<Device, Precision> precisions = new LinkedHashMap<>();
         private Precision gpuPrecision;
         private Precision cpuPrecision;
+        private MemoryReservation reservation = MemoryReservation.NONE;
 
         private Builder() {
         }
@@ -296,6 +308,19 @@ public final class DispatchOptions {
         /** {@link #precision(Device, Precision)} for the CPU (seed: fp32/bf16; int8/int4 work too). */
         public Builder cpuPrecision(Precision precision) {
             this.cpuPrecision = precision;
+            return this;
+        }
+
+        /**
+         * Memory the planned map must leave room for beside the weights (see
+         * {@link PlanOptions.Builder#reservation}); null = none. Ignored when a device map is given.
+         *
+         * <pre>{@code
+         * DispatchOptions.builder().maxMemory("0=10GiB,cpu=64GiB").reservation(kvAt8192).build();
+         * }</pre>
+         */
+        public Builder reservation(MemoryReservation value) {
+            reservation = value == null ? MemoryReservation.NONE : value;
             return this;
         }
 

@@ -11,8 +11,8 @@ import java.util.Map;
 
 /**
  * Everything besides the model and the budget that shapes a device map: no-split classes, the load dtype and
- * per-tensor dtypes, buffer offloading, the clean-up and fallback switches, the front end whose budget rules apply
- * and where unset budgets come from.
+ * per-tensor dtypes, buffer offloading, the clean-up and fallback switches, the front end whose budget rules apply,
+ * where unset budgets come from, and the memory to reserve beside the weights ({@link MemoryReservation}).
  *
  * <pre>{@code
  * PlanOptions o = PlanOptions.builder()
@@ -53,6 +53,7 @@ public final class PlanOptions {
     final Precision gpuPrecision;
     final Precision cpuPrecision;
     final Device executionDevice;
+    final MemoryReservation reservation;
 
     private PlanOptions(Builder b) {
         noSplit = List.copyOf(b.noSplit);
@@ -69,6 +70,7 @@ public final class PlanOptions {
         gpuPrecision = b.gpuPrecision;
         cpuPrecision = b.cpuPrecision;
         executionDevice = b.executionDevice;
+        reservation = b.reservation;
     }
 
     /** Defaults: nothing no-split, tensors' own dtypes, buffers kept on GPU, clean result, no fallback. */
@@ -151,6 +153,11 @@ public final class PlanOptions {
         return executionDevice;
     }
 
+    /** Memory kept beside the weights (KV cache, workspace); {@link MemoryReservation#NONE} by default. */
+    public MemoryReservation reservation() {
+        return reservation;
+    }
+
     /** Builds {@link PlanOptions}. */
     public static final class Builder {
         private final List<String> noSplit = new ArrayList<>();
@@ -167,6 +174,7 @@ public final class PlanOptions {
         private Precision gpuPrecision;
         private Precision cpuPrecision;
         private Device executionDevice;
+        private MemoryReservation reservation = MemoryReservation.NONE;
 
         private Builder() {
         }
@@ -279,6 +287,16 @@ public final class PlanOptions {
         /** The main device (see {@link #precision}); null = the first GPU of the budget, else the CPU. */
         public Builder executionDevice(Device device) {
             executionDevice = device;
+            return this;
+        }
+
+        /**
+         * Memory the model needs beside its weights while it runs: each module's reserved bytes are counted with
+         * its weights on the device it executes on, and every executing device keeps the workspace (see
+         * {@link MemoryReservation}). Null or {@link MemoryReservation#NONE}: plans are exactly accelerate's.
+         */
+        public Builder reservation(MemoryReservation value) {
+            reservation = value == null ? MemoryReservation.NONE : value;
             return this;
         }
 

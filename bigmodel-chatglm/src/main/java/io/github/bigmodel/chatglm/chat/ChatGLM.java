@@ -10,6 +10,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.ChatGLMMemoryReport;
+import io.github.bigmodel.chatglm.ContextReservation;
 import io.github.bigmodel.chatglm.GenerationRequest;
 import io.github.bigmodel.chatglm.Generator;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
@@ -180,14 +181,41 @@ public final class ChatGLM implements AutoCloseable {
      *                precision the options name), precisions, prefetch
      */
     public static ChatGLM load(Path modelDir, DispatchOptions options) {
+        return load(modelDir, options, 0, 0);
+    }
+
+    /**
+     * {@link #load(Path, DispatchOptions)} with a planned device map that leaves room, on each device, for the KV
+     * cache of the blocks executing there at {@code context} positions for {@code batch} rows and for one decoding
+     * step's workspace ({@link ContextReservation}); blocks that no longer fit are offloaded. A given device map is
+     * used as is.
+     *
+     * <pre>{@code
+     * try (ChatGLM glm = ChatGLM.load(Path.of("chatglm3-6b"), DispatchOptions.builder()
+     *         .maxMemory("0=10GiB,cpu=30GiB").dtype(DType.FLOAT16).build(), 8192, 1)) {
+     *     ...
+     * }
+     * }</pre>
+     *
+     * @param context positions to leave room for (prompt and reply); 0 together with batch 0 reserves nothing
+     * @throws IllegalArgumentException when context or batch is not positive or the context exceeds the model's
+     *     maximum positions
+     */
+    public static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch) {
         ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
-        ChatFormat chosen = detect(config);
-        ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
         // The float precision a device asks for (gpuPrecision(FP16)) is the model's dtype when none is given.
         DType weightsDtype = options.floatDtype() != null ? options.floatDtype() : DType.FLOAT32;
-        DispatchOptions effective = options.noSplitModuleClasses().isEmpty()
-                ? options.toBuilder().noSplitModuleClasses("GLMBlock").dtype(weightsDtype).build()
-                : options.toBuilder().dtype(weightsDtype).build();
+        DispatchOptions.Builder builder = options.toBuilder().dtype(weightsDtype);
+        if (options.noSplitModuleClasses().isEmpty()) {
+            builder.noSplitModuleClasses("GLMBlock");
+        }
+        if (context != 0 || batch != 0) {
+            // The cache is held in the model's float dtype whatever the blocks' weight precision.
+            builder.reservation(ContextReservation.of(config, context, batch, weightsDtype));
+        }
+        DispatchOptions effective = builder.build();
+        ChatFormat chosen = detect(config);
+        ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, weightsDtype);
         DispatchedModel<ChatGLMLanguageModel> dispatched =
                 BigModel.loadCheckpointAndDispatch(model, modelDir, effective);
