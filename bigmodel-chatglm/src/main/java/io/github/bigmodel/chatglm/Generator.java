@@ -243,8 +243,21 @@ public final class Generator {
         }
 
         /** Whether the KV cache is still allocated (false once finished or closed). */
-        public synchronized boolean holdsCache() {
-            return cache != null;
+        public boolean holdsCache() {
+            return cacheBytes() > 0;
+        }
+
+        /**
+         * Native bytes this session's KV cache holds ({@link KvCache#allocatedBytes()}); 0 once finished or closed.
+         * Waits for a step running on another thread (the cache may be freed when it ends).
+         */
+        public synchronized long cacheBytes() {
+            return cache == null ? 0 : cache.allocatedBytes();
+        }
+
+        /** The cache itself while allocated, for tests that check it is freed (package-private on purpose). */
+        synchronized KvCache cache() {
+            return cache;
         }
 
         private void release() {
