@@ -282,7 +282,7 @@ abstract class PromptFormat {
     /**
      * The generated ids the tokenizer knows: the model's padded vocabulary is larger than the tokenizer's, and THUDM's
      * {@code _convert_id_to_token} turns those extra ids into empty text, so dropping them decodes the same text
-     * (the tokenizers' {@code decode} itself refuses ids outside their vocabulary).
+     * (also when a tokenizer's {@code decode} would not accept them).
      */
     static int[] tokenizerIds(int[] ids, int tokenizerVocab) {
         for (int id : ids) {

@@ -273,7 +273,6 @@ public final class ChatGLM1Tokenizer implements ChatTokenizer {
      * dropped, tokens joined by one {@code DecodePieces}, post-processed, then cleaned up.
      */
     public String decode(int[] ids, boolean skipSpecialTokens, boolean cleanUpTokenizationSpaces) {
-        checkIds(ids);
         if (ids.length == 0) {
             return "";
         }
@@ -347,19 +346,5 @@ public final class ChatGLM1Tokenizer implements ChatTokenizer {
         List<ChatRound> out = new ArrayList<>(history == null ? List.of() : history);
         out.add(new ChatRound(query, response));
         return new Turn(decoded, response, out);
-    }
-
-    /** Ids outside {@code [0, vocabSize())} are refused rather than decoded to nothing. */
-    private void checkIds(int[] ids) {
-        if (ids == null) {
-            throw new IllegalArgumentException("ids must not be null");
-        }
-        int size = vocabSize();
-        for (int i = 0; i < ids.length; i++) {
-            if (ids[i] < 0 || ids[i] >= size) {
-                throw new TokenizerException(TokenizerException.Reason.ID_OUT_OF_RANGE, "ids[" + i + "] = " + ids[i]
-                        + " is outside the tokenizer's vocabulary [0, " + size + ")");
-            }
-        }
     }
 }

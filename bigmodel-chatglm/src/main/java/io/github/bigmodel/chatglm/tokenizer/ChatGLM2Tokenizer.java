@@ -122,7 +122,6 @@ public final class ChatGLM2Tokenizer implements ChatTokenizer {
 
     @Override
     public String decode(int[] ids) {
-        checkIds(ids);
         return sp.decodePieces(convertIdsToTokens(ids));
     }
 
@@ -173,19 +172,5 @@ public final class ChatGLM2Tokenizer implements ChatTokenizer {
         List<ChatRound> out = new ArrayList<>(history == null ? List.of() : history);
         out.add(new ChatRound(query, response));
         return new Turn(decoded, response, out);
-    }
-
-    /** Ids outside {@code [0, vocabSize())} are refused rather than decoded to nothing. */
-    private void checkIds(int[] ids) {
-        if (ids == null) {
-            throw new IllegalArgumentException("ids must not be null");
-        }
-        int size = vocabSize();
-        for (int i = 0; i < ids.length; i++) {
-            if (ids[i] < 0 || ids[i] >= size) {
-                throw new TokenizerException(TokenizerException.Reason.ID_OUT_OF_RANGE, "ids[" + i + "] = " + ids[i]
-                        + " is outside the tokenizer's vocabulary [0, " + size + ")");
-            }
-        }
     }
 }

@@ -194,7 +194,6 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
     /** {@code tokenizer.decode(ids)}: tokens joined by one SentencePiece {@code DecodePieces}; specials stay as text. */
     @Override
     public String decode(int[] ids) {
-        checkIds(ids);
         return sp.decodePieces(convertIdsToTokens(ids));
     }
 
@@ -333,19 +332,5 @@ public final class ChatGLM3Tokenizer implements ChatTokenizer {
         withQuery.add(ChatMessage.of(role, query));
         ProcessedResponse processed = processResponse(decoded, withQuery);
         return new Turn(decoded, processed.reply(), processed.history());
-    }
-
-    /** Ids outside {@code [0, vocabSize())} are refused rather than decoded to nothing. */
-    private void checkIds(int[] ids) {
-        if (ids == null) {
-            throw new IllegalArgumentException("ids must not be null");
-        }
-        int size = vocabSize();
-        for (int i = 0; i < ids.length; i++) {
-            if (ids[i] < 0 || ids[i] >= size) {
-                throw new TokenizerException(TokenizerException.Reason.ID_OUT_OF_RANGE, "ids[" + i + "] = " + ids[i]
-                        + " is outside the tokenizer's vocabulary [0, " + size + ")");
-            }
-        }
     }
 }
