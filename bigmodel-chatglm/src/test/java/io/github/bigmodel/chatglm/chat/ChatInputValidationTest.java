@@ -114,7 +114,7 @@ class ChatInputValidationTest {
                         () -> new KvCache(new Device[] {Device.CPU}, -1, 8, 2, 16, DType.FLOAT32),
                         IllegalArgumentException.class, "batch=-1"),
                 new Case("ChatGLM.load: missing folder", () -> ChatGLM.load(Path.of("/nonexistent/chatglm3")),
-                        RuntimeException.class, "/nonexistent/chatglm3"));
+                        io.github.bigmodel.chatglm.ChatGLMConfigException.class, "/nonexistent/chatglm3"));
     }
 
     @TestFactory
