@@ -42,8 +42,19 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
 
     private final Transformer transformer;
     private final TiedHead lmHead;
-    private Tensor ropeCos;
-    private Tensor ropeSin;
+    /** The cos/sin table; replaced (never modified) when it grows, so a forward pass reads one consistent pair. */
+    private volatile RopeTable rope;
+    /**
+     * Tables replaced by a larger one, kept alive because a forward pass on another thread may still read them
+     * (at most the sum of a doubling series: less than the current table's size again).
+     */
+    private final java.util.List<RopeTable> retiredRope = new java.util.ArrayList<>();
+
+    private record RopeTable(Tensor cos, Tensor sin) {
+        long positions() {
+            return cos.size(0);
+        }
+    }
 
     ChatGLM6BForConditionalGeneration(ChatGLMConfig config, DType dtype) {
         super(config, dtype);
@@ -95,12 +106,16 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         ensureRopeTable(config().maxSequenceLength());
     }
 
-    /** Makes the cos/sin table cover positions {@code [0, positions)}; it grows past max_sequence_length on demand. */
-    private void ensureRopeTable(long positions) {
-        if (ropeCos != null && ropeCos.size(0) >= positions) {
-            return;
+    /**
+     * A cos/sin table covering positions {@code [0, positions)}; it grows past max_sequence_length on demand.
+     * Synchronized: sessions on several threads may ask for a larger table at once.
+     */
+    private synchronized RopeTable ensureRopeTable(long positions) {
+        RopeTable current = rope;
+        if (current != null && current.positions() >= positions) {
+            return current;
         }
-        long size = ropeCos == null ? positions : Math.max(positions, 2 * ropeCos.size(0));
+        long size = current == null ? positions : Math.max(positions, 2 * current.positions());
         Device device = runsOn(transformer.wordEmbeddings);
         ScalarType type = dtype().scalarType();
         try (PointerScope scope = new PointerScope()) {
@@ -118,12 +133,12 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             Tensor newSin = Ops.to(sin, device, sin.scalar_type()).contiguous();
             newCos.retainReference();
             newSin.retainReference();
-            if (ropeCos != null) {
-                ropeCos.close();
-                ropeSin.close();
+            if (current != null) {
+                retiredRope.add(current);
             }
-            ropeCos = newCos;
-            ropeSin = newSin;
+            RopeTable grown = new RopeTable(newCos, newSin);
+            rope = grown;
+            return grown;
         }
     }
 
@@ -198,7 +213,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
 
     @Override
     protected Tensor forwardInScope(ForwardInput in) {
-        if (ropeCos == null) {
+        if (rope == null) {
             throw new IllegalStateException("Weights are not loaded: call loadWeights first");
         }
         ChatGLMConfig c = config();
@@ -224,7 +239,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             }
             maxPosition = Math.max(maxPosition, p);
         }
-        ensureRopeTable(maxPosition + 1);
+        RopeTable table = ensureRopeTable(maxPosition + 1);
         positions = Ops.to(positions, device, ScalarType.Long);
 
         Tensor mask;
@@ -239,12 +254,12 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
 
         Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(in.inputIds()), batch, len), device, ScalarType.Long);
         Tensor hidden = transformer.wordEmbeddings.forward(ids).transpose(0, 1);
-        long d = ropeCos.size(1);
-        Tensor[] rope = new Tensor[4];
+        long d = table.cos().size(1);
+        Tensor[] cosSin = new Tensor[4];
         for (int row = 0; row < 2; row++) {
             Tensor flat = positions.select(1, row).reshape(-1);
-            rope[2 * row] = ropeCos.index_select(0, flat).view(batch, len, 1, d).transpose(0, 1);
-            rope[2 * row + 1] = ropeSin.index_select(0, flat).view(batch, len, 1, d).transpose(0, 1);
+            cosSin[2 * row] = table.cos().index_select(0, flat).view(batch, len, 1, d).transpose(0, 1);
+            cosSin[2 * row + 1] = table.sin().index_select(0, flat).view(batch, len, 1, d).transpose(0, 1);
         }
         ModuleList<Block> layers = transformer.layers;
         for (int i = 0; i < layers.size(); i++) {
@@ -252,7 +267,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             Tensor m = mask;
             int layer = i;
             // Each block in a scope of its own: its temporaries are freed before the next block runs.
-            hidden = ChatGLMLanguageModel.inOwnScope(() -> layers.get(layer).forward(blockIn, rope, m, cache, layer));
+            hidden = ChatGLMLanguageModel.inOwnScope(() -> layers.get(layer).forward(blockIn, cosSin, m, cache, layer));
         }
         if (cache != null) {
             cache.advance(len);

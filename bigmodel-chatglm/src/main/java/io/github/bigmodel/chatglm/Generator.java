@@ -75,7 +75,39 @@ public final class Generator {
         if (request == null) {
             throw new IllegalArgumentException("request must not be null");
         }
+        validate(request);
         return new Session(model, request);
+    }
+
+    /**
+     * Checks the request against this model before any memory is allocated: every prompt id inside the vocabulary,
+     * and the prompt (plus, for ChatGLM2/3 whose rotary table ends at {@code seq_length}, the new tokens) within the
+     * model's positions.
+     */
+    private void validate(GenerationRequest request) {
+        ChatGLMConfig config = model.config();
+        long[][] rows = request.promptIds();
+        for (int r = 0; r < rows.length; r++) {
+            for (int i = 0; i < rows[r].length; i++) {
+                long id = rows[r][i];
+                if (id < 0 || id >= config.vocabSize()) {
+                    throw new IllegalArgumentException("Prompt row " + r + ", position " + i + ": token id " + id
+                            + " is outside the model's vocabulary [0, " + config.vocabSize() + ")");
+                }
+            }
+        }
+        int promptLength = rows[0].length;
+        int positions = config.maxPositions();
+        if (promptLength >= positions) {
+            throw new IllegalArgumentException("The prompt has " + promptLength + " tokens, the model " + positions
+                    + " positions: shorten the prompt to at most " + (positions - 1) + " tokens");
+        }
+        if (config.version() == ChatGLMConfig.Version.CHATGLM2
+                && (long) promptLength + request.maxNewTokens() > positions) {
+            throw new IllegalArgumentException("The prompt's " + promptLength + " tokens plus maxNewTokens "
+                    + request.maxNewTokens() + " exceed the model's seq_length " + positions
+                    + ": ask for at most " + (positions - promptLength) + " new tokens");
+        }
     }
 
     /**
@@ -243,8 +275,21 @@ public final class Generator {
         }
 
         /** Whether the KV cache is still allocated (false once finished or closed). */
-        public synchronized boolean holdsCache() {
-            return cache != null;
+        public boolean holdsCache() {
+            return cacheBytes() > 0;
+        }
+
+        /**
+         * Native bytes this session's KV cache holds ({@link KvCache#allocatedBytes()}); 0 once finished or closed.
+         * Waits for a step running on another thread (the cache may be freed when it ends).
+         */
+        public synchronized long cacheBytes() {
+            return cache == null ? 0 : cache.allocatedBytes();
+        }
+
+        /** The cache itself while allocated, for tests that check it is freed (package-private on purpose). */
+        synchronized KvCache cache() {
+            return cache;
         }
 
         private void release() {

@@ -7,6 +7,7 @@ import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import java.util.Map;
+import java.util.concurrent.locks.ReentrantLock;
 import org.bytedeco.pytorch.Tensor;
 
 /**
@@ -18,6 +19,13 @@ import org.bytedeco.pytorch.Tensor;
  * block.addForwardHook(new AlignDevicesHook(Device.cuda(0), null, null, -1));            // placed on GPU 0
  * block.addForwardHook(new AlignDevicesHook(Device.CPU, offloaded, prefetcher, 7));      // weights on disk
  * }</pre>
+ *
+ * <p>Threads: a module whose weights live on its execution device needs no guard, so several threads run it at
+ * once. An offloaded module's parameter slots are shared, and are filled for one forward pass and emptied after
+ * it: one thread at a time may be inside such a module. {@link #beforeForward} takes a lock of this hook and
+ * {@link #afterForward} (run by the same thread when the forward scope closes) gives it back, so a second
+ * session waits for the first to leave the module, while different offloaded modules still run in parallel.
+ * Device-map entries never nest, so a thread holds at most one such lock and waiting threads cannot deadlock.
  */
 public final class AlignDevicesHook implements ForwardHook {
 
@@ -26,6 +34,8 @@ public final class AlignDevicesHook implements ForwardHook {
     private final OffloadedWeights offloaded;
     private final Prefetcher prefetcher;
     private final int stage;
+    /** Held from {@link #beforeForward} to {@link #afterForward} of an offloaded module (see the class doc). */
+    private final ReentrantLock inUse = new ReentrantLock();
 
     /**
      * @param executionDevice where the module computes
@@ -59,15 +69,32 @@ public final class AlignDevicesHook implements ForwardHook {
         if (offloaded == null) {
             return;
         }
-        Map<Parameter, Tensor> values = prefetcher != null ? prefetcher.take(stage) : offloaded.materialize(false);
-        for (Map.Entry<Parameter, Tensor> e : values.entrySet()) {
-            QuantizedLinear owner = offloaded.quantizedOwner(e.getKey());
-            if (owner != null) {
-                owner.installExecutionLayout(e.getValue()); // packed or tiled: not the logical shape
-            } else {
-                e.getKey().set(e.getValue());
+        inUse.lock();
+        boolean installed = false;
+        try {
+            Map<Parameter, Tensor> values = prefetcher != null ? prefetcher.take(stage)
+                    : offloaded.materialize(false);
+            for (Map.Entry<Parameter, Tensor> e : values.entrySet()) {
+                QuantizedLinear owner = offloaded.quantizedOwner(e.getKey());
+                if (owner != null) {
+                    owner.installExecutionLayout(e.getValue()); // packed or tiled: not the logical shape
+                } else {
+                    e.getKey().set(e.getValue());
+                }
+            }
+            installed = true;
+        } finally {
+            if (!installed) {
+                // The scope does not call afterForward for a hook whose beforeForward failed.
+                release();
+                inUse.unlock();
             }
         }
+    }
+
+    /** Whether a thread is inside this hook's offloaded module now (for tests and diagnostics). */
+    public boolean isInUse() {
+        return inUse.isLocked();
     }
 
     @Override
@@ -83,6 +110,18 @@ public final class AlignDevicesHook implements ForwardHook {
         if (offloaded == null) {
             return;
         }
+        if (!inUse.isHeldByCurrentThread()) {
+            throw new IllegalStateException("afterForward of " + offloaded.moduleName()
+                    + " on a thread that did not run its beforeForward");
+        }
+        try {
+            release();
+        } finally {
+            inUse.unlock();
+        }
+    }
+
+    private void release() {
         for (Parameter p : offloaded.sources().keySet()) {
             QuantizedLinear owner = offloaded.quantizedOwner(p);
             if (owner != null) {

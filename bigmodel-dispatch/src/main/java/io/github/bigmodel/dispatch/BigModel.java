@@ -63,13 +63,21 @@ public final class BigModel {
      * @throws IllegalArgumentException when the checkpoint lacks tensors or has other shapes, or an offload folder
      *     is needed and not given
      * @throws io.github.bigmodel.safetensors.CheckpointException when the checkpoint cannot be read
-     * @throws java.io.UncheckedIOException when the offload folder cannot be written (read-only, full)
+     * @throws java.io.UncheckedIOException when the offload folder cannot be written (read-only)
+     * @throws OffloadSpaceException when its disk has no room for the offloaded weights
      */
     public static <M extends Module> DispatchedModel<M> loadCheckpointAndDispatch(M model, Path checkpoint,
             DispatchOptions options) {
-        Objects.requireNonNull(model, "model");
-        Objects.requireNonNull(checkpoint, "checkpoint");
-        Objects.requireNonNull(options, "options");
+        if (model == null) {
+            throw new IllegalArgumentException("model must not be null: build it on meta first");
+        }
+        if (checkpoint == null) {
+            throw new IllegalArgumentException("checkpoint must not be null: give a .safetensors/.bin file, an index"
+                    + " or a model folder");
+        }
+        if (options == null) {
+            throw new IllegalArgumentException("options must not be null: pass DispatchOptions.defaults()");
+        }
         NativeRuntime.init();
         DevicePlan plan = null;
         DeviceMap map = options.deviceMap();

@@ -76,7 +76,8 @@ public final class DeviceMap {
         try {
             root = JSON.readTree(json);
         } catch (JsonProcessingException e) {
-            throw new IllegalArgumentException("Device map is not valid JSON: " + e.getOriginalMessage(), e);
+            throw new IllegalArgumentException("Device map is not valid JSON (" + e.getOriginalMessage() + "): " + json,
+                    e);
         }
         if (root == null || !root.isObject()) {
             throw new IllegalArgumentException("A device map must be a JSON object {name: device}, got: " + json);

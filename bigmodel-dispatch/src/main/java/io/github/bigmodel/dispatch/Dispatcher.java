@@ -416,6 +416,15 @@ final class Dispatcher {
                 }
                 out.store = OffloadStore.open(options.offloadFolder(), described);
                 out.resources.add(out.store);
+                // Fail before writing anything when the disk cannot take the converted tensors (int8/int4 layers
+                // are checked tensor by tensor as they are written).
+                Map<String, Long> planned = new LinkedHashMap<>();
+                for (Placement p : placements) {
+                    if (p.placed.isDisk() && !p.inPlace && p.quantized == null && p.target != null) {
+                        planned.put(p.checkpointName, p.target.bytesFor(numel(p.info.shape())));
+                    }
+                }
+                out.store.requireRoom(planned);
             }
             boolean keepsCheckpoint = false;
             int done = 0;
@@ -658,6 +667,13 @@ final class Dispatcher {
                 // In-memory weights have no file identity to fingerprint: the folder is always rewritten.
                 out.store = OffloadStore.open(offloadFolder, OffloadStore.inMemorySource(null));
                 out.resources.add(out.store);
+                Map<String, Long> planned = new LinkedHashMap<>();
+                for (Placement p : placements) {
+                    if (p.placed.isDisk()) {
+                        planned.put(p.name, p.parameter.byteSize());
+                    }
+                }
+                out.store.requireRoom(planned);
             }
             for (Placement p : placements) {
                 Tensor current = p.parameter.data();
@@ -781,5 +797,13 @@ final class Dispatcher {
                 store == null ? 0 : store.tensorsWritten(), store == null ? 0 : store.bytesWritten(),
                 store == null ? 0 : store.tensorsReused(), placed.inPlace);
         return new DispatchedModel<>(model, map, main, plan, handles, prefetcher, placed.resources, stats);
+    }
+
+    private static long numel(long[] shape) {
+        long n = 1;
+        for (long d : shape) {
+            n = Math.multiplyExact(n, d);
+        }
+        return n;
     }
 }

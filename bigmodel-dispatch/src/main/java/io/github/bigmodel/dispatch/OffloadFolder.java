@@ -175,6 +175,10 @@ public final class OffloadFolder {
             }
             temp = null;
         } catch (IOException e) {
+            if (isDiskFull(e)) {
+                long bytes = heap != null ? heap.remaining() : nativeBytes.capacity();
+                throw new OffloadSpaceException(folder, bytes, usableBytes(folder), e);
+            }
             throw new UncheckedIOException("Cannot write " + target + " (" + describe(e)
                     + "): the offload folder must be writable and have room for the offloaded weights", e);
         } finally {
@@ -185,6 +189,26 @@ public final class OffloadFolder {
                     // The folder is failing already; the leftover temp file is never read as data.
                 }
             }
+        }
+    }
+
+    /** ENOSPC as the JDK reports it (also through an exception's cause). */
+    static boolean isDiskFull(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String m = t.getMessage();
+            if (m != null && (m.contains("No space left") || m.contains("Disk quota exceeded"))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Usable bytes of the file store holding {@code dir}, or -1 when they cannot be read. */
+    static long usableBytes(Path dir) {
+        try {
+            return Files.getFileStore(dir).getUsableSpace();
+        } catch (IOException | RuntimeException e) {
+            return -1;
         }
     }
 

@@ -62,7 +62,16 @@ final class OffloadStore implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(OffloadStore.class);
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    /** Usable bytes of the disk holding a folder; package-private so tests can simulate a full disk. */
+    interface SpaceProbe {
+        long usableBytes(Path dir) throws IOException;
+    }
+
+    /** The file store's usable space, as the JDK reports it. */
+    static final SpaceProbe FILE_STORE = dir -> Files.getFileStore(dir).getUsableSpace();
+
     private final Path dir;
+    private final SpaceProbe probe;
     private final ObjectNode source;
     private final OffloadFolder folder;
     /** Tensors the existing fingerprint vouches for (name to its entry), when its source matches ours. */
@@ -75,8 +84,9 @@ final class OffloadStore implements AutoCloseable {
     private int tensorsReused;
     private boolean dirty;
 
-    private OffloadStore(Path dir, ObjectNode source, Map<String, JsonNode> reusable) {
+    private OffloadStore(Path dir, ObjectNode source, Map<String, JsonNode> reusable, SpaceProbe probe) {
         this.dir = dir;
+        this.probe = probe;
         this.source = source;
         this.folder = new OffloadFolder(dir);
         this.reusable = reusable;
@@ -120,7 +130,13 @@ final class OffloadStore implements AutoCloseable {
      * @throws UncheckedIOException when the folder cannot be read, cleared or created (naming it)
      */
     static OffloadStore open(Path dir, ObjectNode described) {
+        return open(dir, described, FILE_STORE);
+    }
+
+    /** {@link #open(Path, ObjectNode)} with the free space read through {@code probe}. */
+    static OffloadStore open(Path dir, ObjectNode described, SpaceProbe probe) {
         Objects.requireNonNull(dir, "offload folder");
+        Objects.requireNonNull(probe, "space probe");
         ObjectNode source;
         try {
             // Through text and back, so numbers compare as the parsed fingerprint's do (int vs long nodes).
@@ -181,7 +197,55 @@ final class OffloadStore implements AutoCloseable {
         } else if (!reusable.isEmpty()) {
             LOG.info("Offload folder {} matches the checkpoint: reusing what it holds", dir);
         }
-        return new OffloadStore(dir, source, reusable);
+        return new OffloadStore(dir, source, reusable, probe);
+    }
+
+    /** Room kept free besides the tensors: the index, the fingerprint and file-system overhead. */
+    static long margin(long bytes) {
+        return bytes / 100 + (64 << 10);
+    }
+
+    /**
+     * Checks up front that the disk has room for the tensors of {@code planned} (name to bytes) that this folder
+     * does not already hold, so that a load fails before writing anything rather than at the last tensor.
+     *
+     * @throws OffloadSpaceException when it has not
+     */
+    void requireRoom(Map<String, Long> planned) {
+        long toWrite = 0;
+        for (Map.Entry<String, Long> e : planned.entrySet()) {
+            JsonNode old = reusable.get(e.getKey());
+            Path dat = dir.resolve(e.getKey() + ".dat");
+            try {
+                if (old != null && old.path("bytes").asLong(-1) == e.getValue() && Files.isRegularFile(dat)
+                        && Files.size(dat) == e.getValue()) {
+                    continue;
+                }
+            } catch (IOException ex) {
+                LOG.debug("Cannot stat {}: {}", dat, ex.toString());
+            }
+            toWrite += e.getValue();
+        }
+        checkRoom(toWrite);
+    }
+
+    /** Fails with {@link OffloadSpaceException} when fewer than {@code bytes} plus a margin are usable. */
+    private void checkRoom(long bytes) {
+        if (bytes <= 0) {
+            return;
+        }
+        long available;
+        try {
+            available = probe.usableBytes(dir);
+        } catch (IOException | RuntimeException e) {
+            // Unknown free space: the write itself reports a full disk.
+            LOG.debug("Cannot read the free space of {}: {}", dir, e.toString());
+            return;
+        }
+        long needed = bytes + margin(bytes);
+        if (available < needed) {
+            throw new OffloadSpaceException(dir, needed, available, null);
+        }
     }
 
     /** Names bigmodel writes into an offload folder: tensors, the index, the fingerprint and temporary files. */
@@ -233,6 +297,7 @@ final class OffloadStore implements AutoCloseable {
                 deleteFingerprint();
                 dirty = true;
             }
+            checkRoom(bytes);
             try (Tensor t = values.get()) {
                 long[] actual = Tensors.shape(t);
                 if (DType.of(t.scalar_type()) != dtype || !Arrays.equals(actual, shape)) {

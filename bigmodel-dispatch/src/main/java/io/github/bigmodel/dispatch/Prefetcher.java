@@ -29,7 +29,10 @@ import org.slf4j.LoggerFactory;
  * }
  * }</pre>
  *
- * <p>One forward at a time: {@link #take(int)} is called by the thread running the model.
+ * <p>Threads: {@link #take(int)} is synchronized and may be called by several threads running the model (each
+ * session's forward passes interleave). The cyclic schedule is then only a guess: a stage taken by one thread is
+ * read again, synchronously, when another thread reaches it before its next prefetch. Results never depend on the
+ * schedule, only the time spent waiting does.
  */
 public final class Prefetcher implements AutoCloseable {
 

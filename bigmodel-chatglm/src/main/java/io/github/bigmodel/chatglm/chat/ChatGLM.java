@@ -320,7 +320,7 @@ public final class ChatGLM implements AutoCloseable {
 
     /** The ids generation starts from for this turn. */
     public int[] promptIds(String query, List<ChatMessage> history, String role) {
-        return format.promptIds(requireQuery(query), history == null ? List.of() : history, role);
+        return format.promptIds(requireQuery(query, role), requireHistory(history), role);
     }
 
     /** {@code model.chat(tokenizer, query, history)} with THUDM's defaults (sampling, top_p/temperature). */
@@ -347,8 +347,8 @@ public final class ChatGLM implements AutoCloseable {
      */
     public ChatStream streamChat(String query, List<ChatMessage> history, ChatOptions options) {
         ChatOptions opts = options != null ? options : ChatOptions.defaults();
-        List<ChatMessage> h = history == null ? List.of() : new ArrayList<>(history);
-        int[] prompt = format.promptIds(requireQuery(query), h, opts.role());
+        List<ChatMessage> h = new ArrayList<>(requireHistory(history));
+        int[] prompt = format.promptIds(requireQuery(query, opts.role()), h, opts.role());
         GenerationConfig g = opts.generation() != null ? opts.generation()
                 : GenerationConfig.chatDefaults(model.config().version());
         int positions = model.config().maxPositions();
@@ -379,11 +379,28 @@ public final class ChatGLM implements AutoCloseable {
         return new ChatStream(session, format, query, opts.role(), h, prompt);
     }
 
-    private static String requireQuery(String query) {
+    /** An empty query is refused except as a tool's observation (a tool may well return nothing). */
+    private static String requireQuery(String query, String role) {
         if (query == null) {
             throw new IllegalArgumentException("query must not be null");
         }
+        if (query.isEmpty() && !"observation".equals(role)) {
+            throw new IllegalArgumentException("query must not be empty: give the " + (role == null ? "user" : role)
+                    + " message's text");
+        }
         return query;
+    }
+
+    private static List<ChatMessage> requireHistory(List<ChatMessage> history) {
+        if (history == null) {
+            throw new IllegalArgumentException("history must not be null: pass List.of() to start a conversation");
+        }
+        for (int i = 0; i < history.size(); i++) {
+            if (history.get(i) == null) {
+                throw new IllegalArgumentException("history[" + i + "] is null: every item must be a ChatMessage");
+            }
+        }
+        return history;
     }
 
     /** Releases the weights when {@link #load} loaded them; a model given to {@link #of} stays the caller's. */

@@ -44,7 +44,7 @@ public final class ChatStream implements Iterator<String>, AutoCloseable {
     private int count;
     private boolean stopped;
     private volatile boolean closedEarly;
-    private ChatResponse response;
+    private volatile ChatResponse response;
 
     ChatStream(Generator.Session session, PromptFormat format, String query, String role, List<ChatMessage> history,
                int[] promptIds) {
@@ -61,6 +61,11 @@ public final class ChatStream implements Iterator<String>, AutoCloseable {
     /** Runs steps until a delta is ready or the reply ends; false once the reply is complete or closed. */
     @Override
     public boolean hasNext() {
+        if (closedEarly) {
+            // Dropped here, on the consuming thread: close() may run on another one and must not touch the queue.
+            pending.clear();
+            return false;
+        }
         while (pending.isEmpty() && response == null) {
             if (closedEarly) {
                 return false;
@@ -112,9 +117,24 @@ public final class ChatStream implements Iterator<String>, AutoCloseable {
     @Override
     public String next() {
         if (!hasNext()) {
-            throw new NoSuchElementException("The reply is complete");
+            throw new NoSuchElementException(closedEarly ? "The stream was closed" : "The reply is complete");
         }
         return pending.poll();
+    }
+
+    /**
+     * Pulls the deltas into {@code action} until the reply ends or the stream is closed (from any thread): a close
+     * between two deltas ends the loop quietly instead of failing the consumer.
+     */
+    @Override
+    public void forEachRemaining(Consumer<? super String> action) {
+        while (hasNext()) {
+            String delta = pending.poll();
+            if (delta == null) {
+                return;
+            }
+            action.accept(delta);
+        }
     }
 
     /** Pulls every remaining delta into {@code sink}, then returns the response. */
@@ -152,12 +172,20 @@ public final class ChatStream implements Iterator<String>, AutoCloseable {
         return session.holdsCache();
     }
 
-    /** Stops generating and frees the KV cache; deltas not yet pulled are dropped. Idempotent. */
+    /** Native bytes the KV cache of this reply holds now; 0 once the reply ended or the stream was closed. */
+    public long cacheBytes() {
+        return session.cacheBytes();
+    }
+
+    /**
+     * Stops generating and frees the KV cache; deltas not yet pulled are dropped. Idempotent, and may be called
+     * from another thread than the consumer's: a step running there finishes first (close waits for it), no
+     * further step starts, and the consumer's next {@link #hasNext()} returns false.
+     */
     @Override
     public void close() {
         if (response == null) {
             closedEarly = true;
-            pending.clear();
         }
         session.close();
     }

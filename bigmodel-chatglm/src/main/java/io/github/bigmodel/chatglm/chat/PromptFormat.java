@@ -140,7 +140,7 @@ abstract class PromptFormat {
 
         @Override
         String rawDecode(int[] ids) {
-            return tok.decode(ids);
+            return tok.decode(tokenizerIds(ids, tok.vocabSize()));
         }
 
         @Override
@@ -205,7 +205,7 @@ abstract class PromptFormat {
 
         @Override
         String rawDecode(int[] ids) {
-            return tok.decode(ids);
+            return tok.decode(tokenizerIds(ids, tok.vocabSize()));
         }
 
         @Override
@@ -252,7 +252,7 @@ abstract class PromptFormat {
         @Override
         String rawDecode(int[] ids) {
             // Without clean-up: it rewrites across token boundaries, so display() applies it to the whole text.
-            return tok.decode(ids, false, false);
+            return tok.decode(tokenizerIds(ids, tok.vocabSize()), false, false);
         }
 
         @Override
@@ -277,5 +277,19 @@ abstract class PromptFormat {
             return new ChatResponse(turn.response(), new AssistantReply.Text(turn.response()),
                     messages(turn.history()), turn.decodedOutput(), promptIds, generated, reason);
         }
+    }
+
+    /**
+     * The generated ids the tokenizer knows: the model's padded vocabulary is larger than the tokenizer's, and THUDM's
+     * {@code _convert_id_to_token} turns those extra ids into empty text, so dropping them decodes the same text
+     * (also when a tokenizer's {@code decode} would not accept them).
+     */
+    static int[] tokenizerIds(int[] ids, int tokenizerVocab) {
+        for (int id : ids) {
+            if (id >= tokenizerVocab) {
+                return java.util.Arrays.stream(ids).filter(x -> x < tokenizerVocab).toArray();
+            }
+        }
+        return ids;
     }
 }

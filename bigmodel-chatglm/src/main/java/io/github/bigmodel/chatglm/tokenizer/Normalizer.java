@@ -71,9 +71,8 @@ public final class Normalizer {
         if (removeExtra) {
             // Leading whitespace goes entirely, judged after normalisation of each prefix.
             while (pos < end) {
-                long p = normalizePrefix(input, pos, end);
-                int consumed = (int) (p >>> 32);
-                Segment seg = lastSegment;
+                Segment seg = normalizePrefix(input, pos, end);
+                int consumed = seg.consumed();
                 if (!(seg.length() == 1 && seg.byteAt(0) == ' ')) {
                     break;
                 }
@@ -88,9 +87,8 @@ public final class Normalizer {
         }
         boolean prevSpace = removeExtra;
         while (pos < end) {
-            long p = normalizePrefix(input, pos, end);
-            int consumed = (int) (p >>> 32);
-            Segment seg = lastSegment;
+            Segment seg = normalizePrefix(input, pos, end);
+            int consumed = seg.consumed();
             int from = 0;
             if (prevSpace) {
                 while (from < seg.length() && seg.byteAt(from) == ' ') {
@@ -145,8 +143,11 @@ public final class Normalizer {
         return true;
     }
 
-    /** The bytes a prefix normalises to: a view on the input, a charsmap replacement or U+FFFD. */
-    private record Segment(byte[] source, int from, int to) {
+    /**
+     * The bytes a prefix normalises to (a view on the input, a charsmap replacement or U+FFFD) and how many input
+     * bytes it consumed. Returned rather than kept in a field: one tokenizer serves several threads at once.
+     */
+    private record Segment(byte[] source, int from, int to, int consumed) {
         int length() {
             return to - from;
         }
@@ -156,15 +157,11 @@ public final class Normalizer {
         }
     }
 
-    /** Result of the last {@link #normalizePrefix} (kept in a field to return two values cheaply). */
-    private Segment lastSegment;
-
-    /** Normalises the prefix at {@code pos}; returns the consumed byte count in the high word. */
-    private long normalizePrefix(byte[] input, int pos, int end) {
+    /** Normalises the prefix at {@code pos}. */
+    private Segment normalizePrefix(byte[] input, int pos, int end) {
         int userLength = matchUserDefined(input, pos, end);
         if (userLength > 0) {
-            lastSegment = new Segment(input, pos, pos + userLength);
-            return (long) userLength << 32;
+            return new Segment(input, pos, pos + userLength, userLength);
         }
         if (charsMap != null) {
             long match = charsMap.longestMatch(input, pos, end);
@@ -172,18 +169,15 @@ public final class Normalizer {
                 int length = (int) (match >>> 32);
                 int offset = (int) match;
                 int replacementEnd = charsMap.replacementEnd(offset);
-                lastSegment = new Segment(charsMap.replacements(), offset, replacementEnd);
-                return (long) length << 32;
+                return new Segment(charsMap.replacements(), offset, replacementEnd, length);
             }
         }
         int length = Utf8.validCharLength(input, pos, end);
         if (length == 0) {
             // Malformed UTF-8 consumes one byte and becomes U+FFFD (cannot come from a well-formed String).
-            lastSegment = new Segment(REPLACEMENT_CHAR, 0, 3);
-            return 1L << 32;
+            return new Segment(REPLACEMENT_CHAR, 0, 3, 1);
         }
-        lastSegment = new Segment(input, pos, pos + length);
-        return (long) length << 32;
+        return new Segment(input, pos, pos + length, length);
     }
 
     private int matchUserDefined(byte[] input, int pos, int end) {

@@ -1,0 +1,141 @@
+package io.github.bigmodel.chatglm;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.testing.ReferenceTree;
+import io.github.bigmodel.safetensors.Checkpoint;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
+import org.bytedeco.javacpp.PointerScope;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Closing a generation session mid-way, on the stepping thread and from another thread: no step runs after close
+ * returns (at most the one already running when it was called), the session's own {@link KvCache} object holds 0
+ * bytes afterwards, and the model right after gives the official greedy ids of the reference fixture.
+ */
+class GeneratorCancellationTest {
+
+    private static final Path FOLDER = ReferenceTree.models().resolve("chatglm3-6b-tiny");
+    private static ChatGLMLanguageModel model;
+    private static long[] prompt;
+    private static long[] officialNew;
+
+    @BeforeAll
+    static void load() throws Exception {
+        model = ChatGLMLanguageModel.create(ChatGLMConfig.fromJson(FOLDER.resolve("config.json")), DType.FLOAT32);
+        try (Checkpoint checkpoint = Checkpoint.open(FOLDER.resolve("model.safetensors"))) {
+            model.loadWeights(checkpoint::load, Device.CPU, DType.FLOAT32);
+        }
+        for (JsonNode c : new ObjectMapper().readTree(FOLDER.resolve("expected.json").toFile()).get("cases")) {
+            if (c.get("name").asText().equals("greedy/prompt_short")) {
+                prompt = longs(c.get("prompt_ids"));
+                officialNew = longs(c.get("new_ids"));
+            }
+        }
+        assertThat(prompt).isNotNull();
+    }
+
+    @AfterAll
+    static void unload() {
+        model.toMeta();
+    }
+
+    /** Counts forward steps: the generator runs each processor once per step. */
+    private static GenerationRequest longRequest(AtomicInteger steps) {
+        return GenerationRequest.builder(new long[][] {prompt}).maxNewTokens(100).stopAtEos(false)
+                .processor((rows, scores) -> {
+                    steps.incrementAndGet();
+                    return scores;
+                }).build();
+    }
+
+    private static void assertModelStillAnswers() {
+        try (PointerScope scope = new PointerScope()) {
+            GenerationResult r = new Generator(model).generate(GenerationRequest.builder(new long[][] {prompt})
+                    .maxNewTokens(officialNew.length).stopAtEos(false).build());
+            assertThat(r.newIds()[0]).containsExactly(officialNew);
+        }
+    }
+
+    @Test
+    void closeOnTheSteppingThreadStopsAtOnceAndFreesTheCache() {
+        AtomicInteger steps = new AtomicInteger();
+        Generator.Session session = new Generator(model).start(longRequest(steps));
+        KvCache cache = session.cache();
+        long expectedBytes = model.config().numLayers()
+                * model.config().kvCacheBytesPerLayer(prompt.length + 100, 1, DType.FLOAT32);
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < 5; i++) {
+                session.step();
+            }
+        }
+        assertThat(steps.get()).isEqualTo(5);
+        assertThat(expectedBytes).isPositive();
+        assertThat(cache.allocatedBytes()).isEqualTo(expectedBytes).isEqualTo(session.cacheBytes());
+        session.close();
+        assertThat(cache.allocatedBytes()).isZero();
+        assertThat(session.cacheBytes()).isZero();
+        assertThat(session.holdsCache()).isFalse();
+        assertThat(session.isFinished()).isTrue();
+        assertThatThrownBy(session::step).isInstanceOf(IllegalStateException.class).hasMessageContaining("closed");
+        assertThat(steps.get()).as("no step after close").isEqualTo(5);
+        session.close(); // idempotent
+        assertModelStillAnswers();
+    }
+
+    @Test
+    void closeFromAnotherThreadStopsWithinOneStep() throws Exception {
+        for (int round = 0; round < 5; round++) {
+            AtomicInteger steps = new AtomicInteger();
+            Generator.Session session = new Generator(model).start(longRequest(steps));
+            KvCache cache = session.cache();
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread stepper = new Thread(() -> {
+                try (PointerScope scope = new PointerScope()) {
+                    while (!session.isFinished()) {
+                        session.step();
+                    }
+                } catch (IllegalStateException e) {
+                    // step() on a session closed between isFinished() and step(): the expected way out.
+                } catch (Throwable t) {
+                    failure.set(t);
+                }
+            });
+            stepper.start();
+            int closeAfter = 3 + round * 4;
+            while (steps.get() < closeAfter && stepper.isAlive()) {
+                Thread.onSpinWait();
+            }
+            int before = steps.get();
+            session.close(); // waits for the step running now
+            int atClose = steps.get();
+            stepper.join(TimeUnit.SECONDS.toMillis(30));
+            assertThat(stepper.isAlive()).as("stepper stopped").isFalse();
+            assertThat(failure.get()).isNull();
+            assertThat(atClose - before).as("steps finished while close waited").isLessThanOrEqualTo(1);
+            assertThat(steps.get()).as("no step after close returned").isEqualTo(atClose);
+            assertThat(steps.get()).isLessThan(100);
+            assertThat(cache.allocatedBytes()).isZero();
+            assertThat(session.cacheBytes()).isZero();
+        }
+        assertModelStillAnswers();
+    }
+
+    private static long[] longs(JsonNode array) {
+        long[] out = new long[array.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = array.get(i).asLong();
+        }
+        return out;
+    }
+}
