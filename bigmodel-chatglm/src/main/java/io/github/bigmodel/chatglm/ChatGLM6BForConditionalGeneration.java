@@ -267,7 +267,8 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             Tensor m = mask;
             int layer = i;
             // Each block in a scope of its own: its temporaries are freed before the next block runs.
-            hidden = ChatGLMLanguageModel.inOwnScope(() -> layers.get(layer).forward(blockIn, cosSin, m, cache, layer));
+            hidden = ChatGLMLanguageModel.inOwnScope(
+                    () -> layers.get(layer).forward(blockIn, cosSin, m, cache, layer));
         }
         if (cache != null) {
             cache.advance(len);
