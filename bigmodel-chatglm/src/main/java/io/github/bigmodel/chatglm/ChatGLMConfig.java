@@ -143,8 +143,9 @@ public final class ChatGLMConfig {
         } catch (IllegalArgumentException e) {
             throw new ChatGLMConfigException(origin + ": torch_dtype " + dt + " is not a dtype", e);
         }
-        if (!torchDtype.isFloatingPoint()) {
-            throw new ChatGLMConfigException(origin + ": torch_dtype must be floating point, got " + dt);
+        if (torchDtype != DType.FLOAT32 && torchDtype != DType.FLOAT16 && torchDtype != DType.BFLOAT16) {
+            // The model's linear layers hold fp32, fp16 or bf16 (or int8/int4); float64 and float8 have no Precision.
+            throw new ChatGLMConfigException(origin + ": torch_dtype must be float32, float16 or bfloat16, got " + dt);
         }
         this.eosTokenIds = idList(n, "eos_token_id", glm2 ? 2 : 150005, origin);
         if (glm2) {

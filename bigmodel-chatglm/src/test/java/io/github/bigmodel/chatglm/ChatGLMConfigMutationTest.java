@@ -25,7 +25,7 @@ class ChatGLMConfigMutationTest {
     private static final String[] VALID = {"reference_chatglm-6b-tiny", "reference_chatglm3-6b-tiny",
         "reference_chatglm3-6b-tiny-bf16"};
     private static final String[] FINDINGS = {"finding_num_layers_heap", "finding_byte_size_overflow",
-        "finding_infinite_epsilon", "finding_infinite_rope_ratio"};
+        "finding_infinite_epsilon", "finding_infinite_rope_ratio", "finding_float64_dtype"};
     private static final String[] INVALID = {"heads_do_not_divide", "groups_do_not_divide", "bad_dtype",
         "both_generations", "truncated"};
 
