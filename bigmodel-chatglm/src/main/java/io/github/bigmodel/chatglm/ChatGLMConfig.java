@@ -43,6 +43,12 @@ public final class ChatGLMConfig {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    /**
+     * Most layers a config may have. Published ChatGLM models have 28 and the deepest published transformer language
+     * models well under 200; each layer costs Java heap even on meta, so a larger count is taken as damage.
+     */
+    public static final int MAX_LAYERS = 1024;
+
     private static final Map<String, String> PRESETS = new LinkedHashMap<>();
 
     static {
@@ -137,8 +143,9 @@ public final class ChatGLMConfig {
         } catch (IllegalArgumentException e) {
             throw new ChatGLMConfigException(origin + ": torch_dtype " + dt + " is not a dtype", e);
         }
-        if (!torchDtype.isFloatingPoint()) {
-            throw new ChatGLMConfigException(origin + ": torch_dtype must be floating point, got " + dt);
+        if (torchDtype != DType.FLOAT32 && torchDtype != DType.FLOAT16 && torchDtype != DType.BFLOAT16) {
+            // The model's linear layers hold fp32, fp16 or bf16 (or int8/int4); float64 and float8 have no Precision.
+            throw new ChatGLMConfigException(origin + ": torch_dtype must be float32, float16 or bfloat16, got " + dt);
         }
         this.eosTokenIds = idList(n, "eos_token_id", glm2 ? 2 : 150005, origin);
         if (glm2) {
@@ -214,6 +221,38 @@ public final class ChatGLMConfig {
             this.attentionSoftmaxInFp32 = true;
             this.tieWordEmbeddings = true;
         }
+        checkSizes(origin);
+    }
+
+    /**
+     * Rejects a config whose model could not even be described: more layers than {@link #MAX_LAYERS} (building them
+     * on meta would exhaust the Java heap), or weights whose element count times 8 bytes overflows a {@code long}
+     * (byte sizes would turn negative). Uses an upper bound of every weight and bias of the model.
+     */
+    private void checkSizes(String origin) {
+        if (numLayers > MAX_LAYERS) {
+            throw new ChatGLMConfigException(origin + ": num_layers " + numLayers + " is more than " + MAX_LAYERS
+                    + "; a damaged config rather than a ChatGLM model");
+        }
+        try {
+            long hidden = hiddenSize;
+            long mlp = version == Version.CHATGLM2 ? ffnHiddenSize : innerHiddenSize;
+            long attention = Math.multiplyExact((long) numAttentionHeads, (long) headDim());
+            long perLayer = Math.addExact(Math.addExact(
+                    Math.multiplyExact(qkvOutFeatures(), hidden + 1),
+                    Math.multiplyExact(hidden, attention + 1)), Math.addExact(
+                    Math.multiplyExact(Math.multiplyExact(2L, mlp), hidden + 1),
+                    Math.addExact(Math.multiplyExact(hidden, mlp + 1), Math.multiplyExact(4L, hidden))));
+            long total = Math.addExact(Math.multiplyExact(perLayer, (long) numLayers),
+                    Math.addExact(Math.multiplyExact(2L, Math.multiplyExact((long) vocabSize, hidden)), 2 * hidden));
+            if (total > Long.MAX_VALUE / Long.SIZE) {
+                throw new ArithmeticException("more than 2^57 elements");
+            }
+        } catch (ArithmeticException e) {
+            throw new ChatGLMConfigException(origin + ": sizes too large to describe (hidden_size " + hiddenSize
+                    + ", num_layers " + numLayers + ", vocabulary " + vocabSize + "): the byte count of the weights"
+                    + " overflows", e);
+        }
     }
 
     /** Reads an official {@code config.json}. */
@@ -281,8 +320,9 @@ public final class ChatGLMConfig {
         if (v == null || v.isNull()) {
             return dflt;
         }
-        if (!v.isNumber()) {
-            throw new ChatGLMConfigException(origin + ": " + key + " must be a number, got " + v);
+        if (!v.isNumber() || !Double.isFinite(v.doubleValue())) {
+            // 1e400 parses to Infinity: no usable epsilon or rotary base.
+            throw new ChatGLMConfigException(origin + ": " + key + " must be a finite number, got " + v);
         }
         return v.doubleValue();
     }

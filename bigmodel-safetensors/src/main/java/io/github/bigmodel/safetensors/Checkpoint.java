@@ -8,6 +8,7 @@ import com.fasterxml.jackson.databind.json.JsonMapper;
 import io.github.bigmodel.safetensors.CheckpointException.Reason;
 import java.io.IOException;
 import java.nio.file.Files;
+import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -166,7 +167,14 @@ public final class Checkpoint implements AutoCloseable {
                         : "index is neither {\"weight_map\": {tensor: file}} nor a flat {tensor: file} map");
             }
             String fileName = w.getValue().asText();
-            Path shard = dir.resolve(fileName).normalize();
+            Path shard;
+            try {
+                shard = dir.resolve(fileName).normalize();
+            } catch (InvalidPathException e) {
+                // A NUL or a lone surrogate: no file can have this name.
+                throw new CheckpointException(Reason.INVALID_JSON, index, w.getKey(),
+                        "shard '" + fileName + "' is not a valid file name: " + e.getReason(), e);
+            }
             if (fileName.isEmpty() || Path.of(fileName).isAbsolute() || !shard.startsWith(dir)) {
                 throw new CheckpointException(Reason.INVALID_JSON, index, w.getKey(),
                         "shard '" + fileName + "' is not a file inside the index's folder");

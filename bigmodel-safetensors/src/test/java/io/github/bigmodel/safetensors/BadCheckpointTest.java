@@ -194,6 +194,14 @@ class BadCheckpointTest {
         cases.add(indexCase("index_escaping_folder",
                 f -> writeText(f.resolve(hf), "{\"weight_map\": {\"a\": \"../x.safetensors\"}}"),
                 Reason.INVALID_JSON, f -> f.resolve(hf), "a", true));
+        // Found by ShardIndexMutationTest: a shard name the file system cannot hold (a NUL, a lone surrogate) gave an
+        // InvalidPathException instead of a CheckpointException.
+        cases.add(indexCase("index_shard_name_with_nul",
+                f -> writeText(f.resolve(hf), "{\"weight_map\": {\"a\": \"s\\u0000.safetensors\"}}"),
+                Reason.INVALID_JSON, f -> f.resolve(hf), "a", true));
+        cases.add(indexCase("index_shard_name_with_lone_surrogate",
+                f -> writeText(f.resolve(hf), "{\"weight_map\": {\"a\": \"s\\ud800.safetensors\"}}"),
+                Reason.INVALID_JSON, f -> f.resolve(hf), "a", true));
         cases.add(indexCase("empty_directory", f -> f, Reason.UNKNOWN_FORMAT, f -> f, null, true));
         cases.add(indexCase("torch_bin_not_linked", f -> writeText(f.resolve("pytorch_model.bin"), "x"),
                 Reason.UNKNOWN_FORMAT, f -> f.resolve("pytorch_model.bin"), null, true));

@@ -242,13 +242,23 @@ public final class ChatGLM1Tokenizer implements ChatTokenizer {
         return ids;
     }
 
-    /** {@code <image_N>} gives N; anything else its piece id plus the image offset. */
+    /**
+     * {@code <image_N>} gives N; anything else its piece id plus the image offset.
+     *
+     * @throws TokenizerException {@code ID_OUT_OF_RANGE} for an {@code <image_N>} whose N is no int
+     */
     @Override
     public int convertTokenToId(String token) {
         if (token.startsWith("<image_") && token.endsWith(">") && token.length() > 8) {
             String digits = token.substring(7, token.length() - 1);
             if (digits.chars().allMatch(Character::isDigit)) {
-                return Integer.parseInt(digits);
+                try {
+                    return Integer.parseInt(digits);
+                } catch (NumberFormatException e) {
+                    // Python's int() takes any length; no id of ours can be that large.
+                    throw new TokenizerException(TokenizerException.Reason.ID_OUT_OF_RANGE,
+                            "image token " + token + " names an id beyond any vocabulary", e);
+                }
             }
         }
         return sp.pieceToId(token) + numImageTokens;
