@@ -10,6 +10,7 @@ import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import io.github.bigmodel.safetensors.Checkpoint;
 import java.nio.file.Path;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
@@ -96,8 +97,20 @@ class GeneratorCancellationTest {
     @Test
     void closeFromAnotherThreadStopsWithinOneStep() throws Exception {
         for (int round = 0; round < 5; round++) {
+            int closeAt = 3 + round * 4;
             AtomicInteger steps = new AtomicInteger();
-            Generator.Session session = new Generator(model).start(longRequest(steps));
+            CountDownLatch inStep = new CountDownLatch(1);
+            CountDownLatch release = new CountDownLatch(1);
+            // Step closeAt parks inside its own computation, so close() is requested while exactly that step runs.
+            GenerationRequest request = GenerationRequest.builder(new long[][] {prompt}).maxNewTokens(100)
+                    .stopAtEos(false).processor((rows, scores) -> {
+                        if (steps.incrementAndGet() == closeAt) {
+                            inStep.countDown();
+                            awaitQuietly(release);
+                        }
+                        return scores;
+                    }).build();
+            Generator.Session session = new Generator(model).start(request);
             KvCache cache = session.cache();
             AtomicReference<Throwable> failure = new AtomicReference<>();
             Thread stepper = new Thread(() -> {
@@ -112,23 +125,33 @@ class GeneratorCancellationTest {
                 }
             });
             stepper.start();
-            int closeAfter = 3 + round * 4;
-            while (steps.get() < closeAfter && stepper.isAlive()) {
+            assertThat(inStep.await(30, TimeUnit.SECONDS)).as("step %d reached", closeAt).isTrue();
+            Thread closer = new Thread(session::close);
+            closer.start();
+            // Let close() reach its wait for the running step (or return), then let that step finish.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+            while (closer.isAlive() && closer.getState() == Thread.State.RUNNABLE && System.nanoTime() < deadline) {
                 Thread.onSpinWait();
             }
-            int before = steps.get();
-            session.close(); // waits for the step running now
-            int atClose = steps.get();
+            release.countDown();
+            closer.join(TimeUnit.SECONDS.toMillis(30));
             stepper.join(TimeUnit.SECONDS.toMillis(30));
+            assertThat(closer.isAlive()).as("close returned").isFalse();
             assertThat(stepper.isAlive()).as("stepper stopped").isFalse();
             assertThat(failure.get()).isNull();
-            assertThat(atClose - before).as("steps finished while close waited").isLessThanOrEqualTo(1);
-            assertThat(steps.get()).as("no step after close returned").isEqualTo(atClose);
-            assertThat(steps.get()).isLessThan(100);
+            assertThat(steps.get()).as("no step after the one running when close was called").isEqualTo(closeAt);
             assertThat(cache.allocatedBytes()).isZero();
             assertThat(session.cacheBytes()).isZero();
         }
         assertModelStillAnswers();
+    }
+
+    private static void awaitQuietly(CountDownLatch latch) {
+        try {
+            latch.await(30, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     private static long[] longs(JsonNode array) {

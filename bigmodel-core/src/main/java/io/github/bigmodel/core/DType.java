@@ -67,9 +67,18 @@ public enum DType {
         return bits / 8.0;
     }
 
-    /** Bytes needed to store {@code numel} elements (int4 rounds up to whole bytes). */
+    /**
+     * Bytes needed to store {@code numel} elements (int4 rounds up to whole bytes).
+     *
+     * @throws IllegalArgumentException for a negative count
+     * @throws ArithmeticException when the byte count does not fit in a long
+     */
     public long bytesFor(long numel) {
-        return (numel * bits + 7) / 8;
+        if (numel < 0) {
+            throw new IllegalArgumentException("Element count must be >= 0, got " + numel);
+        }
+        // Exact: a wrapped product would be a negative or tiny size, planned and allocated silently.
+        return Math.addExact(Math.multiplyExact(numel, (long) bits), 7L) / 8;
     }
 
     public boolean isFloatingPoint() {

@@ -17,6 +17,9 @@ class DTypeTest {
         assertThat(DType.INT4.bytesPerElement()).isEqualTo(0.5);
         assertThat(DType.INT4.bytesFor(7)).isEqualTo(4);
         assertThat(DType.FLOAT64.bytesFor(3)).isEqualTo(24);
+        // Sizes that do not fit are refused, not wrapped into negative or tiny byte counts.
+        assertThatThrownBy(() -> DType.FLOAT32.bytesFor(Long.MAX_VALUE / 16)).isInstanceOf(ArithmeticException.class);
+        assertThatThrownBy(() -> DType.FLOAT32.bytesFor(-1)).isInstanceOf(IllegalArgumentException.class);
     }
 
     @Test

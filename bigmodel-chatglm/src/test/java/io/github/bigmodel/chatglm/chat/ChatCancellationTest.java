@@ -9,6 +9,8 @@ import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import java.util.List;
 import java.util.NoSuchElementException;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.AfterAll;
@@ -44,6 +46,12 @@ class ChatCancellationTest {
      * processors run once per step.
      */
     private static ChatOptions counted(AtomicInteger steps) {
+        return counted(steps, 0, null, null);
+    }
+
+    /** As {@link #counted(AtomicInteger)}; step {@code parkAt} signals {@code inStep} and waits for {@code release}. */
+    private static ChatOptions counted(AtomicInteger steps, int parkAt, CountDownLatch inStep,
+            CountDownLatch release) {
         // A ChatGLM3 reply starts with its metadata line (empty here): the text follows the first newline.
         int[] newline = tok.spEncode("\n");
         int[] text = tok.spEncode("从前有座山，山里有座庙。".repeat(80));
@@ -55,7 +63,14 @@ class ChatCancellationTest {
         return ChatOptions.builder()
                 .generation(GenerationConfig.builder().ignoreEos(true).doSample(false).maxNewTokens(800).build())
                 .processor((rows, scores) -> {
-                    steps.incrementAndGet();
+                    if (steps.incrementAndGet() == parkAt) {
+                        inStep.countDown();
+                        try {
+                            release.await(30, TimeUnit.SECONDS);
+                        } catch (InterruptedException e) {
+                            Thread.currentThread().interrupt();
+                        }
+                    }
                     return script.process(rows, scores);
                 }).build();
     }
@@ -99,7 +114,11 @@ class ChatCancellationTest {
         ChatResponse before = glm.chat("你好", List.of(), greedy(10));
         for (int round = 0; round < 4; round++) {
             AtomicInteger steps = new AtomicInteger();
-            ChatStream stream = glm.streamChat(QUERY, List.of(), counted(steps));
+            int closeAt = 4 + 5 * round;
+            CountDownLatch inStep = new CountDownLatch(1);
+            CountDownLatch release = new CountDownLatch(1);
+            // Step closeAt parks inside its own computation, so close() is requested while exactly that step runs.
+            ChatStream stream = glm.streamChat(QUERY, List.of(), counted(steps, closeAt, inStep, release));
             AtomicReference<Throwable> failure = new AtomicReference<>();
             AtomicInteger deltas = new AtomicInteger();
             Thread consumer = new Thread(() -> {
@@ -110,18 +129,21 @@ class ChatCancellationTest {
                 }
             });
             consumer.start();
-            int closeAfter = 4 + 5 * round;
-            while (steps.get() < closeAfter && consumer.isAlive()) {
+            assertThat(inStep.await(30, TimeUnit.SECONDS)).as("step %d reached", closeAt).isTrue();
+            Thread closer = new Thread(stream::close);
+            closer.start();
+            // Let close() reach its wait for the running step (or return), then let that step finish.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+            while (closer.isAlive() && closer.getState() == Thread.State.RUNNABLE && System.nanoTime() < deadline) {
                 Thread.onSpinWait();
             }
-            int whenCalled = steps.get();
-            stream.close();
-            int whenReturned = steps.get();
+            release.countDown();
+            closer.join(30_000);
             consumer.join(30_000);
+            assertThat(closer.isAlive()).as("close returned").isFalse();
             assertThat(consumer.isAlive()).as("consumer stopped").isFalse();
             assertThat(failure.get()).isNull();
-            assertThat(whenReturned - whenCalled).as("steps finished while close waited").isLessThanOrEqualTo(1);
-            assertThat(steps.get()).as("no step after close returned").isEqualTo(whenReturned);
+            assertThat(steps.get()).as("no step after the one running when close was called").isEqualTo(closeAt);
             assertThat(stream.generatedTokens()).isLessThan(800);
             assertThat(stream.cacheBytes()).isZero();
             assertThat(stream.holdsCache()).isFalse();
