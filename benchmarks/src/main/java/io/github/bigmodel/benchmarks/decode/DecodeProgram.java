@@ -378,7 +378,7 @@ public final class DecodeProgram {
 
     static String tableRow(DecodeRow row, RowResult r, Limits l, Options o) {
         double floor = floorMs(r, l);
-        return String.format(Locale.ROOT, "| (%s) | %s | %.1f | %.0f | %.1f | %s | %s | %s | %s | %.1f | %.2fx |",
+        return String.format(Locale.ROOT, "| (%s) | %s | %.3f | %.0f | %.1f | %s | %s | %s | %s | %.3f | %.2fx |",
                 row.key(), row.label(), r.loadMs / 1e3, r.ttftMs, r.msPerToken, gib(r.peakRssBytes),
                 gib(r.peakAnonBytes), gib(r.ramBytesPerToken), gib(r.diskBytesPerToken), floor, r.msPerToken / floor);
     }

