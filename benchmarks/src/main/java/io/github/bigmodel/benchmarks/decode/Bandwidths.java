@@ -205,6 +205,7 @@ public final class Bandwidths {
                         for (int i = 0; i < len; i += PAGE) {
                             checksum += map.get(i);
                         }
+                        unmap(map);
                         read += len;
                     }
                 }
@@ -218,6 +219,20 @@ public final class Bandwidths {
         double seconds = (System.nanoTime() - start) / 1e9;
         // The checksum keeps the JIT from dropping the reads.
         return checksum == Long.MIN_VALUE ? 0 : read / seconds;
+    }
+
+    /**
+     * Unmaps now: a mapping left for the garbage collector keeps its pages in this process, where dropping the page
+     * cache cannot evict them, and the rows' child processes would then find the weights cached by this one.
+     */
+    private static void unmap(MappedByteBuffer map) {
+        try {
+            java.lang.reflect.Field f = sun.misc.Unsafe.class.getDeclaredField("theUnsafe");
+            f.setAccessible(true);
+            ((sun.misc.Unsafe) f.get(null)).invokeCleaner(map);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("Cannot unmap the disk measurement's mapping", e);
+        }
     }
 
     /**
