@@ -1,0 +1,147 @@
+package io.github.bigmodel.benchmarks.decode;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.GenerationResult;
+import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.safetensors.Checkpoint;
+import io.github.bigmodel.safetensors.TensorInfo;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Collectors;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The decode benchmark end to end on a tiny model of chatglm3-6b's architecture (2 layers, hidden 256): the
+ * generated checkpoint has the model's names and shapes in bf16 shards, every row produces every column, and the
+ * greedy ids equal a plain {@link Generator} run on the same weights loaded without dispatch.
+ */
+class DecodeProgramTest {
+
+    @TempDir
+    static Path dir;
+
+    static Path model;
+    static GenerateCheckpoint.Options written;
+
+    @BeforeAll
+    static void writeTinyCheckpoint() {
+        model = dir.resolve("tiny");
+        written = GenerateCheckpoint.Options.parse("--out", model.toString(), "--preset", "chatglm3-6b",
+                "--shard-size", "256KB", "--chunk", "64KiB", "--seed", "5", "--set", "num_layers=2",
+                "--set", "hidden_size=256", "--set", "ffn_hidden_size=512", "--set", "num_attention_heads=4",
+                "--set", "kv_channels=64", "--set", "padded_vocab_size=1024", "--set", "seq_length=512");
+        GenerateCheckpoint.write(written);
+    }
+
+    @Test
+    void checkpointHasTheModelsNamesShapesAndShardSize() throws Exception {
+        ChatGLMConfig config = ChatGLMConfig.fromJson(model.resolve("config.json"));
+        assertThat(config.numLayers()).isEqualTo(2);
+        assertThat(config.hiddenSize()).isEqualTo(256);
+        // Fields not overridden come from the preset.
+        ChatGLMConfig preset = ChatGLMConfig.preset("chatglm3-6b");
+        assertThat(config.kvHeads()).isEqualTo(preset.kvHeads());
+        assertThat(config.rmsnorm()).isEqualTo(preset.rmsnorm());
+        assertThat(config.eosTokenIds()).isEqualTo(preset.eosTokenIds());
+        assertThat(config.torchDtype()).isEqualTo(DType.BFLOAT16);
+
+        Map<String, Parameter> expected = ChatGLMLanguageModel.create(config, DType.BFLOAT16).stateDict();
+        try (Checkpoint ckpt = Checkpoint.open(model)) {
+            Map<String, long[]> shapes = new LinkedHashMap<>();
+            for (TensorInfo t : ckpt.tensors()) {
+                shapes.put(t.name(), t.shape());
+                assertThat(t.dtype()).as(t.name()).isEqualTo(DType.BFLOAT16);
+            }
+            assertThat(shapes.keySet()).containsExactlyInAnyOrderElementsOf(expected.keySet());
+            expected.forEach((name, p) -> assertThat(shapes.get(name)).as(name).containsExactly(p.shape()));
+            // A shard holds at most --shard-size bytes of data, or a single tensor larger than that.
+            Map<Path, List<TensorInfo>> byShard = ckpt.tensors().stream()
+                    .collect(Collectors.groupingBy(TensorInfo::file));
+            assertThat(byShard).hasSizeGreaterThan(1);
+            byShard.forEach((file, tensors) -> {
+                long data = tensors.stream().mapToLong(TensorInfo::byteLength).sum();
+                if (tensors.size() > 1) {
+                    assertThat(data).as(file.toString()).isLessThanOrEqualTo(written.shardBytes);
+                }
+            });
+            assertThat(byShard.keySet()).hasSameSizeAs(DecodeProgram.shards(model));
+        }
+    }
+
+    @Test
+    void everyRowHasEveryColumnAndTheIdsOfAPlainGenerator() {
+        DecodeProgram.Options o = DecodeProgram.Options.parse("--model", model.toString(), "--row",
+                "a,b-prefetch,d", "--prompt", "16", "--tokens", "6", "--threads", "1", "--budget", "1500000",
+                "--in-process", "--mem-bytes", "32MiB", "--disk-bytes", "1MiB");
+        ByteArrayOutputStream buffer = new ByteArrayOutputStream();
+        List<RowResult> results;
+        try (PrintStream out = new PrintStream(buffer, true, StandardCharsets.UTF_8)) {
+            results = DecodeProgram.run(o, out);
+        }
+        String text = buffer.toString(StandardCharsets.UTF_8);
+
+        List<String> table = text.lines().filter(l -> l.startsWith("| (")).collect(Collectors.toList());
+        assertThat(table).hasSize(3);
+        for (String row : table) {
+            String[] cells = row.substring(1, row.length() - 1).split("\\|");
+            assertThat(cells).as(row).hasSize(11);
+            // load, TTFT, ms/token, floor, ratio: positive numbers.
+            for (int c : new int[] {2, 3, 4, 9, 10}) {
+                assertThat(Double.parseDouble(cells[c].replace("x", "").trim())).as(row + " cell " + c).isPositive();
+            }
+        }
+        List<String> csv = text.lines().filter(l -> l.matches("^(a|b-prefetch|d),.*")).collect(Collectors.toList());
+        assertThat(csv).hasSize(3);
+        for (String line : csv) {
+            String[] f = line.split(",");
+            assertThat(f).hasSize(DecodeProgram.csvHeader().split(",").length);
+            for (int c : new int[] {2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15}) {
+                assertThat(Double.parseDouble(f[c])).as(line + " field " + c).isPositive();
+            }
+        }
+        RowResult a = results.get(0);
+        RowResult b = results.get(1);
+        RowResult d = results.get(2);
+        assertThat(a.ramBytesPerToken).isPositive();
+        assertThat(a.diskBytesPerToken).isZero();
+        assertThat(b.diskBytesPerToken).as("the 300 kB budget puts blocks on disk").isPositive();
+        assertThat(b.diskModules).isPositive();
+        assertThat(d.ramBytesPerToken).as("int4 blocks read fewer bytes").isLessThan(a.ramBytesPerToken);
+        assertThat(text).contains("# greedy ids of the bf16 rows: b-prefetch = (a)");
+
+        long[] plain = plainGreedyIds(16, 6);
+        assertThat(a.ids).hasSize(16 + 7);
+        assertThat(Arrays.copyOfRange(a.ids, 16, a.ids.length)).containsExactly(plain);
+        assertThat(b.ids).containsExactly(a.ids);
+    }
+
+    /** The same request through a model loaded onto the CPU with no dispatch, hooks or offload. */
+    private static long[] plainGreedyIds(int prompt, int tokens) {
+        ChatGLMConfig config = ChatGLMConfig.fromJson(model.resolve("config.json"));
+        ChatGLMLanguageModel plain = ChatGLMLanguageModel.create(config, DType.BFLOAT16);
+        try (Checkpoint ckpt = Checkpoint.open(model)) {
+            plain.loadWeights(ckpt::load, Device.CPU, DType.BFLOAT16);
+        }
+        try {
+            GenerationResult r = new Generator(plain).generate(DecodeProgram.request(prompt, tokens,
+                    config.vocabSize()));
+            return r.newIds()[0];
+        } finally {
+            plain.toMeta();
+        }
+    }
+}
