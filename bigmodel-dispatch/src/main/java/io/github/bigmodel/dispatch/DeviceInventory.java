@@ -1,6 +1,5 @@
 package io.github.bigmodel.dispatch;
 
-import io.github.bigmodel.core.NativeRuntime;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -67,24 +66,17 @@ public interface DeviceInventory {
 
         @Override
         public List<Long> gpuFreeBytes() {
-            List<Long> out = new ArrayList<>();
             try {
-                NativeRuntime.init();
-                if (!torch.cuda_is_available()) {
-                    return out;
-                }
-                int count = torch.cuda_device_count();
-                for (int i = 0; i < count; i++) {
+                return CudaDevices.query(i -> {
                     try (SizeTPair info = torch_cuda.getAllocator().getMemoryInfo((byte) i)) {
-                        out.add(info.first());
+                        return info.first();
                     }
-                }
+                });
             } catch (RuntimeException | LinkageError e) {
                 // A CPU-only libtorch has no CUDA allocator to ask: the machine simply has no usable GPU.
                 LOG.info("No CUDA device could be queried ({}); planning without GPUs", e.toString());
-                out.clear();
+                return new ArrayList<>();
             }
-            return out;
         }
 
         @Override

@@ -3,7 +3,6 @@ package io.github.bigmodel.dispatch;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
 import io.github.bigmodel.core.Module;
-import io.github.bigmodel.core.NativeRuntime;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.ProcessMemory;
 import java.util.ArrayList;
@@ -118,24 +117,17 @@ public final class MemoryReport {
      * the libtorch build has no CUDA (nothing is asked of CUDA then).
      */
     public static List<CudaAllocator> readCudaAllocators() {
-        List<CudaAllocator> out = new ArrayList<>();
         try {
-            NativeRuntime.init();
-            if (!torch.cuda_is_available()) {
-                return out;
-            }
-            int count = torch.cuda_device_count();
-            for (int i = 0; i < count; i++) {
+            return CudaDevices.query(i -> {
                 try (DeviceStats stats = torch_cuda.getAllocator().getDeviceStats((byte) i)) {
-                    out.add(new CudaAllocator(Device.cuda(i), stats.allocated_bytes().current(),
-                            stats.reserved_bytes().current(), stats.allocated_bytes().peak()));
+                    return new CudaAllocator(Device.cuda(i), stats.allocated_bytes().current(),
+                            stats.reserved_bytes().current(), stats.allocated_bytes().peak());
                 }
-            }
+            });
         } catch (RuntimeException | LinkageError e) {
             LOG.debug("No CUDA allocator to report on ({})", e.toString());
-            out.clear();
+            return new ArrayList<>();
         }
-        return out;
     }
 
     /** Weight bytes per device, GPUs first, then {@code cpu}, then {@code disk}; devices holding none are absent. */

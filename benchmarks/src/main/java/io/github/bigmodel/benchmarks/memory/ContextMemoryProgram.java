@@ -236,7 +236,7 @@ public final class ContextMemoryProgram {
         try {
             Files.writeString(Path.of("/proc/self/clear_refs"), "5");
             return true;
-        } catch (IOException | UnsupportedOperationException e) {
+        } catch (IOException e) {
             LOG.debug("Cannot reset the peak resident memory: {}", e.toString());
             return false;
         }
