@@ -108,9 +108,15 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
 
     /**
      * A cos/sin table covering positions {@code [0, positions)}; it grows past max_sequence_length on demand.
-     * Synchronized: sessions on several threads may ask for a larger table at once.
+     * The common case (the table is large enough) reads the volatile field without a lock, so concurrent
+     * sessions do not serialize on every forward; growing is synchronized.
      */
-    private synchronized RopeTable ensureRopeTable(long positions) {
+    private RopeTable ensureRopeTable(long positions) {
+        RopeTable current = rope;
+        return current != null && current.positions() >= positions ? current : growRopeTable(positions);
+    }
+
+    private synchronized RopeTable growRopeTable(long positions) {
         RopeTable current = rope;
         if (current != null && current.positions() >= positions) {
             return current;
