@@ -122,7 +122,7 @@ final class DemoCommand implements Callable<Integer> {
         long budget = meta.byteSize() * 3 / 5;
         MaxMemory maxMemory = MaxMemory.parse("cpu=" + budget / 1024 + "KiB");
         DevicePlan plan = DeviceMapPlanner.plan(meta, "sequential", maxMemory,
-                PlanOptions.builder().noSplit("GLMBlock").build());
+                PlanOptions.defaults());
         Map<String, Device> map = plan.deviceMap().inModuleOrder(meta).asMap();
         out.println("budget: cpu=" + MemorySize.format(budget) + " for " + MemorySize.format(meta.byteSize())
                 + " of weights");
@@ -166,7 +166,7 @@ final class DemoCommand implements Callable<Integer> {
         ChatGLMLanguageModel real = ChatGLMLanguageModel.create(ChatGLMConfig.preset("chatglm3-6b"), DType.FLOAT16);
         DevicePlan realPlan = DeviceMapPlanner.plan(real, "auto", MaxMemory.parse("0=10GiB,cpu=30GiB",
                         DeviceInventory.simulated(List.of(10L << 30), 30L << 30)),
-                PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).build());
+                PlanOptions.builder().dtype(DType.FLOAT16).build());
         out.printf(Locale.ROOT, "%,d parameters%n", real.parameterCount());
         printPlan(out, realPlan, real, DType.FLOAT16);
     }

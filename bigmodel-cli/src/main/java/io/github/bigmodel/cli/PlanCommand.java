@@ -69,9 +69,9 @@ final class PlanCommand implements Callable<Integer> {
                     + "disk). Default: this machine's free GPU memory and available RAM.")
     String maxMemory;
 
-    @Option(names = "--no-split", paramLabel = "CLASS", split = ",",
-            description = "Module classes never split across devices (default: the model's own, GLMBlock).")
-    List<String> noSplit;
+    @Option(names = "--no-split-module-classes", paramLabel = "CLASS", split = ",",
+            description = "Module classes never split across devices (default: the model's own).")
+    List<String> noSplitModuleClasses;
 
     @Option(names = "--strategy", paramLabel = "NAME", defaultValue = "auto",
             description = "auto, balanced, balanced_low_0 or sequential (default: ${DEFAULT-VALUE}).")
@@ -99,7 +99,7 @@ final class PlanCommand implements Callable<Integer> {
         // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
-                .noSplit(noSplit == null ? List.of("GLMBlock") : noSplit)
+                .noSplitModuleClasses(noSplitModuleClasses)
                 .dtype(target)
                 .reservation(reservation)
                 .build();

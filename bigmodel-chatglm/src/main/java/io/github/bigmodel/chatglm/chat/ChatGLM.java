@@ -204,11 +204,8 @@ public final class ChatGLM implements AutoCloseable {
     public static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch) {
         ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
         // The float precision a device asks for (gpuPrecision(FP16)) is the model's dtype when none is given.
-        DType weightsDtype = options.floatDtype() != null ? options.floatDtype() : DType.FLOAT32;
+        DType weightsDtype = options.plan().floatDtype() != null ? options.plan().floatDtype() : DType.FLOAT32;
         DispatchOptions.Builder builder = options.toBuilder().dtype(weightsDtype);
-        if (options.noSplitModuleClasses().isEmpty()) {
-            builder.noSplitModuleClasses("GLMBlock");
-        }
         if (context != 0 || batch != 0) {
             // The cache is held in the model's float dtype whatever the blocks' weight precision.
             builder.reservation(ContextReservation.of(config, context, batch, weightsDtype));
