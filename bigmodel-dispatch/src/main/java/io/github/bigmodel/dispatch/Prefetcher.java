@@ -160,21 +160,22 @@ public final class Prefetcher implements AutoCloseable {
     /**
      * Cancels ({@link #cancel()}), waits until the prefetch thread has finished the read it may be running (queued
      * reads are skipped), then frees every prefetched tensor nobody took. When this returns, no thread of this
-     * prefetcher touches a weight source any more. Idempotent; waits for a {@code take} in progress.
+     * prefetcher touches a weight source any more. Idempotent (every caller waits for the read under way); waits
+     * for a {@code take} in progress.
      */
     @Override
     public void close() {
         List<CompletableFuture<Map<Parameter, Tensor>>> pending = new ArrayList<>();
         cancelled = true;
         synchronized (this) {
-            if (closed) {
-                return;
-            }
-            closed = true;
-            for (int i = 0; i < inFlight.size(); i++) {
-                CompletableFuture<Map<Parameter, Tensor>> f = inFlight.set(i, null);
-                if (f != null) {
-                    pending.add(f);
+            // A second caller takes nothing to free but still waits below for the read under way.
+            if (!closed) {
+                closed = true;
+                for (int i = 0; i < inFlight.size(); i++) {
+                    CompletableFuture<Map<Parameter, Tensor>> f = inFlight.set(i, null);
+                    if (f != null) {
+                        pending.add(f);
+                    }
                 }
             }
         }
