@@ -2,6 +2,9 @@ package io.github.bigmodel.chatglm;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.generation.Generator;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.ModelClosedException;

@@ -11,6 +11,10 @@ import java.util.List;
 import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.report.MemoryReport;
+import io.github.bigmodel.dispatch.hooks.Prefetcher;
 
 /**
  * A model whose weights have been placed by {@link BigModel}: on GPUs, on the CPU, or offloaded (to CPU memory or
@@ -25,9 +29,9 @@ import org.slf4j.LoggerFactory;
  * }</pre>
  *
  * <p>Threads: several threads may run forward passes at once; an offloaded module is entered by one thread at a
- * time ({@link AlignDevicesHook}), and the prefetcher's schedule is then only a guess (see {@link Prefetcher}).
+ * time ({@code AlignDevicesHook}), and the prefetcher's schedule is then only a guess (see {@code Prefetcher}).
  *
- * <p>Ownership and closing: this object owns everything the dispatch made, the hooks, the {@link Prefetcher} and
+ * <p>Ownership and closing: this object owns everything the dispatch made, the hooks, the {@code Prefetcher} and
  * its thread, the offload folder's mapped views, the mapped checkpoint read in place, and the CPU copies of
  * offloaded weights; the model's parameters own the tensors placed in them. {@link #close()} may be called from any
  * thread, also while others run forward passes, and frees nothing another thread may still read: it (1) cancels

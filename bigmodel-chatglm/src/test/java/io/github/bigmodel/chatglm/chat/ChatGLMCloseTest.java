@@ -4,8 +4,8 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.RandomCheckpoint;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.RandomCheckpoint;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.core.DType;
