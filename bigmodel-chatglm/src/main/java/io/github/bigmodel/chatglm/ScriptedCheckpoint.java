@@ -37,7 +37,10 @@ import java.util.Set;
  * or by itself for a looping reply (which then runs until the token budget).
  *
  * <p>A piece must have one successor across all scripts (checked); replies are given as pieces, or as text cut
- * before each space.
+ * before each space. Triggers are found by the tokenizer, which matches the longest piece first: a reply piece
+ * such as {@code " a"} swallows the start of a trigger {@code "apple"} written after a space, so tests put
+ * triggers where no piece overlaps them. Sampling leaves the script now and then (each piece wins by a logit
+ * margin of about the square root of the hidden size); greedy decoding follows it exactly.
  *
  * <pre>{@code
  * ScriptedCheckpoint.builder()
