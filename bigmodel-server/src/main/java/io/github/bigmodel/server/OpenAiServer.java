@@ -55,6 +55,8 @@ import org.slf4j.LoggerFactory;
 public final class OpenAiServer implements AutoCloseable {
 
     private static final Logger LOG = LoggerFactory.getLogger(OpenAiServer.class);
+    /** The most bytes of an oversized body read (and dropped) so its sender gets the 413. */
+    private static final long DRAIN_LIMIT = 64L << 20;
 
     private final ChatGLM glm;
     private final String modelId;
@@ -319,15 +321,12 @@ public final class OpenAiServer implements AutoCloseable {
                 throw ApiException.invalid(null, "Bad Content-Length");
             }
             if (declared > maxBodyBytes) {
-                throw tooLarge();
+                throw tooLarge(ex);
             }
         }
-        byte[] bytes;
-        try (InputStream in = ex.getRequestBody()) {
-            bytes = in.readNBytes(maxBodyBytes + 1);
-        }
+        byte[] bytes = ex.getRequestBody().readNBytes(maxBodyBytes + 1);
         if (bytes.length > maxBodyBytes) {
-            throw tooLarge();
+            throw tooLarge(ex);
         }
         String text;
         try {
@@ -343,7 +342,19 @@ public final class OpenAiServer implements AutoCloseable {
         }
     }
 
-    private ApiException tooLarge() {
+    /**
+     * The 413 for a body over the limit. A client still sending would see a reset instead of the answer, so a
+     * body of moderate size is read and dropped first; beyond {@link #DRAIN_LIMIT} the connection is just closed.
+     */
+    private ApiException tooLarge(HttpExchange ex) throws IOException {
+        InputStream in = ex.getRequestBody();
+        long skipped = 0;
+        byte[] sink = new byte[64 << 10];
+        int n;
+        while (skipped < DRAIN_LIMIT && (n = in.read(sink)) > 0) {
+            skipped += n;
+        }
+        ex.getResponseHeaders().set("Connection", "close");
         return new ApiException(413, "invalid_request_error", null, "request_too_large",
                 "The request body exceeds " + maxBodyBytes + " bytes");
     }
