@@ -243,7 +243,12 @@ final class Completions {
         ChatResponse response = null;
         try {
             while (stream.hasNext()) {
-                String delta = stream.next();
+                String delta;
+                try {
+                    delta = stream.next();
+                } catch (java.util.NoSuchElementException e) {
+                    break; // closed from another thread (shutdown) between hasNext and next
+                }
                 if (call == null) {
                     call = namesTool(stream.generatedIds());
                 }
