@@ -11,6 +11,7 @@ import io.github.bigmodel.chatglm.chat.ChatResponse;
 import io.github.bigmodel.chatglm.chat.ChatStream;
 import io.github.bigmodel.chatglm.chat.FinishReason;
 import io.github.bigmodel.chatglm.chat.PromptTooLongException;
+import io.github.bigmodel.chatglm.chat.StopStrings;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
 import io.github.bigmodel.chatglm.tokenizer.AssistantReply;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
@@ -238,7 +239,7 @@ final class Completions {
      * content and end generation.
      */
     private Outcome generate(ChatStream stream, Prepared p, Sink sink) throws IOException {
-        StopMatcher stop = new StopMatcher(p.request().stop());
+        StopStrings stop = new StopStrings(p.request().stop());
         Boolean call = p.conversation().toolsActive() ? null : Boolean.FALSE;
         ChatResponse response = null;
         try {
@@ -283,7 +284,7 @@ final class Completions {
         if (Boolean.TRUE.equals(call)) {
             sink.content(response.text()); // a named reply that is not a call: its text was held back
         } else {
-            String tail = stop.push("") + stop.flush();
+            String tail = stop.flush();
             if (!tail.isEmpty()) {
                 sink.content(tail);
             }

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.chatglm.chat.ChatFormat;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
+import io.github.bigmodel.chatglm.chat.ToolCallWriter;
 import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import java.util.ArrayList;
 import java.util.List;
@@ -70,9 +71,12 @@ record Conversation(List<ChatMessage> history, String query, String role, boolea
                     }
                     for (int c = 0; c < m.toolCalls().size(); c++) {
                         CompletionRequest.ToolCallIn call = m.toolCalls().get(c);
-                        String code = PythonLiteral.toolCall(call.arguments(),
-                                at + ".tool_calls[" + c + "].function.arguments");
-                        history.add(new ChatMessage("assistant", "```python\n" + code + "\n```", call.name(), null));
+                        try {
+                            history.add(ToolCallWriter.assistantCall(call.name(), call.arguments()));
+                        } catch (IllegalArgumentException e) {
+                            throw ApiException.invalid(at + ".tool_calls[" + c + "].function.arguments",
+                                    e.getMessage());
+                        }
                     }
                 }
             }

@@ -1,23 +1,39 @@
-package io.github.bigmodel.server;
+package io.github.bigmodel.chatglm.chat;
 
 import java.util.List;
 
 /**
- * OpenAI's {@code stop}: the reply ends before the first occurrence of any stop string, which is not sent. Text
- * that may still turn out to start a stop string is held back until the next delta decides.
+ * Stop strings over streamed text (OpenAI's {@code stop}, LangChain4j's stop sequences): the reply ends before the
+ * first occurrence of any of them, which is not passed on. Text that may still turn out to start a stop string is
+ * held back until a later delta decides. Not thread-safe.
+ *
+ * <pre>{@code
+ * StopStrings stop = new StopStrings(List.of("\n\n"));
+ * while (stream.hasNext()) {
+ *     out.print(stop.push(stream.next()));
+ *     if (stop.matched()) { stream.close(); break; }
+ * }
+ * out.print(stop.flush());
+ * }</pre>
  */
-final class StopMatcher {
+public final class StopStrings {
 
     private final List<String> stops;
     private final StringBuilder pending = new StringBuilder();
     private boolean matched;
 
-    StopMatcher(List<String> stops) {
-        this.stops = stops;
+    /** @param stops the stop strings (none: every delta passes unchanged); each must be non-empty */
+    public StopStrings(List<String> stops) {
+        for (String s : stops) {
+            if (s == null || s.isEmpty()) {
+                throw new IllegalArgumentException("stop strings must be non-empty");
+            }
+        }
+        this.stops = List.copyOf(stops);
     }
 
     /** Adds a delta; returns the text that can be sent now. */
-    String push(String delta) {
+    public String push(String delta) {
         if (matched) {
             return "";
         }
@@ -53,12 +69,12 @@ final class StopMatcher {
     }
 
     /** Whether a stop string was found: generation should end. */
-    boolean matched() {
+    public boolean matched() {
         return matched;
     }
 
     /** What was held back, at the end of the reply. */
-    String flush() {
+    public String flush() {
         String out = pending.toString();
         pending.setLength(0);
         return out;

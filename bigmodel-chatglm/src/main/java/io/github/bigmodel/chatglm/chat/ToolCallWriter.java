@@ -1,30 +1,55 @@
-package io.github.bigmodel.server;
+package io.github.bigmodel.chatglm.chat;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import java.util.Iterator;
 import java.util.Map;
 import java.util.regex.Pattern;
 
 /**
- * JSON values as the Python literals ChatGLM3 writes in its tool calls ({@code tool_call(city='Beijing', days=2)}),
- * for putting a client's earlier call back into the prompt; the model's own calls are read by the tokenizer's
- * parser, never evaluated.
+ * Writes a tool call back into a ChatGLM3 history as the model writes it: an assistant turn whose metadata is the
+ * tool's name and whose content is {@code ```python\ntool_call(city='Beijing', days=2)\n```}, the JSON arguments as
+ * Python keyword literals. For clients (OpenAI's API, LangChain4j) that send earlier calls back as JSON; the
+ * model's own calls are read by the tokenizer's parser, never evaluated.
+ *
+ * <pre>{@code
+ * history.add(ToolCallWriter.assistantCall("get_weather", mapper.readTree("{\"city\": \"Beijing\"}")));
+ * }</pre>
  */
-final class PythonLiteral {
+public final class ToolCallWriter {
 
     private static final Pattern IDENTIFIER = Pattern.compile("[A-Za-z_][A-Za-z0-9_]*");
 
-    private PythonLiteral() {
+    private ToolCallWriter() {
     }
 
-    /** {@code tool_call(k=v, ...)} of a JSON object's fields; keys must be Python identifiers. */
-    static String toolCall(JsonNode arguments, String param) {
+    /**
+     * The assistant turn of a call.
+     *
+     * @throws IllegalArgumentException when the arguments are not a JSON object or a name is not a Python identifier
+     */
+    public static ChatMessage assistantCall(String name, JsonNode arguments) {
+        if (name == null || name.isBlank() || name.indexOf('\n') >= 0) {
+            throw new IllegalArgumentException("A tool name must be one non-blank line, got '" + name + "'");
+        }
+        return new ChatMessage("assistant", "```python\n" + pythonCall(arguments) + "\n```", name, null);
+    }
+
+    /**
+     * {@code tool_call(k=v, ...)} of a JSON object's fields.
+     *
+     * @throws IllegalArgumentException when {@code arguments} is not an object or a key is not a Python identifier
+     */
+    public static String pythonCall(JsonNode arguments) {
+        if (arguments == null || !arguments.isObject()) {
+            throw new IllegalArgumentException("Tool arguments must be a JSON object");
+        }
         StringBuilder out = new StringBuilder("tool_call(");
         boolean first = true;
         for (Iterator<Map.Entry<String, JsonNode>> it = arguments.fields(); it.hasNext(); ) {
             Map.Entry<String, JsonNode> e = it.next();
             if (!IDENTIFIER.matcher(e.getKey()).matches()) {
-                throw ApiException.invalid(param, "Argument name '" + e.getKey()
+                throw new IllegalArgumentException("Argument name '" + e.getKey()
                         + "' cannot be a ChatGLM3 tool_call keyword (letters, digits and _ only)");
             }
             if (!first) {
@@ -37,7 +62,7 @@ final class PythonLiteral {
         return out.append(')').toString();
     }
 
-    static void write(JsonNode v, StringBuilder out) {
+    private static void write(JsonNode v, StringBuilder out) {
         if (v == null || v.isNull()) {
             out.append("None");
         } else if (v.isBoolean()) {
@@ -75,7 +100,7 @@ final class PythonLiteral {
     }
 
     /** A single-quoted Python string with every character that needs it escaped. */
-    static void string(String s, StringBuilder out) {
+    private static void string(String s, StringBuilder out) {
         out.append('\'');
         for (int i = 0; i < s.length(); i++) {
             char c = s.charAt(i);
@@ -87,7 +112,7 @@ final class PythonLiteral {
                 case '\t' -> out.append("\\t");
                 default -> {
                     if (c < 0x20 || c == 0x7f) {
-                        out.append(String.format("\\x%02x", (int) c));
+                        out.append(String.format(java.util.Locale.ROOT, "\\x%02x", (int) c));
                     } else {
                         out.append(c);
                     }
