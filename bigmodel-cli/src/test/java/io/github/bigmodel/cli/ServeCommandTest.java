@@ -4,7 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import io.github.bigmodel.chatglm.ScriptedCheckpoint;
+import io.github.bigmodel.chatglm.model.ScriptedCheckpoint;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.net.URI;

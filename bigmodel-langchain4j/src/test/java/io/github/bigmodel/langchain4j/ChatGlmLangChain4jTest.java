@@ -20,7 +20,7 @@ import dev.langchain4j.model.chat.response.ChatResponse;
 import dev.langchain4j.model.chat.response.StreamingChatResponseHandler;
 import dev.langchain4j.model.output.FinishReason;
 import dev.langchain4j.service.AiServices;
-import io.github.bigmodel.chatglm.ScriptedCheckpoint;
+import io.github.bigmodel.chatglm.model.ScriptedCheckpoint;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import java.nio.file.Path;
 import java.util.ArrayList;

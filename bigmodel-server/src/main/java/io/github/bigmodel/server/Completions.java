@@ -13,7 +13,7 @@ import io.github.bigmodel.chatglm.chat.FinishReason;
 import io.github.bigmodel.chatglm.chat.PromptTooLongException;
 import io.github.bigmodel.chatglm.chat.StopStrings;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
-import io.github.bigmodel.chatglm.tokenizer.AssistantReply;
+import io.github.bigmodel.chatglm.chat.AssistantReply;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.TokenizerException;
 import java.io.IOException;

@@ -6,7 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.chatglm.chat.ChatFormat;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import io.github.bigmodel.chatglm.chat.ToolCallWriter;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import io.github.bigmodel.chatglm.chat.ChatMessage;
 import java.util.ArrayList;
 import java.util.List;
 

@@ -6,7 +6,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import io.github.bigmodel.chatglm.chat.ChatMessage;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.AfterAll;

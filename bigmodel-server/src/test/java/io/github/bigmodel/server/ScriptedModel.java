@@ -1,6 +1,6 @@
 package io.github.bigmodel.server;
 
-import io.github.bigmodel.chatglm.ScriptedCheckpoint;
+import io.github.bigmodel.chatglm.model.ScriptedCheckpoint;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import java.io.IOException;
 import java.io.UncheckedIOException;

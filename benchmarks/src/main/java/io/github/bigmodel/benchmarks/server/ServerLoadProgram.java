@@ -1,6 +1,6 @@
 package io.github.bigmodel.benchmarks.server;
 
-import io.github.bigmodel.chatglm.ScriptedCheckpoint;
+import io.github.bigmodel.chatglm.model.ScriptedCheckpoint;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import io.github.bigmodel.chatglm.chat.ChatOptions;
 import io.github.bigmodel.chatglm.chat.ChatStream;

@@ -1,7 +1,6 @@
 package io.github.bigmodel.chatglm.chat;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import java.util.Iterator;
 import java.util.Map;
 import java.util.regex.Pattern;

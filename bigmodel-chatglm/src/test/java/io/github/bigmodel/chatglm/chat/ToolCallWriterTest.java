@@ -4,9 +4,9 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
-import io.github.bigmodel.chatglm.tokenizer.AssistantReply;
+import io.github.bigmodel.chatglm.chat.AssistantReply;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import io.github.bigmodel.chatglm.chat.ChatMessage;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import java.math.BigInteger;
 import java.util.Arrays;

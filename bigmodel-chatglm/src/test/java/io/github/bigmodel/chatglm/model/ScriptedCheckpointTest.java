@@ -1,4 +1,4 @@
-package io.github.bigmodel.chatglm;
+package io.github.bigmodel.chatglm.model;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
@@ -10,8 +10,8 @@ import io.github.bigmodel.chatglm.chat.ChatOptions;
 import io.github.bigmodel.chatglm.chat.ChatResponse;
 import io.github.bigmodel.chatglm.chat.FinishReason;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
-import io.github.bigmodel.chatglm.tokenizer.AssistantReply;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import io.github.bigmodel.chatglm.chat.AssistantReply;
+import io.github.bigmodel.chatglm.chat.ChatMessage;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
