@@ -489,7 +489,7 @@ public final class OpenAiServer implements AutoCloseable {
 
         /** The id clients name in {@code model} (default {@code bigmodel}). */
         public Builder modelId(String modelId) {
-            if (modelId == null || modelId.isBlank() || modelId.contains("/") && modelId.startsWith("/")) {
+            if (modelId == null || modelId.isBlank()) {
                 throw new IllegalArgumentException("modelId must be a non-blank name");
             }
             this.modelId = modelId;
