@@ -26,17 +26,11 @@ try {
   await page.$eval("#temperature", (e) => { e.value = "0"; e.dispatchEvent(new Event("input")); });
   check((await page.textContent("#temp-value")) === "0", "temperature label follows the slider");
   await page.fill("#system", "Be brief.");
-  await page.evaluate(() => {
-    window.__updates = 0;
-    new MutationObserver(() => { window.__updates++; })
-      .observe(document.getElementById("log"), { childList: true, subtree: true, characterData: true });
-  });
   await page.fill("#input", "hi");
   await page.click("#send");
   await page.waitForSelector(".assistant[data-state=done]", { timeout: 60000 });
   const first = await page.$$eval(".assistant", (els) => els.map((e) => e.textContent));
   check(first.length === 1 && first[0] === HELLO, "first reply is the model's text, got " + JSON.stringify(first));
-  check(await page.evaluate(() => window.__updates) >= 4, "the reply arrived in several updates (streamed)");
   check(bodies[0].stream === true && bodies[0].temperature === 0, "request streams with temperature 0");
   check(bodies[0].messages[0].role === "system" && bodies[0].messages[0].content === "Be brief.",
         "system prompt sent first");
@@ -52,13 +46,16 @@ try {
   check(JSON.stringify(roles) === JSON.stringify(["system:Be brief.", "user:hi", "assistant:" + HELLO,
                                                   "user:apple please"]), "history sent: " + JSON.stringify(roles));
 
-  // Stop: a reply that would run for long is stopped; the server frees its cache.
+  // Streaming and stop: a long reply shows its text while it is still being generated; stop ends it and the
+  // server frees its cache. (Whether a short reply arrives in one read or several depends on timing, so the
+  // streaming check is on this long one.)
   await page.fill("#max-tokens", "1900");
   await page.fill("#input", "sing forever");
   await page.click("#send");
   await page.waitForFunction(() => {
     const all = document.querySelectorAll(".assistant");
-    return all[all.length - 1].textContent.startsWith("la la la");
+    const last = all[all.length - 1];
+    return last.textContent.startsWith("la la la") && last.dataset.state === "streaming";
   }, null, { timeout: 60000 });
   check(!(await page.isDisabled("#stop")), "stop enabled while streaming");
   await page.click("#stop");
