@@ -14,6 +14,7 @@ import picocli.CommandLine.Option;
  * bigmodel inspect model.safetensors --json
  * bigmodel convert chatglm3-6b chatglm3-6b-int4 --precision int4 --shard-size 2GB
  * bigmodel demo                               # writes, plans and reads a small checkpoint; no download
+ * bigmodel serve --model chatglm3-6b          # OpenAI-compatible API and a chat page on 127.0.0.1:8000
  * </pre>
  *
  * <p>Errors are one line on stderr and a non-zero exit code (2 for a command line that does not parse, 1 for a
@@ -21,7 +22,7 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
         description = "Run language models bigger than any one device.",
-        subcommands = {PlanCommand.class, ChatCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class,
+        subcommands = {PlanCommand.class, ChatCommand.class, ServeCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class,
                 ConvertCommand.class, DemoCommand.class,
                 CommandLine.HelpCommand.class})
 public final class BigModelCli implements Runnable {
