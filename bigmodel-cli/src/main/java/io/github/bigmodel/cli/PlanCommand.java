@@ -96,6 +96,10 @@ final class PlanCommand implements Callable<Integer> {
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config,
                 target.isFloatingPoint() ? target : DType.FLOAT16);
         MaxMemory budget = maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
+        CliMessages.unavailableGpus(budget, DeviceInventory.system(), spec.commandLine().getErr(),
+                "planning it as asked");
+        String name = source.preset != null ? ModelNames.ofPreset(source.preset) : ModelNames.ofConfig(config,
+                source.model != null ? source.model.resolve("config.json") : source.config);
         // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
@@ -111,9 +115,9 @@ final class PlanCommand implements Callable<Integer> {
         if (json) {
             printJson(out, map, plan, perDevice, contextOptions.given());
         } else if (contextOptions.given()) {
-            printMemoryTable(out, config, target, map, plan, reservation);
+            printMemoryTable(out, name, config, target, map, plan, reservation);
         } else {
-            printTable(out, config, target, map, plan, perDevice);
+            printTable(out, name, config, target, map, plan, perDevice);
         }
         return 0;
     }
@@ -168,9 +172,9 @@ final class PlanCommand implements Callable<Integer> {
         }
     }
 
-    private static void printTable(PrintWriter out, ChatGLMConfig config, DType target, Map<String, Device> map,
-            DevicePlan plan, Map<Device, Double> perDevice) {
-        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
+    private static void printTable(PrintWriter out, String modelName, ChatGLMConfig config, DType target,
+            Map<String, Device> map, DevicePlan plan, Map<Device, Double> perDevice) {
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", modelName, config.numLayers(),
                 target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
         Map<Device, List<String>> byDevice = new LinkedHashMap<>();
         map.forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
@@ -187,9 +191,9 @@ final class PlanCommand implements Callable<Integer> {
      * Per device: budget, weights, KV cache at the context, workspace of one step, offload buffer (the largest
      * offloaded layer, brought to the main device to run), free, then the modules placed there.
      */
-    private static void printMemoryTable(PrintWriter out, ChatGLMConfig config, DType target,
+    private static void printMemoryTable(PrintWriter out, String modelName, ChatGLMConfig config, DType target,
             Map<String, Device> map, DevicePlan plan, MemoryReservation reservation) {
-        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", modelName, config.numLayers(),
                 target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
         out.printf(Locale.ROOT, "room for generation: %s, %s in all; workspace %s per executing device%n",
                 reservation.description(), MemorySize.format(reservation.totalModuleBytes()),

@@ -17,6 +17,7 @@ import java.nio.channels.FileChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -92,6 +93,10 @@ public final class SafetensorsHeader {
      * @throws CheckpointException for a damaged header or an I/O failure ({@link Reason#IO_ERROR})
      */
     public static SafetensorsHeader read(Path file) {
+        if (Files.exists(file) && !Files.isRegularFile(file)) {
+            throw new CheckpointException(Reason.IO_ERROR, file, null,
+                    "not a regular file (a pipe, device or socket cannot hold a checkpoint)");
+        }
         try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
             long fileSize = channel.size();
             ByteBuffer prefix = ByteBuffer.allocate((int) Math.min(8, fileSize));
@@ -292,7 +297,7 @@ public final class SafetensorsHeader {
                     for (int i = 0; i < shape.length; i++) {
                         BigInteger d = dims.get(i);
                         if (d.signum() < 0) {
-                            throw new CheckpointException(Reason.INVALID_JSON, file, name,
+                            throw new CheckpointException(Reason.INVALID_SHAPE, file, name,
                                     "shape " + dims + " has a negative dimension");
                         }
                         if (d.bitLength() > 63) {
