@@ -13,7 +13,7 @@ import java.util.Locale;
 /**
  * A ChatGLM3 model small enough to write in a second and chat with at once, for a first program, the command
  * line's examples and its demo: ChatGLM3-6B's architecture and tensor names in miniature (8 layers, hidden size
- * 256, multi-query attention with 2 groups, about 6 million parameters, 25 MB in float32), a real ChatGLM3
+ * 256, multi-query attention with 2 groups, about 7.6 million parameters, 29 MiB in float32), a real ChatGLM3
  * tokenizer (a small SentencePiece vocabulary with ChatGLM3's role and special tokens) whose vocabulary is the
  * model's, and seeded random weights. The replies are fluent nonsense (the weights are random), but every step of
  * a real chat runs: prompt building, streaming generation, decoding.

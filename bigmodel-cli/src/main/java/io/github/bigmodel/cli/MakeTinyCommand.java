@@ -23,7 +23,7 @@ import picocli.CommandLine.Spec;
  * ./bigmodel chat --model chatglm3-tiny --max-new-tokens 32
  * </pre>
  */
-@Command(name = "make-tiny", description = "Write a tiny ChatGLM3 model with its tokenizer (random weights, about 25 MB) "
+@Command(name = "make-tiny", description = "Write a tiny ChatGLM3 model with its tokenizer (random weights, 29 MiB) "
         + "to try chat, generate and plan without a download.")
 final class MakeTinyCommand implements Callable<Integer> {
 

@@ -10,7 +10,8 @@ import java.util.Locale;
 /**
  * The model's name as a user knows it (ChatGLM-6B, ChatGLM2, ChatGLM3) for printed plans. ChatGLM2 and ChatGLM3
  * share one config format and one modeling ({@link ChatGLMConfig.Version#CHATGLM2}), so the name comes from the
- * preset or the folder's {@code _name_or_path}; a folder that does not say is "ChatGLM2/3".
+ * preset or, as {@code ChatGLM.load} decides the chat format, from the folder's {@code _name_or_path}: ChatGLM2
+ * when it names chatglm2, ChatGLM3 otherwise.
  */
 final class ModelNames {
 
@@ -32,15 +33,12 @@ final class ModelNames {
         try {
             JsonNode name = new ObjectMapper().readTree(Files.readAllBytes(configFile)).path("_name_or_path");
             String n = name.asText("").toLowerCase(Locale.ROOT);
-            if (n.contains("chatglm3")) {
-                return "ChatGLM3";
-            }
             if (n.contains("chatglm2")) {
                 return "ChatGLM2";
             }
         } catch (Exception e) {
             // The config was read already; a name is only a label.
         }
-        return "ChatGLM2/3";
+        return "ChatGLM3";
     }
 }

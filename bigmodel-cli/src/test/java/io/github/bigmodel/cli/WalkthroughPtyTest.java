@@ -25,6 +25,8 @@ import org.junit.jupiter.api.io.TempDir;
 class WalkthroughPtyTest {
 
     private static final long TIMEOUT_S = 120;
+    /** The chat's prompt, waiting at the end of the screen (tmux drops the trailing blank). */
+    private static final Pattern PROMPT = Pattern.compile("\\nUser:\\z");
 
     @Test
     void fromNothingToAStreamedReplyWithoutAnError(@TempDir Path dir) throws Exception {
@@ -46,22 +48,22 @@ class WalkthroughPtyTest {
 
             // A long reply, stopped by Ctrl-C; a Ctrl-C with no reply quits (130, as an interrupted program).
             type(session, "./bigmodel chat --model tiny --max-new-tokens 1900; echo CHAT1=$?");
-            await(session, "User: ");
+            await(session, PROMPT);
             type(session, "hello");
-            await(session, Pattern.compile("Assistant: \\S"));
+            await(session, Pattern.compile("Assistant: \\s*\\S"));
             tmux("send-keys", "-t", session, "C-c");
             await(session, "(reply stopped; this exchange is not kept.");
-            await(session, Pattern.compile("\\(reply stopped[^\\n]*\\n\\s*\\nUser: "));
+            await(session, Pattern.compile("\\(reply stopped[^\\n]*\\n\\s*\\nUser:\\z"));
             tmux("send-keys", "-t", session, "C-c");
             await(session, "CHAT1=130");
 
             // An over-long message is one error line; the next message gets a streamed reply; Ctrl-D quits.
             type(session, "./bigmodel chat --model tiny --max-length 48 --max-new-tokens 8; echo CHAT2=$?");
-            await(session, Pattern.compile("CHAT1=130[\\s\\S]*User: "));
+            await(session, Pattern.compile("CHAT1=130[\\s\\S]*\\nUser:\\z"));
             type(session, "tell me a long story ".repeat(12).strip());
             await(session, "raise --max-length (the conversation goes on; 'clear' starts over)");
             type(session, "hello");
-            await(session, Pattern.compile("hello\\s*\\n\\s*\\nAssistant: \\S[^\\n]*\\n\\s*\\nUser: $"));
+            await(session, Pattern.compile("starts over\\)\\s*\\nUser: hello\\s*\\n\\s*\\nAssistant: \\s*\\S[\\s\\S]*\\nUser:\\z"));
             tmux("send-keys", "-t", session, "C-d");
             await(session, "CHAT2=0");
 
