@@ -4,7 +4,9 @@ import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.SettingMessage;
 import io.github.bigmodel.dispatch.DeviceInventory;
 import io.github.bigmodel.dispatch.MaxMemory;
+import java.io.PrintStream;
 import java.io.PrintWriter;
+import java.nio.charset.StandardCharsets;
 import java.util.Map;
 
 /**
@@ -44,9 +46,37 @@ final class CliMessages {
         setIfAbsent("org.slf4j.simpleLogger.showLogName", "false");
         setIfAbsent("org.slf4j.simpleLogger.showShortLogName", "false");
         setIfAbsent("org.slf4j.simpleLogger.levelInBrackets", "false");
-        setIfAbsent("org.slf4j.simpleLogger.warnLevelString", "warning:");
         // The planner's "Device 0 is not available" (accelerate's words) is replaced by unavailableGpus' note.
         setIfAbsent("org.slf4j.simpleLogger.log." + MaxMemory.class.getName(), "error");
+        // slf4j-simple 2.0 reads warnLevelString but prints "WARN" regardless, and looks System.err up for each
+        // line: a stream that words the level as the command line's other lines do stands in for stderr.
+        if (!(System.err instanceof LevelWords)) {
+            System.setErr(new LevelWords(System.err));
+        }
+    }
+
+    /** stderr with slf4j-simple's level (first on its lines, as configured above) in words: "warning: ...". */
+    static final class LevelWords extends PrintStream {
+
+        LevelWords(PrintStream err) {
+            super(err, true, StandardCharsets.UTF_8);
+        }
+
+        /** slf4j-simple writes each message with one println. */
+        @Override
+        public void println(String line) {
+            super.println(line == null ? null : worded(line));
+        }
+
+        static String worded(String line) {
+            for (String[] level : new String[][] {{"WARN ", "warning: "}, {"ERROR ", "error: "}, {"INFO ", "info: "},
+                {"DEBUG ", "debug: "}, {"TRACE ", "trace: "}}) {
+                if (line.startsWith(level[0])) {
+                    return level[1] + line.substring(level[0].length());
+                }
+            }
+            return line;
+        }
     }
 
     private static void setIfAbsent(String key, String value) {

@@ -64,11 +64,40 @@ class FirstHourCliTest {
         return tests.stream();
     }
 
+    /** In a JVM of its own, as logging is set up once per process, before the first logger. */
+    @Test
+    void libraryWarningsReachTheUserAsOneWarningLine() throws Exception {
+        assertThat(probe()).isEqualTo("warning: Offload folder /tmp/offload cannot be reused\n");
+        assertThat(probe("--verbose")).isEqualTo("warning: Offload folder /tmp/offload cannot be reused\n"
+                + "info: Loaded chatglm3-tiny\n");
+    }
+
+    private static String probe(String... args) throws Exception {
+        List<String> command = new ArrayList<>(List.of(ChildJvm.java(), "-cp", ChildJvm.classpath(),
+                LoggingProbe.class.getName()));
+        command.addAll(List.of(args));
+        Process p = new ProcessBuilder(command).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(p.waitFor()).as(err).isZero();
+        return err;
+    }
+
     @Test
     void makeTinyWritesAModelWhoseVocabularyIsItsTokenizers() {
         ChatGLMConfig config = ChatGLMConfig.fromJson(tiny.resolve("config.json"));
         assertThat(config.vocabSize()).isEqualTo(ChatGLM3Tokenizer.load(tiny.resolve("tokenizer.model")).vocabSize());
         assertThat(tiny.resolve("model.safetensors.index.json")).exists();
+        // The one thing its weights know: a reply opens with a newline (greedy, so always), so replies stream.
+        ChatGLM3Tokenizer tok = ChatGLM3Tokenizer.load(tiny.resolve("tokenizer.model"));
+        try (ChatGLM glm = ChatGLM.load(tiny)) {
+            for (String query : new String[] {"hello", "你好", "tell me a story"}) {
+                io.github.bigmodel.chatglm.chat.ChatResponse r = glm.chat(query, List.of(),
+                        io.github.bigmodel.chatglm.chat.ChatOptions.builder().generation(
+                                io.github.bigmodel.chatglm.generation.GenerationConfig.builder().maxNewTokens(3)
+                                        .build()).build());
+                assertThat(r.generatedIds()[0]).as(query).isEqualTo(tok.convertTokenToId("<0x0A>"));
+            }
+        }
         CliTest.Run again = CliTest.run("make-tiny", tiny.toString());
         assertThat(again.code()).isEqualTo(1);
         assertThat(again.err()).isEqualTo("error: " + tiny + " already holds a config.json: choose an empty folder"

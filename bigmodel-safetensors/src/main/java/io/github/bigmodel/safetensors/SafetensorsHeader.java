@@ -42,7 +42,8 @@ import java.util.Set;
  *     ({@link Reason#HEADER_TOO_LARGE}); {@code 8 + N <= file size} ({@link Reason#HEADER_LENGTH_OUT_OF_RANGE});</li>
  * <li>the header is UTF-8 text holding exactly one JSON object, no duplicate keys ({@link Reason#DUPLICATE_NAME}
  *     for a tensor name given twice, {@link Reason#INVALID_JSON} for anything else malformed);</li>
- * <li>per tensor: a known {@code dtype} ({@link Reason#UNKNOWN_DTYPE}), a {@code shape} of non-negative integers,
+ * <li>per tensor: a known {@code dtype} ({@link Reason#UNKNOWN_DTYPE}), a {@code shape} of non-negative integers
+ *     ({@link Reason#INVALID_SHAPE} for a negative one),
  *     {@code data_offsets} {@code [begin, end]} with {@code 0 <= begin <= end} ({@link Reason#OFFSET_OUT_OF_RANGE}),
  *     and {@code end - begin == numel * element size} ({@link Reason#SIZE_MISMATCH}, also when numel overflows);</li>
  * <li>sorted by begin: no two tensors share bytes ({@link Reason#OVERLAP});</li>
