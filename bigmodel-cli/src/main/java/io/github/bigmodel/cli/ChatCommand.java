@@ -72,7 +72,7 @@ final class ChatCommand implements Callable<Integer> {
         if (contextOptions.given() || contextOptions.batch != null) {
             // Checked before any weight is read; ChatGLM.load plans with the same reservation.
             contextOptions.reservation(spec.commandLine(),
-                    io.github.bigmodel.chatglm.ChatGLMConfig.fromJson(model.resolve("config.json")),
+                    io.github.bigmodel.chatglm.ChatGLMFamily.ofFolder(model).config(),
                     modelOptions.weightsDtype());
         }
         if (modelOptions.maxMemory != null) {

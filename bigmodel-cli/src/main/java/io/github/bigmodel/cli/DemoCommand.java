@@ -1,6 +1,6 @@
 package io.github.bigmodel.cli;
 
-import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMFamily;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.TinyChatGLM3;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
@@ -82,11 +82,11 @@ final class DemoCommand implements Callable<Integer> {
     private void run(PrintWriter out, Path folder) throws Exception {
         // 1. A tokenizer, a config and random weights: the tiny ChatGLM3 (bigmodel make-tiny), in 1 MiB shards.
         TinyChatGLM3.write(folder, 1L << 20);
-        ChatGLMConfig config = ChatGLMConfig.fromJson(folder.resolve("config.json"));
+        ChatGLMFamily family = ChatGLMFamily.ofFolder(folder);
         section(out, "1. A ChatGLM3-architecture model in " + folder);
 
         // 2. Built on meta (no memory); its random weights were written shard by shard.
-        ChatGLMLanguageModel meta = ChatGLMLanguageModel.create(config, DType.FLOAT32);
+        ChatGLMLanguageModel meta = family.createModel(DType.FLOAT32);
         out.printf(Locale.ROOT, "built on meta: %,d parameters, %s in float32, 0 bytes allocated%n",
                 meta.parameterCount(), MemorySize.format(meta.byteSize()));
 
@@ -104,7 +104,7 @@ final class DemoCommand implements Callable<Integer> {
         long budget = meta.byteSize() * 3 / 5;
         MaxMemory maxMemory = MaxMemory.parse("cpu=" + budget / 1024 + "KiB");
         DevicePlan plan = DeviceMapPlanner.plan(meta, "sequential", maxMemory,
-                PlanOptions.builder().noSplit("GLMBlock").build());
+                PlanOptions.defaults());
         Map<String, Device> map = plan.deviceMap().inModuleOrder(meta).asMap();
         out.println("budget: cpu=" + MemorySize.format(budget) + " for " + MemorySize.format(meta.byteSize())
                 + " of weights");
@@ -145,10 +145,10 @@ final class DemoCommand implements Callable<Integer> {
 
         // 6. The real thing, planned without a single weight.
         section(out, "5. The real chatglm3-6b (float16) on one 10 GiB GPU");
-        ChatGLMLanguageModel real = ChatGLMLanguageModel.create(ChatGLMConfig.preset("chatglm3-6b"), DType.FLOAT16);
+        ChatGLMLanguageModel real = ChatGLMFamily.ofPreset("chatglm3-6b").createModel(DType.FLOAT16);
         DevicePlan realPlan = DeviceMapPlanner.plan(real, "auto", MaxMemory.parse("0=10GiB,cpu=30GiB",
                         DeviceInventory.simulated(List.of(10L << 30), 30L << 30)),
-                PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).build());
+                PlanOptions.builder().dtype(DType.FLOAT16).build());
         out.printf(Locale.ROOT, "%,d parameters%n", real.parameterCount());
         printPlan(out, realPlan, real, DType.FLOAT16);
     }

@@ -122,7 +122,7 @@ class FirstHourCliTest {
         CliTest.Run r = CliTest.run("plan", "--preset", "chatglm3-6b", "--dtype", "float16", "--max-memory",
                 "0=10GiB,cpu=30GiB");
         assertThat(r.code()).as(r.err()).isZero();
-        assertThat(r.out()).startsWith("model: ChatGLM3 (chatglm3-6b), 28 layers, float16");
+        assertThat(r.out()).startsWith("model: ChatGLM3-6B, 28 layers, float16");
         if (DeviceInventory.system().gpuCount() == 0) {
             assertThat(r.err()).isEqualTo("note: GPU 0 is not available here (no GPU); planning it as asked"
                     + System.lineSeparator());
@@ -130,7 +130,7 @@ class FirstHourCliTest {
             assertThat(r.err()).isEmpty();
         }
         CliTest.Run folder = CliTest.run("plan", "--model", tiny.toString(), "--max-memory", "cpu=1GiB");
-        assertThat(folder.out()).startsWith("model: ChatGLM3, 8 layers");
+        assertThat(folder.out()).startsWith("model: ChatGLM3-6B, 8 layers");
     }
 
     @Test

@@ -68,7 +68,7 @@ class WalkthroughPtyTest {
             await(session, "CHAT2=0");
 
             String screen = capture(session);
-            assertThat(screen).contains("model: ChatGLM3 (chatglm3-6b), 28 layers, float16")
+            assertThat(screen).contains("model: ChatGLM3-6B, 28 layers, float16")
                     .doesNotContain("[main]").doesNotContain("WARN").doesNotContain("Exception")
                     .doesNotContain("\tat ");
             if (DeviceInventory.system().gpuCount() == 0) {
