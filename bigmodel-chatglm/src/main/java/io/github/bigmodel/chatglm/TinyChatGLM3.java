@@ -1,5 +1,6 @@
 package io.github.bigmodel.chatglm;
 
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Parameter;

@@ -2,8 +2,8 @@ package io.github.bigmodel.cli;
 
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.SettingMessage;
-import io.github.bigmodel.dispatch.DeviceInventory;
-import io.github.bigmodel.dispatch.MaxMemory;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
 import java.io.PrintStream;
 import java.io.PrintWriter;
 import java.nio.charset.StandardCharsets;

@@ -1,8 +1,8 @@
 package io.github.bigmodel.cli;
 
 import io.github.bigmodel.chatglm.ChatGLMFamily;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.TinyChatGLM3;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import io.github.bigmodel.chatglm.chat.ChatOptions;
 import io.github.bigmodel.chatglm.chat.ChatStream;
@@ -13,12 +13,12 @@ import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
 import io.github.bigmodel.core.ProcessMemory;
-import io.github.bigmodel.dispatch.DeviceInventory;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
-import io.github.bigmodel.dispatch.DevicePlan;
-import io.github.bigmodel.dispatch.MaxMemory;
-import io.github.bigmodel.dispatch.ModuleSizes;
-import io.github.bigmodel.dispatch.PlanOptions;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.ModuleSizes;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
 import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;

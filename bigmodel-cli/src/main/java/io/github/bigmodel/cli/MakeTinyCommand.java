@@ -1,7 +1,7 @@
 package io.github.bigmodel.cli;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.TinyChatGLM3;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.MemorySize;

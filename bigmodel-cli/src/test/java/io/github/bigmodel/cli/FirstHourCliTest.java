@@ -6,7 +6,7 @@ import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.core.testing.ReferenceTree;
-import io.github.bigmodel.dispatch.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
 import java.io.BufferedReader;
 import java.io.PrintWriter;
 import java.io.StringReader;

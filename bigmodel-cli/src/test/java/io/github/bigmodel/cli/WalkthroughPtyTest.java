@@ -3,7 +3,7 @@ package io.github.bigmodel.cli;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import io.github.bigmodel.dispatch.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
