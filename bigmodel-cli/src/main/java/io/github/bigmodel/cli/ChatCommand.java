@@ -77,7 +77,7 @@ final class ChatCommand implements Callable<Integer> {
         }
         if (modelOptions.maxMemory != null) {
             CliMessages.unavailableGpus(MaxMemory.parse(modelOptions.maxMemory), DeviceInventory.system(),
-                    spec.commandLine().getErr(), "the plan will place nothing there, or fail if the map names it");
+                    spec.commandLine().getErr(), "weights planned there cannot be loaded");
         }
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         ChatGLM loaded;

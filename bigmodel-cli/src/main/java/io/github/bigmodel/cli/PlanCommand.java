@@ -99,8 +99,6 @@ final class PlanCommand implements Callable<Integer> {
         ChatGLMLanguageModel model = family.createModel(
                 target.isFloatingPoint() ? target : DType.FLOAT16);
         MaxMemory budget = maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
-        CliMessages.unavailableGpus(budget, DeviceInventory.system(), spec.commandLine().getErr(),
-                "planning it as asked");
         // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
@@ -108,6 +106,9 @@ final class PlanCommand implements Callable<Integer> {
                 .dtype(target)
                 .reservation(reservation)
                 .build();
+        // After every flag was checked: a refused command line gets its one error line only.
+        CliMessages.unavailableGpus(budget, DeviceInventory.system(), spec.commandLine().getErr(),
+                "planning it as asked");
         DevicePlan plan = DeviceMapPlanner.plan(model, strategy, budget, options);
         Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
         ModuleSizes sizes = ModuleSizes.compute(model, target, Map.of());

@@ -13,6 +13,7 @@ final class LoggingProbe {
         LoggerFactory.getLogger("io.github.bigmodel.dispatch.OffloadStore").warn("Offload folder {} cannot be reused",
                 "/tmp/offload");
         LoggerFactory.getLogger("io.github.bigmodel.chatglm.chat.ChatGLM").info("Loaded {}", "chatglm3-tiny");
-        LoggerFactory.getLogger("io.github.bigmodel.dispatch.MaxMemory").warn("Device 0 is not available");
+        // Replaced by the command line's own note.
+        LoggerFactory.getLogger(io.github.bigmodel.dispatch.plan.MaxMemory.class).warn("Device 0 is not available");
     }
 }
