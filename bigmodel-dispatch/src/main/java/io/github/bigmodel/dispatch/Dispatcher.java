@@ -171,9 +171,12 @@ final class Dispatcher {
             if (byParam.containsKey(e.getValue())) {
                 continue;
             }
-            String entry = closestEntry(map, e.getKey());
-            Placement p = new Placement(e.getKey(), e.getValue(), entry, map.get(entry), main);
             Module owner = model.findModule(parent(e.getKey()));
+            String entry = scaleFollowsWeight(map, e.getKey(), owner, e.getValue());
+            if (entry == null) {
+                entry = closestEntry(map, e.getKey());
+            }
+            Placement p = new Placement(e.getKey(), e.getValue(), entry, map.get(entry), main);
             if (owner instanceof QuantizedLinear && ((QuantizedLinear) owner).isQuantized()
                     && (e.getValue() == ((QuantizedLinear) owner).weight()
                     || e.getValue() == ((QuantizedLinear) owner).weightScale())) {
@@ -212,6 +215,20 @@ final class Dispatcher {
 
     private static boolean isQuantizedScale(Placement p) {
         return p.quantized != null && p.parameter == p.quantized.weightScale();
+    }
+
+    /**
+     * The entry of a quantized layer's weight, for its {@code weight_scale} when no entry names the scale: the scale
+     * exists only once a precision is planned, so a map written against the float model (a tensor entry for
+     * {@code ...dense.weight}) cannot name it, and it belongs with its weight. Null for any other tensor.
+     */
+    private static String scaleFollowsWeight(DeviceMap map, String name, Module owner, Parameter tensor) {
+        if (!(owner instanceof QuantizedLinear) || tensor != ((QuantizedLinear) owner).weightScale()
+                || map.get(name) != null) {
+            return null;
+        }
+        String weight = parent(name).isEmpty() ? "weight" : parent(name) + ".weight";
+        return closestEntry(map, weight);
     }
 
     private static String closestEntry(DeviceMap map, String name) {
