@@ -15,7 +15,6 @@ import io.github.bigmodel.dispatch.DeviceMap;
 import io.github.bigmodel.dispatch.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import io.github.bigmodel.dispatch.DispatchedModel;
-import io.github.bigmodel.dispatch.PlanOptions;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -172,12 +171,7 @@ class PlacementInvarianceTest {
 
     /** The map {@link BigModel#loadCheckpointAndDispatch} plans for these options, planned on a meta model. */
     static DeviceMap plan(Path folder, Form form, DispatchOptions o) {
-        PlanOptions.Builder po = PlanOptions.builder().noSplit(o.noSplitModuleClasses()).dtype(o.floatDtype());
-        if (o.cpuPrecision() != null) {
-            po.cpuPrecision(o.cpuPrecision());
-        }
-        return DeviceMapPlanner.plan(create(folder, form.dtype()), o.strategy(), o.maxMemory(), po.build())
-                .deviceMap();
+        return DeviceMapPlanner.plan(create(folder, form.dtype()), o.strategy(), o.maxMemory(), o.plan()).deviceMap();
     }
 
     private void handWritten(Path folder, Form form) throws Exception {
@@ -234,11 +228,8 @@ class PlacementInvarianceTest {
     }
 
     static DispatchOptions.Builder options(Path folder, Form form, Source src) {
-        ChatGLMLanguageModel meta = create(folder, form.dtype());
-        int layers = ChatGLMConfig.fromJson(folder.resolve("config.json")).numLayers();
-        String blockClass = meta.module(blocksPath(meta, layers) + ".0").className();
-        DispatchOptions.Builder b = DispatchOptions.builder().dtype(form.dtype()).prefetch(src.prefetch())
-                .noSplitModuleClasses(blockClass);
+        // No-split classes: the model's own.
+        DispatchOptions.Builder b = DispatchOptions.builder().dtype(form.dtype()).prefetch(src.prefetch());
         // One folder per model, form and checkpoint: later loads reuse what earlier ones wrote, as users do.
         b.offloadFolder(FOLDERS.computeIfAbsent(folder + "|" + form.name() + "|" + src.checkpointFile(), k -> {
             try {
