@@ -2,7 +2,7 @@ package io.github.bigmodel.cli;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.quant.Precision;
-import io.github.bigmodel.dispatch.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
