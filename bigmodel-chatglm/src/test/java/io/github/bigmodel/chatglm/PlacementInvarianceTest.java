@@ -11,8 +11,6 @@ import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import io.github.bigmodel.dispatch.BigModel;
-import io.github.bigmodel.dispatch.DeviceMap;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import io.github.bigmodel.dispatch.DispatchedModel;
 import java.io.IOException;
@@ -34,6 +32,14 @@ import org.junit.jupiter.api.DynamicNode;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.chatglm.internal.Ops;
+import io.github.bigmodel.chatglm.generation.Generator;
+import io.github.bigmodel.chatglm.generation.GenerationResult;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.model.ForwardInput;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
 
 /**
  * Placement invariance: where the weights sit must not change a single bit of what the model computes. For every

@@ -5,16 +5,11 @@ import static org.assertj.core.api.Assertions.assertThat;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.testing.ReferenceTree;
-import io.github.bigmodel.dispatch.DeviceMap;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
-import io.github.bigmodel.dispatch.MaxMemory;
-import io.github.bigmodel.dispatch.PlanOptions;
 import io.github.bigmodel.safetensors.SafetensorsFile;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -24,6 +19,11 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
 
 /**
  * {@code generate --max-memory cpu=...} with a budget that leaves the CPU little more than the embedding, so every

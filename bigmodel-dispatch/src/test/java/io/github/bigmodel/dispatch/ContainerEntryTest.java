@@ -19,6 +19,8 @@ import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
 
 /**
  * Device-map entries that name a container whose own forward the model never calls (ChatGLM runs
