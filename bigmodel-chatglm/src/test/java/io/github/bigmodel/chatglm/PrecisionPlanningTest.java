@@ -7,16 +7,17 @@ import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.PrecisionSizes;
-import io.github.bigmodel.dispatch.DeviceMap;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DispatchOptions;
-import io.github.bigmodel.dispatch.MaxMemory;
-import io.github.bigmodel.dispatch.ModuleSizes;
-import io.github.bigmodel.dispatch.PlanOptions;
-import io.github.bigmodel.dispatch.Strategy;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.ModuleSizes;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.Strategy;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 
 /**
  * Planning with per-device precision on the chatglm3-6b preset (on meta, nothing allocated): a 6 GiB GPU at int4
@@ -39,7 +40,7 @@ class PrecisionPlanningTest {
     }
 
     private static DeviceMap plan(ChatGLMLanguageModel model, Precision gpu) {
-        PlanOptions.Builder o = PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16);
+        PlanOptions.Builder o = PlanOptions.builder().dtype(DType.FLOAT16);
         if (gpu != null) {
             o.gpuPrecision(gpu);
         }
@@ -94,7 +95,7 @@ class PrecisionPlanningTest {
         ModuleSizes int4 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.INT4);
         double block4 = int4.size(BLOCKS + ".0");
         double cpuBudget = 1.0 * GIB;
-        PlanOptions o = PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).gpuPrecision(Precision.INT4)
+        PlanOptions o = PlanOptions.builder().dtype(DType.FLOAT16).gpuPrecision(Precision.INT4)
                 .cpuPrecision(Precision.INT8).build();
         DeviceMap map = DeviceMapPlanner.plan(model, Strategy.SEQUENTIAL,
                 MaxMemory.of(Map.of(0, 2 * GIB, "cpu", (long) cpuBudget)), o).deviceMap();
@@ -117,10 +118,10 @@ class PrecisionPlanningTest {
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("disk");
         DispatchOptions ok = DispatchOptions.builder().gpuPrecision(Precision.INT4).cpuPrecision(Precision.BF16)
                 .precision(Device.cuda(1), Precision.INT8).build();
-        assertThat(ok.floatDtype()).isEqualTo(DType.BFLOAT16);
-        assertThat(ok.precisionOf(Device.cuda(0))).isEqualTo(Precision.INT4);
-        assertThat(ok.precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
-        assertThat(ok.precisionOf(Device.CPU)).isEqualTo(Precision.BF16);
-        assertThat(ok.toBuilder().build().precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
+        assertThat(ok.plan().floatDtype()).isEqualTo(DType.BFLOAT16);
+        assertThat(ok.plan().precisionOf(Device.cuda(0))).isEqualTo(Precision.INT4);
+        assertThat(ok.plan().precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
+        assertThat(ok.plan().precisionOf(Device.CPU)).isEqualTo(Precision.BF16);
+        assertThat(ok.toBuilder().build().plan().precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
     }
 }

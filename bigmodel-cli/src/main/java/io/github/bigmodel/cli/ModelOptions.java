@@ -2,7 +2,7 @@ package io.github.bigmodel.cli;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.quant.Precision;
-import io.github.bigmodel.dispatch.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -62,8 +62,7 @@ final class ModelOptions {
 
     /** As {@link #toDispatchOptions()}, reporting each placed tensor to {@code progress} (null: none). */
     DispatchOptions toDispatchOptions(LoadProgress progress) throws IOException {
-        DispatchOptions.Builder b = DispatchOptions.builder().dtype(weightsDtype()).prefetch(prefetch)
-                .noSplitModuleClasses("GLMBlock");
+        DispatchOptions.Builder b = DispatchOptions.builder().dtype(weightsDtype()).prefetch(prefetch);
         if (progress != null) {
             b.progress(progress);
         }

@@ -3,16 +3,17 @@ package io.github.bigmodel.cli;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.ChatGLMFamily;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
-import io.github.bigmodel.dispatch.DeviceInventory;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
-import io.github.bigmodel.dispatch.DevicePlan;
-import io.github.bigmodel.dispatch.MaxMemory;
-import io.github.bigmodel.dispatch.ModuleSizes;
-import io.github.bigmodel.dispatch.PlanOptions;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.ModuleSizes;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -22,8 +23,8 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.Callable;
-import io.github.bigmodel.dispatch.DeviceMemory;
-import io.github.bigmodel.dispatch.MemoryReservation;
+import io.github.bigmodel.dispatch.plan.DeviceMemory;
+import io.github.bigmodel.dispatch.plan.MemoryReservation;
 import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Command;
@@ -69,9 +70,9 @@ final class PlanCommand implements Callable<Integer> {
                     + "disk). Default: this machine's free GPU memory and available RAM.")
     String maxMemory;
 
-    @Option(names = "--no-split", paramLabel = "CLASS", split = ",",
-            description = "Module classes never split across devices (default: the model's own, GLMBlock).")
-    List<String> noSplit;
+    @Option(names = "--no-split-module-classes", paramLabel = "CLASS", split = ",",
+            description = "Module classes never split across devices (default: the model's own).")
+    List<String> noSplitModuleClasses;
 
     @Option(names = "--strategy", paramLabel = "NAME", defaultValue = "auto",
             description = "auto, balanced, balanced_low_0 or sequential (default: ${DEFAULT-VALUE}).")
@@ -89,17 +90,19 @@ final class PlanCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        ChatGLMConfig config = source.preset != null ? ChatGLMConfig.preset(source.preset)
-                : ChatGLMConfig.fromJson(source.model != null ? source.model.resolve("config.json") : source.config);
+        ChatGLMFamily family = source.preset != null ? ChatGLMFamily.ofPreset(source.preset)
+                : source.model != null ? ChatGLMFamily.ofFolder(source.model)
+                : ChatGLMFamily.of(ChatGLMConfig.fromJson(source.config));
+        ChatGLMConfig config = family.config();
         DType target = DType.parse(dtype);
         // The tree is built on meta in the float dtype; the planner sizes it for the target dtype.
-        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config,
+        ChatGLMLanguageModel model = family.createModel(
                 target.isFloatingPoint() ? target : DType.FLOAT16);
         MaxMemory budget = maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
         // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
-                .noSplit(noSplit == null ? List.of("GLMBlock") : noSplit)
+                .noSplitModuleClasses(noSplitModuleClasses)
                 .dtype(target)
                 .reservation(reservation)
                 .build();
@@ -111,9 +114,9 @@ final class PlanCommand implements Callable<Integer> {
         if (json) {
             printJson(out, map, plan, perDevice, contextOptions.given());
         } else if (contextOptions.given()) {
-            printMemoryTable(out, config, target, map, plan, reservation);
+            printMemoryTable(out, family, target, map, plan, reservation);
         } else {
-            printTable(out, config, target, map, plan, perDevice);
+            printTable(out, family, target, map, plan, perDevice);
         }
         return 0;
     }
@@ -168,9 +171,10 @@ final class PlanCommand implements Callable<Integer> {
         }
     }
 
-    private static void printTable(PrintWriter out, ChatGLMConfig config, DType target, Map<String, Device> map,
+    private static void printTable(PrintWriter out, ChatGLMFamily family, DType target, Map<String, Device> map,
             DevicePlan plan, Map<Device, Double> perDevice) {
-        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", family.displayName(),
+                family.config().numLayers(),
                 target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
         Map<Device, List<String>> byDevice = new LinkedHashMap<>();
         map.forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
@@ -187,9 +191,10 @@ final class PlanCommand implements Callable<Integer> {
      * Per device: budget, weights, KV cache at the context, workspace of one step, offload buffer (the largest
      * offloaded layer, brought to the main device to run), free, then the modules placed there.
      */
-    private static void printMemoryTable(PrintWriter out, ChatGLMConfig config, DType target,
+    private static void printMemoryTable(PrintWriter out, ChatGLMFamily family, DType target,
             Map<String, Device> map, DevicePlan plan, MemoryReservation reservation) {
-        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", family.displayName(),
+                family.config().numLayers(),
                 target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
         out.printf(Locale.ROOT, "room for generation: %s, %s in all; workspace %s per executing device%n",
                 reservation.description(), MemorySize.format(reservation.totalModuleBytes()),

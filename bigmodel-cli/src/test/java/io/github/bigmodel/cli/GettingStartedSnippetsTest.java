@@ -3,7 +3,7 @@ package io.github.bigmodel.cli;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import io.github.bigmodel.chatglm.chat.ChatResponse;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
@@ -13,12 +13,12 @@ import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.dispatch.BigModel;
-import io.github.bigmodel.dispatch.DeviceMap;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import io.github.bigmodel.dispatch.DispatchedModel;
-import io.github.bigmodel.dispatch.MaxMemory;
-import io.github.bigmodel.dispatch.PlanOptions;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
 import io.github.bigmodel.safetensors.Checkpoint;
 import io.github.bigmodel.safetensors.SafetensorsWriter;
 import java.io.ByteArrayOutputStream;
@@ -128,7 +128,7 @@ class GettingStartedSnippetsTest {
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, DType.FLOAT32);
         // infer_auto_device_map(model, max_memory=..., no_split_module_classes=["GLMBlock"])
         DeviceMap deviceMap = DeviceMapPlanner.inferAutoDeviceMap(model, MaxMemory.parse(maxMemory),
-                PlanOptions.builder().noSplit("GLMBlock").build());
+                PlanOptions.builder().build());
         // load_checkpoint_and_dispatch(model, path, device_map=device_map, offload_folder="offload")
         try (DispatchedModel<ChatGLMLanguageModel> dispatched = BigModel.loadCheckpointAndDispatch(model, modelDir,
                 DispatchOptions.builder().deviceMap(deviceMap).offloadFolder(offloadFolder).build());

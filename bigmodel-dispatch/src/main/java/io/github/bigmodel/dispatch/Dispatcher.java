@@ -32,6 +32,16 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.dispatch.hooks.AlignDevicesHook;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapException;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.hooks.OffloadStore;
+import io.github.bigmodel.dispatch.hooks.OffloadedWeights;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.hooks.Prefetcher;
+import io.github.bigmodel.dispatch.hooks.WeightSource;
 
 /**
  * The placement engine behind {@link BigModel}: checks a map against a model, decides per parameter where its values
@@ -139,7 +149,8 @@ final class Dispatcher {
      * A layer whose device has no precision, or a float one, stays floating point.
      */
     static void planPrecisions(Module model, DeviceMap map, Device main, DispatchOptions options) {
-        if (!options.hasPrecisions()) {
+        PlanOptions plan = options.plan();
+        if (!plan.hasPrecisions()) {
             return;
         }
         for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
@@ -149,12 +160,12 @@ final class Dispatcher {
             QuantizedLinear linear = (QuantizedLinear) e.getValue();
             String weightName = e.getKey().isEmpty() ? "weight" : e.getKey() + ".weight";
             Device exec = executionDevice(map.get(closestEntry(map, weightName)), main);
-            Precision p = options.precisionOf(exec);
+            Precision p = plan.precisionOf(exec);
             if (p == null || !p.isQuantized()) {
                 continue;
             }
             DType declared = linear.weight().dtype();
-            DType scaleDtype = options.floatDtype() != null ? options.floatDtype()
+            DType scaleDtype = plan.floatDtype() != null ? plan.floatDtype()
                     : declared.isFloatingPoint() ? declared : DType.FLOAT16;
             if (linear.weight().isMaterialized()) {
                 throw new IllegalArgumentException("Precisions apply while loading: " + weightName
@@ -371,7 +382,7 @@ final class Dispatcher {
                 badShapes.add(p.checkpointName + ": checkpoint " + Arrays.toString(p.info.shape()) + ", model "
                         + Arrays.toString(p.parameter.shape()));
             }
-            p.target = targetDtype(p.info.dtype(), options.floatDtype(), p.parameter.dtype());
+            p.target = targetDtype(p.info.dtype(), options.plan().floatDtype(), p.parameter.dtype());
             boolean safetensors = p.info.file() != null
                     && p.info.file().getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".safetensors");
             p.inPlace = p.placed.isDisk() && safetensors && p.target == p.info.dtype();
@@ -409,7 +420,7 @@ final class Dispatcher {
                     }
                 }
                 com.fasterxml.jackson.databind.node.ObjectNode described = OffloadStore.describeSource(files,
-                        options.floatDtype());
+                        options.plan().floatDtype());
                 if (placements.stream().anyMatch(p -> p.quantized != null)) {
                     // Codes and scales depend on the precision: a folder written for int8 is never reused for int4.
                     described.put("precisions", precisionsDigest(placements));

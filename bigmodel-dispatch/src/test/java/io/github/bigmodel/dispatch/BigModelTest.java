@@ -21,6 +21,15 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.condition.EnabledIf;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapException;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.hooks.OffloadStore;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.Strategy;
 
 /** Loading and dispatching the synthetic stack: placements agree bit for bit, folders are reused only when valid. */
 class BigModelTest {
@@ -176,7 +185,7 @@ class BigModelTest {
         Path ckpt = Checkpoints.singleFile(tmp.resolve("ckpt"), weights);
         MaxMemory budget = MaxMemory.parse("cpu=60000,disk=10GB", NO_GPU);
         DevicePlan plan = DeviceMapPlanner.plan(new SyntheticStack(BLOCKS, HIDDEN), Strategy.SEQUENTIAL, budget,
-                PlanOptions.builder().noSplit("Block").inventory(NO_GPU).build());
+                PlanOptions.builder().noSplitModuleClasses("Block").inventory(NO_GPU).build());
         assertThat(plan.deviceMap().devices()).containsExactly(Device.CPU, Device.DISK);
         Tensor expected = direct(weights, DType.FLOAT32);
         try (DispatchedModel<SyntheticStack> d = BigModel.loadCheckpointAndDispatch(new SyntheticStack(BLOCKS, HIDDEN),

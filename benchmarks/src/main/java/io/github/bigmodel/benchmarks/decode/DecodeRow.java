@@ -3,7 +3,7 @@ package io.github.bigmodel.benchmarks.decode;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.quant.Precision;
-import io.github.bigmodel.dispatch.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -63,7 +63,7 @@ public enum DecodeRow {
      *                       in place)
      */
     public DispatchOptions options(long cpuBudgetBytes, Path offloadFolder) {
-        DispatchOptions.Builder b = DispatchOptions.builder().dtype(DType.BFLOAT16).noSplitModuleClasses("GLMBlock")
+        DispatchOptions.Builder b = DispatchOptions.builder().dtype(DType.BFLOAT16)
                 .offloadFolder(offloadFolder);
         switch (this) {
             // In place: the bf16 checkpoint needs no conversion, so the weights stay copy-on-write views of the
