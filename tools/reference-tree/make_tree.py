@@ -355,6 +355,13 @@ def draw_prompts(family, special, first_text, last_text, rng, lengths):
     }
 
 
+def check_batch_padded(prompts):
+    rows = prompts["batch"]
+    if len(rows[0]) == len(rows[1]):
+        raise SystemExit("the two batch prompts have the same length (%d): choose batch_a/batch_b lengths that "
+                         "make one of them padded" % len(rows[0]))
+
+
 def ids_tensor(ids):
     return torch.tensor([ids], dtype=torch.long)
 
@@ -671,6 +678,7 @@ def make_glm3(a, mods, source, out_root):
     rng = random.Random(a.glm3_seed * 7 + 1)
     for attempt in range(100):
         prompts = draw_prompts("glm3", special, 3, first - 1, rng, a.glm3_lengths)
+        check_batch_padded(prompts)
         runs = {}
         ok = True
         for folder, dtype in (("chatglm3-6b-tiny", None), ("chatglm3-6b-tiny-bf16", torch.bfloat16),
@@ -774,6 +782,7 @@ def make_glm1(a, mods, source, out_root):
     rng = random.Random(a.glm1_seed * 7 + 1)
     for attempt in range(100):
         prompts = draw_prompts("glm1", special, 5, first - 1, rng, a.glm1_lengths)
+        check_batch_padded(prompts)
         runner = Runner("glm1", modeling, configuration, tokenization, config, weights)
         tensors, cases, checks = run_glm1_cases(runner, prompts, special, a.greedy_steps, a.batch_steps)
         if min(checks["margins"]) >= a.min_margin:
