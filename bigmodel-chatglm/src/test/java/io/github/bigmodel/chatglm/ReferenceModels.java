@@ -13,16 +13,16 @@ import java.util.function.IntFunction;
  * Facts of a reference model folder that the dispatch and generation tests need, read from the folder itself
  * (config.json, expected.json) so the tests run on any tree of the reference layout.
  */
-final class ReferenceModels {
+public final class ReferenceModels {
 
     private ReferenceModels() {
     }
 
-    static ChatGLMConfig config(Path folder) {
+    public static ChatGLMConfig config(Path folder) {
         return ChatGLMConfig.fromJson(folder.resolve("config.json"));
     }
 
-    static JsonNode expected(Path folder) {
+    public static JsonNode expected(Path folder) {
         try {
             return new ObjectMapper().readTree(folder.resolve("expected.json").toFile());
         } catch (IOException e) {
@@ -31,7 +31,7 @@ final class ReferenceModels {
     }
 
     /** The ids of expected.json's {@code special_tokens}. */
-    static Set<Long> specialIds(Path folder) {
+    public static Set<Long> specialIds(Path folder) {
         Set<Long> out = new HashSet<>();
         expected(folder).get("special_tokens").forEach(id -> out.add(id.asLong()));
         return out;
@@ -41,7 +41,7 @@ final class ReferenceModels {
      * A device map over every block of the model: the embedding on the CPU, block {@code i} on {@code block(i)},
      * the final norm on {@code norm}, the output layer on {@code head}.
      */
-    static String deviceMap(Path folder, IntFunction<String> block, String norm, String head) {
+    public static String deviceMap(Path folder, IntFunction<String> block, String norm, String head) {
         ChatGLMConfig config = config(folder);
         boolean v1 = config.version() == ChatGLMConfig.Version.CHATGLM_6B;
         String blocks = v1 ? "transformer.layers" : "transformer.encoder.layers";

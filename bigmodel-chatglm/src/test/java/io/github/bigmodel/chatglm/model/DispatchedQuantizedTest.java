@@ -23,6 +23,7 @@ import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.io.TempDir;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ReferenceModels;
 
 /**
  * int8/int4 through BigModel: the reference models loaded with {@code cpuPrecision} and a device map that puts one
