@@ -19,6 +19,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -67,25 +68,19 @@ class ConcurrentSessionsTest {
         List<DynamicTest> tests = new ArrayList<>();
         for (String name : new String[] {"chatglm3-6b-tiny", "chatglm-6b-tiny"}) {
             Path folder = ReferenceTree.models().resolve(name);
-            boolean v1 = name.startsWith("chatglm-6b");
             tests.add(DynamicTest.dynamicTest(name + "/in-memory", () -> inMemory(folder)));
             tests.add(DynamicTest.dynamicTest(name + "/disk-in-place-prefetch",
-                    () -> dispatched(folder, diskMap(v1), "model.safetensors.index.json")));
+                    () -> dispatched(folder, diskMap(folder), "model.safetensors.index.json")));
             tests.add(DynamicTest.dynamicTest(name + "/disk-offload-folder-prefetch",
-                    () -> dispatched(folder, diskMap(v1), "pytorch_model.bin.index.json")));
+                    () -> dispatched(folder, diskMap(folder), "pytorch_model.bin.index.json")));
         }
         return tests.stream();
     }
 
-    private static String diskMap(boolean v1) {
-        String blocks = v1 ? "transformer.layers" : "transformer.encoder.layers";
-        String front = v1 ? "\"transformer.word_embeddings\": \"cpu\""
-                : "\"transformer.embedding\": \"cpu\", \"transformer.rotary_pos_emb\": \"cpu\"";
-        String norm = v1 ? "\"transformer.final_layernorm\": \"disk\""
-                : "\"transformer.encoder.final_layernorm\": \"disk\"";
-        String head = v1 ? "\"lm_head\": \"cpu\"" : "\"transformer.output_layer\": \"disk\"";
-        return "{" + front + ", \"" + blocks + ".0\": \"disk\", \"" + blocks + ".1\": \"cpu\", " + norm + ", "
-                + head + "}";
+    /** Block 0 on disk, the other blocks on the CPU, the final norm (and ChatGLM3's output layer) on disk. */
+    private static String diskMap(Path folder) {
+        boolean v1 = ReferenceModels.config(folder).version() == ChatGLMConfig.Version.CHATGLM_6B;
+        return ReferenceModels.deviceMap(folder, i -> i == 0 ? "disk" : "cpu", "disk", v1 ? "cpu" : "disk");
     }
 
     private static void inMemory(Path folder) throws Exception {
@@ -138,15 +133,33 @@ class ConcurrentSessionsTest {
         }
         assertThat(jobs).hasSize(2);
         List<Job> fromFixture = List.copyOf(jobs);
+        Set<Long> special = ReferenceModels.specialIds(folder);
         for (Job j : fromFixture) {
-            long[] variant = j.prompt().clone();
-            variant[0] = variant[0] == 101 || variant[0] == 77 ? 23 : 101; // another text id, same specials
+            long[] variant = textVariant(j.prompt(), special);
             jobs.add(new Job(j.name() + "+variant", variant, 12, null, null));
             jobs.add(new Job(j.name() + "+sampled-7", j.prompt(), 20, 7L, null));
             jobs.add(new Job(j.name() + "+variant-sampled-1234", variant, 14, 1234L, null));
         }
         assertThat(jobs).hasSize(THREADS);
         return jobs;
+    }
+
+    /** The prompt with its first text id replaced by another text id of the prompt: same specials, other text. */
+    private static long[] textVariant(long[] prompt, Set<Long> special) {
+        long[] variant = prompt.clone();
+        int first = -1;
+        for (int i = 0; i < prompt.length; i++) {
+            if (special.contains(prompt[i])) {
+                continue;
+            }
+            if (first < 0) {
+                first = i;
+            } else if (prompt[i] != prompt[first]) {
+                variant[first] = prompt[i];
+                return variant;
+            }
+        }
+        throw new IllegalStateException("prompt without two different text ids: " + Arrays.toString(prompt));
     }
 
     private static long[] run(ChatGLMLanguageModel model, Job job) {

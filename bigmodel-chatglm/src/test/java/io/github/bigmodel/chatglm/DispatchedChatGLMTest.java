@@ -42,20 +42,22 @@ class DispatchedChatGLMTest {
             String checkpointFile) {
     }
 
-    private static List<Setting> settings(boolean v1) {
-        String blocks = v1 ? "transformer.layers" : "transformer.encoder.layers";
-        String head = v1 ? "\"lm_head\": \"cpu\"" : "\"transformer.output_layer\": \"disk\"";
-        String front = v1 ? "\"transformer.word_embeddings\": \"cpu\""
-                : "\"transformer.embedding\": \"cpu\", \"transformer.rotary_pos_emb\": \"cpu\"";
-        String norm = v1 ? "\"transformer.final_layernorm\": \"disk\"" : "\"transformer.encoder.final_layernorm\": \"disk\"";
-        String map = "{" + front + ", \"" + blocks + ".0\": \"cpu\", \"" + blocks + ".1\": \"disk\", " + norm + ", "
-                + head + "}";
+    /**
+     * Block 0 on the CPU and every later block on disk (so the KV cache crosses offloaded layers), over the folder's
+     * own layer count; the sequential budget is a third of the checkpoint, so some blocks land on disk whatever the
+     * model's size.
+     */
+    private static List<Setting> settings(Path folder) throws java.io.IOException {
+        boolean v1 = ReferenceModels.config(folder).version() == ChatGLMConfig.Version.CHATGLM_6B;
+        String map = ReferenceModels.deviceMap(folder, i -> i == 0 ? "cpu" : "disk", "disk", v1 ? "cpu" : "disk");
+        long thirdKb = Files.size(folder.resolve("model.safetensors")) / 3 / 1000;
         return List.of(
                 new Setting("all-cpu", "{\"\": \"cpu\"}", null, null, 0, "model.safetensors"),
                 new Setting("cpu+disk-in-place", map, null, null, 0, "model.safetensors"),
                 new Setting("cpu+disk-prefetch", map, null, null, 1, "model.safetensors.index.json"),
                 new Setting("cpu+disk-from-bin-shards", map, null, null, 1, "pytorch_model.bin.index.json"),
-                new Setting("sequential-small-cpu-budget", null, "sequential", "cpu=200KB", 1, "model.safetensors"));
+                new Setting("sequential-small-cpu-budget", null, "sequential", "cpu=" + thirdKb + "KB", 1,
+                        "model.safetensors"));
     }
 
     @TestFactory
@@ -63,7 +65,7 @@ class DispatchedChatGLMTest {
         List<DynamicTest> tests = new ArrayList<>();
         for (String model : new String[] {"chatglm3-6b-tiny", "chatglm-6b-tiny"}) {
             Path folder = ReferenceTree.models().resolve(model);
-            for (Setting s : settings(model.startsWith("chatglm-6b"))) {
+            for (Setting s : settings(folder)) {
                 tests.add(DynamicTest.dynamicTest(model + "/" + s.name(), () -> check(folder, s)));
             }
         }

@@ -36,6 +36,28 @@ class CliTest {
         return new Run(code, out.toString(), err.toString());
     }
 
+    /** The input ids of a reference model's first forward case (expected.json), as {@code --ids} takes them. */
+    static String firstForwardIds(Path folder) {
+        try {
+            for (JsonNode c : JSON.readTree(folder.resolve("expected.json").toFile()).get("cases")) {
+                if (c.get("kind").asText().equals("forward")) {
+                    List<String> ids = new ArrayList<>();
+                    c.get("input_ids").forEach(id -> ids.add(id.asText()));
+                    return String.join(",", ids);
+                }
+            }
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        throw new IllegalStateException("no forward case in " + folder);
+    }
+
+    /** "shard n/n", the last shard of a folder's safetensors checkpoint as the progress bars name it. */
+    static String lastShard(Path folder) {
+        int n = ReferenceTree.shards(folder, "model", ".safetensors").size();
+        return "shard " + n + "/" + n;
+    }
+
     @Test
     void planJsonHasExactlyTheDocumentedShape() throws Exception {
         Run r = run("plan", "--preset", "chatglm3-6b", "--dtype", "float16", "--max-memory", "0=10GiB,cpu=30GiB",

@@ -160,8 +160,13 @@ class FirstHourCliTest {
     void offloadFolderAndMaxLengthAreSpokenOfAsFlags(@TempDir Path dir) throws Exception {
         Path model = ReferenceTree.models().resolve("chatglm3-6b-tiny");
         Path map = dir.resolve("map.json");
+        // Block 0 on the CPU, every later block (however many the tree's model has) on disk.
+        StringBuilder blocks = new StringBuilder();
+        for (int i = 1; i < numLayers(model); i++) {
+            blocks.append(" \"transformer.encoder.layers.").append(i).append("\": \"disk\",");
+        }
         Files.writeString(map, "{\"transformer.embedding\": \"cpu\", \"transformer.rotary_pos_emb\": \"cpu\","
-                + " \"transformer.encoder.layers.0\": \"cpu\", \"transformer.encoder.layers.1\": \"disk\","
+                + " \"transformer.encoder.layers.0\": \"cpu\"," + blocks
                 + " \"transformer.encoder.final_layernorm\": \"cpu\", \"transformer.output_layer\": \"cpu\"}");
         // bfloat16 from float32 safetensors: the disk layer must be rewritten, so a folder is needed.
         CliTest.Run r = CliTest.run("generate", "--model", model.toString(), "--ids", "1,2,3", "--device-map",
@@ -180,8 +185,17 @@ class FirstHourCliTest {
         CliTest.Run r = CliTest.run("generate", "--model", model.toString(), "--ids", "1,2,3", "--device-map",
                 map.toString());
         assertThat(r.code()).isEqualTo(1);
-        assertThat(r.err()).contains("in the module(s): transformer.encoder.layers.1, "
+        // The blocks after 0 are named as one range when there are several.
+        int layers = numLayers(model);
+        String missing = layers == 2 ? "transformer.encoder.layers.1" : "transformer.encoder.layers.1.." + (layers - 1);
+        assertThat(r.err()).contains("in the module(s): " + missing + ", "
                 + "transformer.encoder.final_layernorm, transformer.output_layer").doesNotContain(".weight");
+    }
+
+    /** num_layers of a reference model's config.json. */
+    private static int numLayers(Path model) throws java.io.IOException {
+        return new com.fasterxml.jackson.databind.ObjectMapper().readTree(model.resolve("config.json").toFile())
+                .get("num_layers").asInt();
     }
 
     @Test

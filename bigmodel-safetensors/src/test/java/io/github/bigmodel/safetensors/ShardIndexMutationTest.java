@@ -2,12 +2,18 @@ package io.github.bigmodel.safetensors;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.github.bigmodel.core.testing.ReferenceTree;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Random;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -48,17 +54,39 @@ class ShardIndexMutationTest {
         return out;
     }
 
+    /**
+     * The corpus with its first seeds (the reference indexes and a flat index over two of their tensors) taken from
+     * the tree under test, so the accepting side holds for a tree with other shards.
+     */
+    private static void treeSeeds(List<byte[]> safetensors, List<byte[]> bin) throws IOException {
+        Path model = ShardIndexOracle.model();
+        safetensors.set(0, Files.readAllBytes(model.resolve(ShardIndexOracle.SAFETENSORS_INDEX)));
+        bin.set(0, Files.readAllBytes(model.resolve(ShardIndexOracle.BIN_INDEX)));
+        ObjectMapper json = new ObjectMapper();
+        List<Map.Entry<String, JsonNode>> entries = new ArrayList<>();
+        json.readTree(safetensors.get(0)).get("weight_map").fields().forEachRemaining(entries::add);
+        ObjectNode flat = json.createObjectNode();
+        for (Map.Entry<String, JsonNode> e : List.of(entries.get(0), entries.get(entries.size() - 1))) {
+            flat.set(e.getKey(), e.getValue());
+        }
+        safetensors.set(1, json.writeValueAsBytes(flat));
+    }
+
     @Test
     void anyMutatedIndexOpensConsistentlyOrGivesACheckpointException() throws IOException {
         List<byte[]> safetensors = seeds("safetensorsIndex", SAFETENSORS_SEEDS);
         List<byte[]> bin = seeds("binIndex", BIN_SEEDS);
+        treeSeeds(safetensors, bin);
+        List<Path> stShards = ReferenceTree.shards(ShardIndexOracle.model(), "model", ".safetensors");
+        List<Path> binShards = ReferenceTree.shards(ShardIndexOracle.model(), "pytorch_model", ".bin");
         // The real indexes must be accepted, or the oracle checks nothing on the accepting side.
         assertThat(ShardIndexOracle.check(dir, ShardIndexOracle.SAFETENSORS_INDEX, safetensors.get(0))).isTrue();
         assertThat(ShardIndexOracle.check(dir, ShardIndexOracle.BIN_INDEX, bin.get(0))).isTrue();
         assertThat(ShardIndexOracle.check(dir, ShardIndexOracle.FLAT_INDEX, safetensors.get(1))).isTrue();
         Random random = new Random(20240701L);
         JsonMutator mutator = new JsonMutator(random, "\"weight_map\"", "\"metadata\"",
-                "\"model-00001-of-00002.safetensors\"", "\"pytorch_model-00002-of-00002.bin\"",
+                "\"" + stShards.get(0).getFileName() + "\"",
+                "\"" + binShards.get(binShards.size() - 1).getFileName() + "\"",
                 "\"lm_head.weight\"", "\"/etc/passwd\"", "\"model.safetensors.index.json\"", "\"a\\u0000b\"");
         long deadline = System.nanoTime() + SECONDS * 1_000_000_000L;
         int runs = 0;

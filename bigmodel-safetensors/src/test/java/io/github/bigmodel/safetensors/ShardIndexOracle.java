@@ -28,13 +28,19 @@ final class ShardIndexOracle {
     private ShardIndexOracle() {
     }
 
-    /** Copies the reference shards of chatglm-6b-tiny (both forms) into {@code dir}. */
+    /** The reference model whose shards the oracle opens indexes against. */
+    static Path model() {
+        return ReferenceTree.model("chatglm-6b-tiny");
+    }
+
+    /** Copies the reference shards of chatglm-6b-tiny (both forms, however many the tree has) into {@code dir}. */
     static void prepareShards(Path dir) {
-        Path model = ReferenceTree.models().resolve("chatglm-6b-tiny");
+        Path model = model();
         try {
-            for (String shard : List.of("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                    "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin")) {
-                Files.copy(model.resolve(shard), dir.resolve(shard), StandardCopyOption.REPLACE_EXISTING);
+            List<Path> shards = new java.util.ArrayList<>(ReferenceTree.shards(model, "model", ".safetensors"));
+            shards.addAll(ReferenceTree.shards(model, "pytorch_model", ".bin"));
+            for (Path shard : shards) {
+                Files.copy(shard, dir.resolve(shard.getFileName()), StandardCopyOption.REPLACE_EXISTING);
             }
         } catch (IOException e) {
             throw new UncheckedIOException(e);

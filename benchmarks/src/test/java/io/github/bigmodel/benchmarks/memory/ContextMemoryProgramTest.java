@@ -3,6 +3,7 @@ package io.github.bigmodel.benchmarks.memory;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -31,8 +32,12 @@ class ContextMemoryProgramTest {
             List<String> lines = Files.readAllLines(r.csv());
             assertThat(lines).hasSize(6);
             assertThat(lines.get(0)).startsWith("context,kv_bytes,");
-            assertThat(lines.subList(1, 6)).extracting(l -> l.split(",")[0])
-                    .containsExactly("0", "32", "64", "96", "128");
+            // Five points from 0 to the model's maximum positions; the cache holds every layer's keys and values.
+            ChatGLMConfig config = ChatGLMConfig.fromJson(model.resolve("config.json"));
+            int max = config.maxPositions();
+            assertThat(lines.subList(1, 6)).extracting(l -> l.split(",")[0]).containsExactly("0",
+                    Long.toString(Math.round(max / 4.0)), Long.toString(Math.round(max / 2.0)),
+                    Long.toString(Math.round(3 * max / 4.0)), Integer.toString(max));
             assertThat(Files.size(r.png())).isPositive();
             double tolerance = compute ? SUREFIRE_COMPUTE_TOLERANCE : TOLERANCE;
             for (ContextMemoryProgram.Point p : r.points()) {
@@ -41,7 +46,8 @@ class ContextMemoryProgramTest {
                     assertThat(Math.abs(p.peakError())).as("peak at %d: %s", p.context(), p).isLessThan(tolerance);
                 }
             }
-            assertThat(r.points().get(4).kvBytes()).isEqualTo(2L * 128 * 2 * 16 * 4 * 2);
+            assertThat(r.points().get(4).kvBytes()).isEqualTo(2L * config.numLayers() * max
+                    * config.multiQueryGroupNum() * config.kvChannels() * Float.BYTES);
         }
     }
 

@@ -1,7 +1,9 @@
 package io.github.bigmodel.chatglm.chat;
 
+import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -18,9 +20,13 @@ class ChatGLMLoadTest {
         Files.copy(tiny.resolve("config.json"), dir.resolve("config.json"));
         Files.copy(tiny.resolve("model.safetensors"), dir.resolve("model.safetensors"));
         Files.copy(ReferenceTree.tokenizer().resolve("tokenizer.model"), dir.resolve("tokenizer.model"));
-        // The tiny model embeds 256 ids; the fixture tokenizer makes 4009.
+        // The tiny model embeds fewer ids than the fixture tokenizer makes (both read from the tree).
+        int modelVocab = ChatGLMConfig.fromJson(tiny.resolve("config.json")).vocabSize();
+        int tokenizerVocab = ChatTestSupport.fixture("chatglm3_cases.json").get("vocab_size").asInt();
+        assertThat(modelVocab).isLessThan(tokenizerVocab);
         assertThatThrownBy(() -> ChatGLM.load(dir))
                 .isInstanceOf(IllegalArgumentException.class)
-                .hasMessageContaining("4009").hasMessageContaining("256");
+                .hasMessageContaining(Integer.toString(tokenizerVocab))
+                .hasMessageContaining(Integer.toString(modelVocab));
     }
 }

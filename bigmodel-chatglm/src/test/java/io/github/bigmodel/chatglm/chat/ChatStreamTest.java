@@ -108,7 +108,8 @@ class ChatStreamTest {
 
     @Test
     void overLongPromptsFailClearlyAndBudgetsStopAtTheContext() {
-        String longQuery = "晚上睡不着应该怎么办".repeat(200);
+        // Query lengths in tokens depend on the tree's tokenizer: grow the query until it has enough.
+        String longQuery = repeatedUntil(glm3, 1025);
         assertThatThrownBy(() -> glm3.chat(longQuery, List.of()))
                 .isInstanceOf(PromptTooLongException.class)
                 .hasMessageContaining("1024")
@@ -118,14 +119,23 @@ class ChatStreamTest {
         assertThatThrownBy(() -> glm3.chat("你好", List.of(), short5))
                 .isInstanceOf(PromptTooLongException.class).hasMessageContaining("max_length");
 
-        String query = "晚上睡不着应该怎么办".repeat(90);
+        String query = repeatedUntil(glm2, 900);
         int promptLength = glm2.promptIds(query, List.of(), "user").length;
-        assertThat(promptLength).isBetween(900, 1020);
+        assertThat(promptLength).as("a prompt that leaves a short generation").isBetween(900, 1020);
         ChatOptions many = ChatOptions.builder()
                 .generation(GenerationConfig.builder().ignoreEos(true).maxNewTokens(5000).build()).build();
         ChatResponse r = glm2.chat(query, List.of(), many);
         assertThat(r.generatedIds()).hasSize(1024 - promptLength);
         assertThat(r.finishReason()).isEqualTo(FinishReason.LENGTH);
+    }
+
+    /** "晚上睡不着应该怎么办" repeated until the user prompt it makes has at least {@code tokens} ids. */
+    private static String repeatedUntil(ChatGLM glm, int tokens) {
+        String query = "晚上睡不着应该怎么办";
+        while (glm.promptIds(query, List.of(), "user").length < tokens) {
+            query += "晚上睡不着应该怎么办";
+        }
+        return query;
     }
 
     @Test

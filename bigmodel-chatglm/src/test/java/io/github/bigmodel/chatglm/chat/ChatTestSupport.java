@@ -48,13 +48,15 @@ final class ChatTestSupport {
         return randomWeights(ChatGLMLanguageModel.create(config, DType.FLOAT32), seed);
     }
 
-    /** A one-layer ChatGLM-6B model with the ice_text ids of the fixture tokenizer. */
+    /** A one-layer ChatGLM-6B model with the special ids of the fixture tokenizer (chatglm1_cases.json). */
     static ChatGLMLanguageModel randomGlm1(int vocab, long seed) {
+        JsonNode ids = fixture("chatglm1_cases.json");
         ChatGLMConfig config = ChatGLMConfig.fromJsonString("{\"vocab_size\":" + vocab
                 + ",\"hidden_size\":32,\"num_attention_heads\":2,\"inner_hidden_size\":64,\"num_layers\":1,"
-                + "\"position_encoding_2d\":true,\"max_sequence_length\":1024,\"bos_token_id\":3348,"
-                + "\"eos_token_id\":3349,\"mask_token_id\":3344,\"gmask_token_id\":3345,\"pad_token_id\":3,"
-                + "\"torch_dtype\":\"float32\"}");
+                + "\"position_encoding_2d\":true,\"max_sequence_length\":1024,\"bos_token_id\":"
+                + ids.get("bos_token_id") + ",\"eos_token_id\":" + ids.get("eos_token_id") + ",\"mask_token_id\":"
+                + ids.get("mask_token_id") + ",\"gmask_token_id\":" + ids.get("gmask_token_id")
+                + ",\"pad_token_id\":" + ids.get("pad_token_id") + ",\"torch_dtype\":\"float32\"}");
         return randomWeights(ChatGLMLanguageModel.create(config, DType.FLOAT32), seed);
     }
 

@@ -54,9 +54,14 @@ class GeneratorCancellationTest {
         model.toMeta();
     }
 
+    /** 100 new tokens, or as many as the tree's model has positions for after the prompt. */
+    private static int newTokens() {
+        return Math.min(100, model.config().maxPositions() - prompt.length);
+    }
+
     /** Counts forward steps: the generator runs each processor once per step. */
     private static GenerationRequest longRequest(AtomicInteger steps) {
-        return GenerationRequest.builder(new long[][] {prompt}).maxNewTokens(100).stopAtEos(false)
+        return GenerationRequest.builder(new long[][] {prompt}).maxNewTokens(newTokens()).stopAtEos(false)
                 .processor((rows, scores) -> {
                     steps.incrementAndGet();
                     return scores;
@@ -77,7 +82,7 @@ class GeneratorCancellationTest {
         Generator.Session session = new Generator(model).start(longRequest(steps));
         KvCache cache = session.cache();
         long expectedBytes = model.config().numLayers()
-                * model.config().kvCacheBytesPerLayer(prompt.length + 100, 1, DType.FLOAT32);
+                * model.config().kvCacheBytesPerLayer(prompt.length + newTokens(), 1, DType.FLOAT32);
         try (PointerScope scope = new PointerScope()) {
             for (int i = 0; i < 5; i++) {
                 session.step();
@@ -105,7 +110,7 @@ class GeneratorCancellationTest {
             CountDownLatch inStep = new CountDownLatch(1);
             CountDownLatch release = new CountDownLatch(1);
             // Step closeAt parks inside its own computation, so close() is requested while exactly that step runs.
-            GenerationRequest request = GenerationRequest.builder(new long[][] {prompt}).maxNewTokens(100)
+            GenerationRequest request = GenerationRequest.builder(new long[][] {prompt}).maxNewTokens(newTokens())
                     .stopAtEos(false).processor((rows, scores) -> {
                         if (steps.incrementAndGet() == closeAt) {
                             inStep.countDown();

@@ -23,6 +23,7 @@ import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.io.TempDir;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ReferenceModels;
 
 /**
  * int8/int4 through BigModel: the reference models loaded with {@code cpuPrecision} and a device map that puts one
@@ -38,13 +39,9 @@ class DispatchedQuantizedTest {
     @TempDir
     static Path offloadRoot;
 
-    private static String map(boolean v1) {
-        String blocks = v1 ? "transformer.layers" : "transformer.encoder.layers";
-        String front = v1 ? "\"transformer.word_embeddings\": \"cpu\""
-                : "\"transformer.embedding\": \"cpu\", \"transformer.rotary_pos_emb\": \"cpu\"";
-        String rest = v1 ? "\"transformer.final_layernorm\": \"cpu\", \"lm_head\": \"cpu\""
-                : "\"transformer.encoder.final_layernorm\": \"cpu\", \"transformer.output_layer\": \"cpu\"";
-        return "{" + front + ", \"" + blocks + ".0\": \"cpu\", \"" + blocks + ".1\": \"disk\", " + rest + "}";
+    /** Every block on the CPU except block 1, on disk; the rest on the CPU. */
+    private static String map(Path folder) {
+        return ReferenceModels.deviceMap(folder, i -> i == 1 ? "disk" : "cpu", "cpu", "cpu");
     }
 
     @TestFactory
@@ -78,7 +75,7 @@ class DispatchedQuantizedTest {
         ChatGLMLanguageModel reference = QuantizedModelTest.load(folder, precision);
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(ChatGLMConfig.fromJson(folder.resolve("config.json")),
                 reference.dtype());
-        DispatchOptions options = DispatchOptions.builder().deviceMap(map(v1)).offloadFolder(offload)
+        DispatchOptions options = DispatchOptions.builder().deviceMap(map(folder)).offloadFolder(offload)
                 .prefetch(prefetch).cpuPrecision(precision).noSplitModuleClasses("GLMBlock").build();
         try (DispatchedModel<ChatGLMLanguageModel> d = BigModel.loadCheckpointAndDispatch(model,
                 folder.resolve("model.safetensors"), options)) {

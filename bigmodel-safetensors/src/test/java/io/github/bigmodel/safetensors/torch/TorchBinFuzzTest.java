@@ -35,7 +35,7 @@ class TorchBinFuzzTest {
 
     @Test
     void mutatedPicklesGiveResultOrCheckpointException() throws IOException {
-        Path shard = ReferenceTree.models().resolve("chatglm-6b-tiny/pytorch_model-00001-of-00002.bin");
+        Path shard = ReferenceTree.shards(ReferenceTree.model("chatglm-6b-tiny"), "pytorch_model", ".bin").get(0);
         String archive;
         byte[] pickle;
         List<String> storageNames = new ArrayList<>();

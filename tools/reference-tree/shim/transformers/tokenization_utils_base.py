@@ -1,0 +1,7 @@
+from typing import List
+
+EncodedInput = List[int]
+
+
+class BatchEncoding(dict):
+    pass
