@@ -33,12 +33,13 @@ class WalkthroughPtyTest {
         assumeTrue(onPath("tmux"), "tmux is not installed");
         Path launcher = dir.resolve("bigmodel");
         Files.writeString(launcher, "#!/bin/sh\nexec '" + ChildJvm.java() + "' " + String.join(" ", ChildJvm.flags())
-                + " -cp '" + ChildJvm.classpath() + "' io.github.bigmodel.cli.BigModelCli \"$@\"\n",
+                + " -Dbigmodel.walkthrough='" + dir + "' -cp '" + ChildJvm.classpath()
+                + "' io.github.bigmodel.cli.BigModelCli \"$@\"\n",
                 StandardCharsets.UTF_8);
         Files.setPosixFilePermissions(launcher, PosixFilePermissions.fromString("rwxr-xr-x"));
         String session = "bigmodel-walkthrough-" + ProcessHandle.current().pid();
         tmux("new-session", "-d", "-s", session, "-x", "230", "-y", "50", "-c", dir.toString(),
-                "env -i PATH=/usr/bin:/bin HOME=" + dir + " LANG=C.UTF-8 TERM=xterm PS1='$ ' bash --norc --noprofile");
+                "env -i PATH=/usr/bin:/bin HOME=" + System.getProperty("user.home") + " LANG=C.UTF-8 TERM=xterm PS1='$ ' bash --norc --noprofile");
         try {
             type(session, "./bigmodel make-tiny tiny; echo MADE=$?");
             await(session, "MADE=0");
@@ -77,6 +78,29 @@ class WalkthroughPtyTest {
             assertThat(screen.lines().filter(l -> l.startsWith("error: ")).count()).isEqualTo(1);
         } finally {
             tmux("kill-session", "-t", session);
+            awaitExit(dir);
+        }
+    }
+
+    /**
+     * Waits until no process started in the session still runs from {@code dir} (a JVM ending after the session's
+     * hang-up may still write there while JUnit deletes the folder); one still alive after 20 s is killed.
+     */
+    private static void awaitExit(Path dir) throws InterruptedException {
+        String marker = dir.toString();
+        long deadline = System.nanoTime() + 20_000_000_000L;
+        while (true) {
+            List<ProcessHandle> left = ProcessHandle.allProcesses()
+                    .filter(p -> p.info().commandLine().map(c -> c.contains(marker)).orElse(false))
+                    .collect(java.util.stream.Collectors.toList());
+            if (left.isEmpty()) {
+                return;
+            }
+            if (System.nanoTime() > deadline) {
+                left.forEach(ProcessHandle::destroyForcibly);
+                return;
+            }
+            Thread.sleep(100);
         }
     }
 
