@@ -23,9 +23,10 @@ import io.github.bigmodel.chatglm.ChatGLMConfig;
  *   <li>projection: the normed input, the query-key-value output, the rotated queries and keys
  *       ({@code hidden + qkv + (heads + kvHeads) * headDim} per position), plus one chunk of rotary temporaries;</li>
  *   <li>attention: the normed input, the queries and the context being assembled ({@code hidden + 2 heads *
- *       headDim} per position), the keys and values (cache views or, without a cache, the step's own) and their
- *       contiguous copies ({@code 4 * K * B * kvHeads * headDim}), plus one chunk of query rows: scores in the model
- *       dtype, their float32 copy and softmax, the probabilities cast back;</li>
+ *       headDim} per position), the contiguous copies of the keys and values the products read
+ *       ({@code 2 * K * B * kvHeads * headDim}), plus one chunk of query rows: scores in the model dtype, their
+ *       float32 copy and softmax, the probabilities cast back. The keys and values themselves are the KV cache's
+ *       (a forward without a cache holds its own, as much as a cache of {@code L} positions);</li>
  *   <li>output: the normed input, the context and the block output being assembled ({@code 2 hidden +
  *       heads * headDim} per position), plus one chunk of positions through the dense layer, the norms and the
  *       MLP.</li>
@@ -77,7 +78,7 @@ public final class StepWorkspace {
         long rowsP = PromptChunks.rows(CHUNK_BYTES, positionRowBytes(config, dtype, batch), queryLength);
         long projection = positions * (hidden + config.qkvOutFeatures() + (heads + kvHeads) * headDim) * s
                 + rowsP * rotaryRowBytes(config, dtype, batch);
-        long kv = 4L * contextLength * batch * kvHeads * headDim * s;
+        long kv = 2L * contextLength * batch * kvHeads * headDim * s;
         long attention = positions * (hidden + 2 * heads * headDim) * s + kv
                 + rowsA * attentionRowBytes(config, dtype, batch, contextLength);
         long output = positions * (2 * hidden + heads * headDim) * s
