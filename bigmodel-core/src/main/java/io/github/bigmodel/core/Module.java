@@ -40,6 +40,7 @@ public class Module {
     private final Map<String, Module> children = new LinkedHashMap<>();
     // Copy-on-write: forward passes read it without locking while hooks are added or removed rarely.
     private volatile List<ForwardHook> forwardHooks = List.of();
+    private volatile UseGuard useGuard;
 
     /** A module whose class name is its Java simple name. */
     protected Module() {
@@ -340,6 +341,48 @@ public class Module {
         next.add(hook);
         forwardHooks = List.copyOf(next);
         return () -> removeForwardHook(hook);
+    }
+
+    /**
+     * Attaches a hook that runs before every other hook of this module (and whose {@code afterForward} runs last):
+     * for a guard that must be held while the other hooks bring weights in, such as {@link UseGuard#forwardHook()}.
+     *
+     * <pre>{@code
+     * HookHandle h = model.addFirstForwardHook(model.useGuard().forwardHook());
+     * }</pre>
+     */
+    public synchronized HookHandle addFirstForwardHook(ForwardHook hook) {
+        if (hook == null) {
+            throw new IllegalArgumentException("hook must not be null");
+        }
+        List<ForwardHook> next = new ArrayList<>(forwardHooks);
+        next.add(0, hook);
+        forwardHooks = List.copyOf(next);
+        return () -> removeForwardHook(hook);
+    }
+
+    /**
+     * The guard of this module's weights against being freed during a forward pass (see {@link UseGuard}): a
+     * model's top-level forward enters it, and whoever releases the weights of a model other threads may be running
+     * ({@code DispatchedModel.close()}, {@code ChatGLM.close()}) closes it first, which waits for those forwards.
+     *
+     * <pre>{@code
+     * model.useGuard().close();   // no forward starts any more; the running ones have ended
+     * model.toMeta();
+     * }</pre>
+     */
+    public final UseGuard useGuard() {
+        UseGuard g = useGuard;
+        if (g == null) {
+            synchronized (this) {
+                g = useGuard;
+                if (g == null) {
+                    g = new UseGuard("Model " + className);
+                    useGuard = g;
+                }
+            }
+        }
+        return g;
     }
 
     private synchronized void removeForwardHook(ForwardHook hook) {

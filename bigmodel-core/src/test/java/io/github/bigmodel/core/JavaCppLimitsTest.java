@@ -29,6 +29,8 @@ class JavaCppLimitsTest {
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         cmd.add(HEAP);
+        // A crash report belongs in target/, never in the module folder.
+        cmd.add("-XX:ErrorFile=" + Path.of("target", "hs_err_child_pid%p.log").toAbsolutePath());
         cmd.addAll(List.of(jvmFlags));
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));

@@ -109,7 +109,7 @@ public final class BigModel {
             // Nothing is read in place: the loaded tensors own their memory (or the offload folder's mappings).
             ckpt.close();
         }
-        return Dispatcher.attach(model, map, main, plan, placements, placed, options.prefetch());
+        return Dispatcher.attach(model, map, main, plan, placed, options.prefetch());
     }
 
     /**
@@ -136,7 +136,7 @@ public final class BigModel {
         Dispatcher.validate(model, deviceMap, main, options.plan().inventory());
         List<Dispatcher.Placement> placements = Dispatcher.placements(model, deviceMap, main);
         Dispatcher.Placed placed = Dispatcher.placeMaterialized(model, placements, options.offloadFolder());
-        return Dispatcher.attach(model, deviceMap, main, null, placements, placed, options.prefetch());
+        return Dispatcher.attach(model, deviceMap, main, null, placed, options.prefetch());
     }
 
     /**

@@ -173,10 +173,6 @@ public final class DispatchOptions {
          * @throws IllegalArgumentException for {@code disk} or {@code meta} (nothing executes there)
          */
         public Builder precision(Device device, Precision precision) {
-            if (device == null || device.isDisk() || device.isMeta()) {
-                throw new IllegalArgumentException("A precision belongs to a device that executes modules (cpu or"
-                        + " cuda:N), got " + device + ": modules on disk take their execution device's precision");
-            }
             plan.precision(device, precision);
             return this;
         }
@@ -331,9 +327,6 @@ public final class DispatchOptions {
          * @throws IllegalArgumentException for {@code disk} or {@code meta}
          */
         public Builder executionDevice(Device device) {
-            if (device != null && (device.isDisk() || device.isMeta())) {
-                throw new IllegalArgumentException("A model cannot execute on " + device);
-            }
             plan.executionDevice(device);
             return this;
         }

@@ -2,7 +2,9 @@ package io.github.bigmodel.dispatch;
 
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.HookHandle;
+import io.github.bigmodel.core.ModelClosedException;
 import io.github.bigmodel.core.Module;
+import io.github.bigmodel.core.UseGuard;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -26,9 +28,20 @@ import io.github.bigmodel.dispatch.hooks.Prefetcher;
  * }                                          // hooks removed, prefetcher stopped, weights released
  * }</pre>
  *
- * <p>Not thread-safe for concurrent forwards when anything is offloaded: offloaded weights are put into the shared
- * parameters for the duration of one module's forward and the prefetcher follows one execution order, so forwards
- * must take turns. A model with nothing offloaded may be read by several threads.
+ * <p>Threads: several threads may run forward passes at once; an offloaded module is entered by one thread at a
+ * time ({@code AlignDevicesHook}), and the prefetcher's schedule is then only a guess (see {@code Prefetcher}).
+ *
+ * <p>Ownership and closing: this object owns everything the dispatch made, the hooks, the {@code Prefetcher} and
+ * its thread, the offload folder's mapped views, the mapped checkpoint read in place, and the CPU copies of
+ * offloaded weights; the model's parameters own the tensors placed in them. {@link #close()} may be called from any
+ * thread, also while others run forward passes, and frees nothing another thread may still read: it (1) cancels
+ * the prefetcher, so a forward under way stops at its next offloaded module, (2) closes the model's
+ * {@link UseGuard}, so no forward starts any more, and waits for the running ones to end, (3) waits for the
+ * prefetch thread's running read, (4) removes the hooks and puts the parameters back on meta, and only then (5)
+ * closes the mappings, the checkpoint and the copies. Work that races it either completes or fails with
+ * {@link ModelClosedException}: a forward of the root module ({@link Module#useGuard()}, entered by a hook this
+ * object attaches first, or by the model's own forward as ChatGLM's does), {@link #model()} and
+ * {@link #memoryReport()} after close, and a read of an offloaded weight's source after close.
  */
 public final class DispatchedModel<M extends Module> implements AutoCloseable {
 
@@ -39,6 +52,8 @@ public final class DispatchedModel<M extends Module> implements AutoCloseable {
     private final Device mainDevice;
     private final DevicePlan plan;
     private final List<HookHandle> hooks;
+    /** Enters the model's use guard around every forward of the root module, before any other hook. */
+    private final HookHandle guardHook;
     private final Prefetcher prefetcher;
     private final List<AutoCloseable> resources;
     private final OffloadStats stats;
@@ -61,6 +76,9 @@ public final class DispatchedModel<M extends Module> implements AutoCloseable {
         this.resources = new ArrayList<>(resources);
         this.stats = stats;
         this.weightBytes = MemoryReport.weightBytesByDevice(model, deviceMap);
+        // New weights are in place: forwards are welcome again (the guard stays closed after a previous close).
+        model.useGuard().reopen();
+        this.guardHook = model.addFirstForwardHook(model.useGuard().forwardHook());
     }
 
     /**
@@ -130,21 +148,41 @@ public final class DispatchedModel<M extends Module> implements AutoCloseable {
 
     private void checkOpen() {
         if (closed) {
-            throw new IllegalStateException("This dispatched model is closed");
+            throw new ModelClosedException("This dispatched model (" + model.className() + ") is closed");
         }
     }
 
-    /** Removes the hooks, stops the prefetcher, releases every weight (parameters go back to meta). Idempotent. */
+    /** Whether {@link #close()} was called. */
+    public boolean isClosed() {
+        return closed;
+    }
+
+    /**
+     * Stops the background reads, waits for running forward passes and reads to end, then removes the hooks and
+     * releases every weight (parameters go back to meta) and mapping, in that order (see the class doc). Safe from
+     * any thread; idempotent (a second caller waits until the first has finished).
+     *
+     * @throws IllegalStateException when called from inside one of this model's forward passes (it would wait for
+     *     itself)
+     */
     @Override
     public synchronized void close() {
         if (closed) {
             return;
         }
+        if (model.useGuard().isHeldByCurrentThread()) {
+            throw new IllegalStateException("Cannot close " + this + " from inside its own forward pass");
+        }
+        if (prefetcher != null) {
+            prefetcher.cancel();
+        }
+        model.useGuard().close();
         closed = true;
-        hooks.forEach(HookHandle::remove);
         if (prefetcher != null) {
             prefetcher.close();
         }
+        guardHook.remove();
+        hooks.forEach(HookHandle::remove);
         model.toMeta();
         Collections.reverse(resources);
         for (AutoCloseable r : resources) {

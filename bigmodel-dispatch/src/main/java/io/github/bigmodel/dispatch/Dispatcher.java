@@ -6,6 +6,8 @@ import io.github.bigmodel.core.HookHandle;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.SettingException;
+import io.github.bigmodel.core.SettingMessage;
 import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
@@ -121,7 +123,6 @@ final class Dispatcher {
         final Device placed;
         final Device execution;
         final boolean offloaded;
-        String hookTarget;
         String checkpointName;
         TensorInfo info;
         DType target;
@@ -183,10 +184,12 @@ final class Dispatcher {
             if (byParam.containsKey(e.getValue())) {
                 continue;
             }
-            String entry = closestEntry(map, e.getKey());
-            Placement p = new Placement(e.getKey(), e.getValue(), entry, map.get(entry), main);
-            p.hookTarget = hookTarget(model, entry, e.getKey());
             Module owner = model.findModule(parent(e.getKey()));
+            String entry = scaleFollowsWeight(map, e.getKey(), owner, e.getValue());
+            if (entry == null) {
+                entry = closestEntry(map, e.getKey());
+            }
+            Placement p = new Placement(e.getKey(), e.getValue(), entry, map.get(entry), main);
             if (owner instanceof QuantizedLinear && ((QuantizedLinear) owner).isQuantized()
                     && (e.getValue() == ((QuantizedLinear) owner).weight()
                     || e.getValue() == ((QuantizedLinear) owner).weightScale())) {
@@ -227,6 +230,20 @@ final class Dispatcher {
         return p.quantized != null && p.parameter == p.quantized.weightScale();
     }
 
+    /**
+     * The entry of a quantized layer's weight, for its {@code weight_scale} when no entry names the scale: the scale
+     * exists only once a precision is planned, so a map written against the float model (a tensor entry for
+     * {@code ...dense.weight}) cannot name it, and it belongs with its weight. Null for any other tensor.
+     */
+    private static String scaleFollowsWeight(DeviceMap map, String name, Module owner, Parameter tensor) {
+        if (!(owner instanceof QuantizedLinear) || tensor != ((QuantizedLinear) owner).weightScale()
+                || map.get(name) != null) {
+            return null;
+        }
+        String weight = parent(name).isEmpty() ? "weight" : parent(name) + ".weight";
+        return closestEntry(map, weight);
+    }
+
     private static String closestEntry(DeviceMap map, String name) {
         String n = name;
         while (true) {
@@ -242,24 +259,60 @@ final class Dispatcher {
     }
 
     /**
-     * The module whose hook brings in a tensor placed by {@code entry}: the entry module itself; for a tensor entry
-     * its owning module; for a list module (which has no forward of its own) the child holding the tensor; for the
-     * whole model ({@code ""}) the module that owns the tensor directly.
+     * The hook targets of one module entry: the modules under {@code entry} whose forward the model runs, so that a
+     * hook on them fires. A model may run a container's children directly and never call the container's own
+     * forward (ChatGLM runs {@code transformer.encoder}'s blocks one by one), so a hook on the entry itself could
+     * never bring its weights in. Instead, going down from the entry: a leaf, or an element of a {@link ModuleList}
+     * (a block, run through its own forward), is one target with everything below it; any other module is a target
+     * for the tensors it holds directly (a leaf layer's forward always runs), and its children are looked at in
+     * turn. Children that are entries of their own are left to those entries. An entry holding no tensor at all is
+     * its own target (it only aligns inputs).
+     *
+     * <p>So {@code {"transformer": "disk"}} hooks the embedding, each block, the final norm and the output layer,
+     * and at most one block's weights are in memory at a time, as with a map that lists the blocks.
      */
-    static String hookTarget(Module model, String entry, String tensorName) {
-        Module m = model.findModule(entry);
-        if (m == null) {
-            return parent(entry);
+    static List<String> hookUnits(Module model, DeviceMap map, String entry) {
+        Module m = model.module(entry);
+        List<String> out = new ArrayList<>();
+        Module parent = entry.isEmpty() ? null : model.findModule(parent(entry));
+        collectUnits(m, entry, parent instanceof ModuleList, map, out);
+        if (out.isEmpty()) {
+            out.add(entry);
         }
-        if (entry.isEmpty()) {
-            return parent(tensorName);
+        return out;
+    }
+
+    private static void collectUnits(Module m, String path, boolean listElement, DeviceMap map, List<String> out) {
+        if (listElement || m.children().isEmpty()) {
+            out.add(path);
+            return;
         }
-        if (m instanceof ModuleList && !m.children().isEmpty()) {
-            String rest = tensorName.substring(entry.length() + 1);
-            int dot = rest.indexOf('.');
-            return dot < 0 ? entry : entry + "." + rest.substring(0, dot);
+        if (!m.parameters().isEmpty() || !m.buffers().isEmpty()) {
+            out.add(path);
         }
-        return entry;
+        for (Map.Entry<String, Module> c : m.children().entrySet()) {
+            String child = path.isEmpty() ? c.getKey() : path + "." + c.getKey();
+            if (map.get(child) == null) {
+                collectUnits(c.getValue(), child, m instanceof ModuleList, map, out);
+            }
+        }
+    }
+
+    /**
+     * The hook target that brings in a tensor slot of the module at {@code ownerPath}: the deepest target at or
+     * above it. Every slot of a covered model has one, since the targets of an entry cover everything below it.
+     */
+    static String targetOf(Set<String> targets, String ownerPath) {
+        String n = ownerPath;
+        while (true) {
+            if (targets.contains(n)) {
+                return n;
+            }
+            if (n.isEmpty()) {
+                throw new IllegalStateException("No hook target covers module '" + ownerPath + "'");
+            }
+            n = parent(n);
+        }
     }
 
     private static String parent(String name) {
@@ -267,38 +320,23 @@ final class Dispatcher {
         return dot < 0 ? "" : name.substring(0, dot);
     }
 
-    /** The hook targets of every entry, for modules that hold no tensor of their own too (they align inputs). */
-    static Map<String, Device> hookTargets(Module model, DeviceMap map, Device main, List<Placement> placements) {
+    /**
+     * Every hook target (see {@link #hookUnits}) and the device it executes on, in module order. A tensor entry
+     * hooks its owning module; when entries that hook one module disagree, a GPU among them decides.
+     */
+    static Map<String, Device> hookTargets(Module model, DeviceMap map, Device main) {
         Map<String, Device> out = new LinkedHashMap<>();
         for (Map.Entry<String, Device> e : map.asMap().entrySet()) {
-            Module m = model.findModule(e.getKey());
             Device exec = executionDevice(e.getValue(), main);
-            if (m == null) {
+            if (model.findModule(e.getKey()) == null) {
                 String owner = parent(e.getKey());
-                LOG.info("Device map entry '{}' names a tensor: its hook is attached to the owning module '{}'",
+                LOG.debug("Device map entry '{}' names a tensor: its hook is attached to the owning module '{}'",
                         e.getKey(), owner);
-                // Several tensor entries of one module: a GPU among them decides where it executes.
                 out.merge(owner, exec, (a, b) -> a.isCuda() ? a : b);
-            } else if (e.getKey().isEmpty()) {
-                // Every module that holds a tensor slot directly, tied aliases included (an output layer tied
-                // to the embedding holds the embedding's parameter and must bring it in for its own forward).
-                for (Placement p : placements) {
-                    out.putIfAbsent(p.hookTarget, exec);
-                }
-                for (Map.Entry<String, Module> sub : model.namedModules().entrySet()) {
-                    if (!sub.getValue().parameters().isEmpty() || !sub.getValue().buffers().isEmpty()) {
-                        out.putIfAbsent(sub.getKey(), exec);
-                    }
-                }
-            } else if (m instanceof ModuleList && !m.children().isEmpty()) {
-                for (String child : m.children().keySet()) {
-                    out.put(e.getKey() + "." + child, exec);
-                }
-                if (!m.parameters().isEmpty() || !m.buffers().isEmpty()) {
-                    out.put(e.getKey(), exec);
-                }
             } else {
-                out.put(e.getKey(), exec);
+                for (String unit : hookUnits(model, map, e.getKey())) {
+                    out.merge(unit, exec, (a, b) -> a.isCuda() ? a : b);
+                }
             }
         }
         Map<String, Integer> pos = DeviceMap.positions(model);
@@ -395,9 +433,10 @@ final class Dispatcher {
                     + String.join("; ", badShapes));
         }
         if (!needFolder.isEmpty() && options.offloadFolder() == null) {
-            throw new IllegalArgumentException(needFolder.size() + " weight(s) placed on disk must be rewritten"
-                    + " (a dtype conversion or a non-safetensors checkpoint), so an offload folder is needed: set"
-                    + " DispatchOptions.offloadFolder. First: " + needFolder.get(0));
+            throw new SettingException(new SettingMessage("offload_folder", "DispatchOptions.offloadFolder",
+                    needFolder.size() + " weight(s) placed on disk must be rewritten (a dtype conversion or a"
+                    + " non-safetensors checkpoint), so an offload folder is needed: set ",
+                    ". First: " + needFolder.get(0)));
         }
         Set<String> unexpected = new LinkedHashSet<>(names);
         unexpected.removeAll(byCheckpointName.keySet());
@@ -732,31 +771,25 @@ final class Dispatcher {
      * offloaded targets in module order. No hooks when everything sits on one device and nothing is offloaded.
      */
     static <M extends Module> DispatchedModel<M> attach(M model, DeviceMap map, Device main, DevicePlan plan,
-            List<Placement> placements, Placed placed, int prefetch) {
-        Map<String, Device> targets = hookTargets(model, map, main, placements);
+            Placed placed, int prefetch) {
+        Map<String, Device> targets = hookTargets(model, map, main);
         boolean anyOffloaded = !placed.sources.isEmpty();
         boolean severalDevices = new LinkedHashSet<>(targets.values()).size() > 1;
         List<HookHandle> handles = new ArrayList<>();
         Prefetcher prefetcher = null;
         if (anyOffloaded || severalDevices) {
+            // Each offloaded slot is brought in by the deepest hook target above the module holding it. A tied
+            // tensor is placed once, under its first name, but every module holding it (an output layer tied to
+            // the embedding) brings it in for its own forward.
             Map<String, Map<Parameter, WeightSource>> byTarget = new LinkedHashMap<>();
-            for (Placement p : placements) {
-                WeightSource s = placed.sources.get(p.parameter);
-                if (s != null) {
-                    byTarget.computeIfAbsent(p.hookTarget, k -> new LinkedHashMap<>()).put(p.parameter, s);
-                    targets.putIfAbsent(p.hookTarget, p.execution);
-                }
-            }
-            // A tied tensor is placed once, under its owner; every other hooked module that holds it (an output
-            // layer tied to the embedding) must bring it in for its own forward too.
-            for (String t : targets.keySet()) {
-                Module m = model.module(t);
-                List<Parameter> held = new ArrayList<>(m.namedParameters().values());
-                held.addAll(m.namedBuffers().values());
+            for (Map.Entry<String, Module> m : model.namedModules().entrySet()) {
+                List<Parameter> held = new ArrayList<>(m.getValue().parameters().values());
+                held.addAll(m.getValue().buffers().values());
                 for (Parameter p : held) {
                     WeightSource s = placed.sources.get(p);
                     if (s != null) {
-                        byTarget.computeIfAbsent(t, k -> new LinkedHashMap<>()).putIfAbsent(p, s);
+                        byTarget.computeIfAbsent(targetOf(targets.keySet(), m.getKey()),
+                                k -> new LinkedHashMap<>()).putIfAbsent(p, s);
                     }
                 }
             }

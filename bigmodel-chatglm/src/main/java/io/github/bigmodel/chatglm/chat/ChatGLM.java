@@ -18,6 +18,7 @@ import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatTokenizer;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.ModelClosedException;
 import io.github.bigmodel.safetensors.Checkpoint;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -54,6 +55,12 @@ import org.slf4j.LoggerFactory;
  *
  * <p>A prompt that leaves no room for a reply within the model's positions (or the requested {@code max_length})
  * fails with {@link PromptTooLongException} before anything runs; nothing is truncated silently.
+ *
+ * <p>Closing: {@link #close()} may be called from any thread, also while other threads chat. It waits for the
+ * decoding steps under way (and, for a dispatched model, for its background reads) before it frees any weight.
+ * Every turn started afterwards ({@link #chat}, {@link #streamChat}) fails with {@link ModelClosedException}, and
+ * so does the next step of a {@link ChatStream} still open: its {@code hasNext()} throws it (unless the stream
+ * itself was closed, which ends it quietly). Open streams must still be closed to free their KV caches.
  */
 public final class ChatGLM implements AutoCloseable {
 
@@ -68,6 +75,7 @@ public final class ChatGLM implements AutoCloseable {
     private final Generator generator;
     private final boolean ownsWeights;
     private final DispatchedModel<ChatGLMLanguageModel> dispatched;
+    private volatile boolean closed;
 
     private ChatGLM(ChatGLMLanguageModel model, ChatTokenizer tokenizer, boolean ownsWeights) {
         this(model, tokenizer, ownsWeights, null);
@@ -302,8 +310,12 @@ public final class ChatGLM implements AutoCloseable {
      * Starts one turn; the returned stream generates as its deltas are pulled and must be closed.
      *
      * @throws PromptTooLongException when the prompt leaves no room for a reply
+     * @throws ModelClosedException when this chat (or its model) is closed
      */
     public ChatStream streamChat(String query, List<ChatMessage> history, ChatOptions options) {
+        if (closed) {
+            throw new ModelClosedException("This ChatGLM is closed: load the model again");
+        }
         ChatOptions opts = options != null ? options : ChatOptions.defaults();
         List<ChatMessage> h = new ArrayList<>(requireHistory(history));
         int[] prompt = format.promptIds(requireQuery(query, opts.role()), h, opts.role());
@@ -361,13 +373,27 @@ public final class ChatGLM implements AutoCloseable {
         return history;
     }
 
-    /** Releases the weights when {@link #load} loaded them; a model given to {@link #of} stays the caller's. */
+    /**
+     * Ends this chat: no new turn starts. Releases the weights when {@link #load} loaded them, after the steps under
+     * way on other threads have ended (see the class doc); a model given to {@link #of} stays the caller's.
+     * Idempotent; safe from any thread except one inside this model's forward pass.
+     */
     @Override
-    public void close() {
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
         if (dispatched != null) {
             dispatched.close();
         } else if (ownsWeights) {
+            model.useGuard().close(); // for good: this model's weights are not loaded again
             model.toMeta();
         }
+    }
+
+    /** Whether {@link #close()} was called. */
+    public boolean isClosed() {
+        return closed;
     }
 }

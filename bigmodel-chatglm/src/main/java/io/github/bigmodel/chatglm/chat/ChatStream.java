@@ -21,6 +21,11 @@ import java.util.stream.StreamSupport;
  * <p>{@link #close()} stops the generation and frees its KV cache at once (or, from another thread, as soon as
  * the running step ends). Not thread-safe otherwise.
  *
+ * <p>Ownership: the stream owns its generation session and KV cache; the model is shared and not the stream's.
+ * When the model is closed (by {@link ChatGLM#close()} on any thread) while the stream is open, the next
+ * {@link #hasNext()} fails with {@link io.github.bigmodel.core.ModelClosedException}; the stream must still be
+ * closed, which frees its cache.
+ *
  * <pre>{@code
  * try (ChatStream stream = glm.streamChat("你好", List.of())) {
  *     stream.forEachRemaining(System.out::print);
@@ -159,6 +164,14 @@ public final class ChatStream implements Iterator<String>, AutoCloseable {
                     : "The reply is not complete: pull every delta first");
         }
         return response;
+    }
+
+    /**
+     * The ids generated so far, the stop token included once there was one: for a caller that must look at the
+     * raw reply before it ends (a server deciding whether ChatGLM3's first line names a tool).
+     */
+    public int[] generatedIds() {
+        return Arrays.copyOf(generated, count);
     }
 
     /** Number of tokens generated so far. */

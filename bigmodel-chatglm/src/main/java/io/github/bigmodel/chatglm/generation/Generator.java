@@ -1,5 +1,7 @@
 package io.github.bigmodel.chatglm.generation;
 
+import io.github.bigmodel.core.SettingException;
+import io.github.bigmodel.core.SettingMessage;
 import java.security.SecureRandom;
 import java.util.Arrays;
 import java.util.HashSet;
@@ -74,13 +76,21 @@ public final class Generator {
     /**
      * Starts a generation: allocates its cache and prepares the inputs; nothing runs until {@link Session#step()}.
      * The caller must close the session (it frees the cache).
+     *
+     * @throws io.github.bigmodel.core.ModelClosedException when the model is closed
      */
     public Session start(GenerationRequest request) {
         if (request == null) {
             throw new IllegalArgumentException("request must not be null");
         }
         validate(request);
-        return new Session(model, request);
+        // Held while the cache is laid out on the layers' devices, so a concurrent close gives one clear exception.
+        model.useGuard().enter();
+        try {
+            return new Session(model, request);
+        } finally {
+            model.useGuard().exit();
+        }
     }
 
     /**
@@ -108,9 +118,10 @@ public final class Generator {
         }
         if (config.version() == ChatGLMConfig.Version.CHATGLM2
                 && (long) promptLength + request.maxNewTokens() > positions) {
-            throw new IllegalArgumentException("The prompt's " + promptLength + " tokens plus maxNewTokens "
-                    + request.maxNewTokens() + " exceed the model's seq_length " + positions
-                    + ": ask for at most " + (positions - promptLength) + " new tokens");
+            throw new SettingException(new SettingMessage("max_new_tokens", "maxNewTokens",
+                    "The prompt's " + promptLength + " tokens plus ", " " + request.maxNewTokens()
+                    + " exceed the model's seq_length " + positions + ": ask for at most "
+                    + (positions - promptLength) + " new tokens"));
         }
     }
 
@@ -118,6 +129,11 @@ public final class Generator {
      * One generation in progress. {@link #step()} runs one forward pass and returns the token chosen for every
      * row; {@link #close()} frees the KV cache and may be called from another thread (it waits for a running step
      * to finish, so it stops the work within one step). Not for concurrent {@code step()} calls.
+     *
+     * <p>Ownership: the session owns its {@link KvCache} and decoding inputs and is the only one that frees them
+     * (under its lock, never during a step). The model is not the session's: when the model is closed from another
+     * thread, the step under way completes or fails with {@link io.github.bigmodel.core.ModelClosedException}, and
+     * so does every later step; the session still has to be closed (which frees the cache as usual).
      *
      * <pre>{@code
      * try (Generator.Session s = new Generator(model).start(request)) {
@@ -203,6 +219,7 @@ public final class Generator {
          * (the pad id for rows that already ended).
          *
          * @throws IllegalStateException when the generation is finished or the session closed
+         * @throws io.github.bigmodel.core.ModelClosedException when the model was closed
          */
         public synchronized long[] step() {
             if (closed || cache == null) {

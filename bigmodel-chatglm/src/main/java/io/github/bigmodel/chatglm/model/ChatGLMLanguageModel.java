@@ -2,7 +2,9 @@ package io.github.bigmodel.chatglm.model;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.ModelClosedException;
 import io.github.bigmodel.core.Module;
+import io.github.bigmodel.core.UseGuard;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.quant.Precision;
@@ -52,6 +54,14 @@ import io.github.bigmodel.chatglm.generation.GenerationRequest;
  *     ...
  * }
  * }</pre>
+ *
+ * <p>Threads and ownership: the model owns its weights (in its parameters) and the tables derived from them; each
+ * {@link KvCache} belongs to the session that asked for it ({@link #newCache}), not to the model. Forward passes
+ * may run on several threads; each one holds the model's {@link UseGuard} ({@link #useGuard()}) from start to end.
+ * {@link #toMeta()} closes that guard first, so it waits for the forwards under way and makes those that start
+ * meanwhile fail with {@link ModelClosedException}; afterwards the guard is open again unless it was closed before
+ * (a closed {@code ChatGLM} or {@code DispatchedModel} closes it for good), and a forward finds no weights
+ * ({@link IllegalStateException}). Never does a forward read a freed weight.
  */
 // PointerScope blocks are used for what they release on close, not referenced by name.
 @SuppressWarnings("try")
@@ -143,11 +153,25 @@ public abstract class ChatGLMLanguageModel extends Module {
         weightBytes = MemoryReport.weightBytesByDevice(this, null);
     }
 
-    /** Releases the weights; the memory report then counts none. */
+    /**
+     * Releases the weights; the memory report then counts none. Waits for forward passes under way on other threads
+     * (see the class doc); forwards that start meanwhile fail with {@link ModelClosedException}.
+     *
+     * @throws IllegalStateException when called from inside one of this model's forward passes
+     */
     @Override
     public void toMeta() {
-        super.toMeta();
-        weightBytes = Map.of();
+        UseGuard guard = useGuard();
+        boolean wasClosed = guard.isClosed();
+        guard.close();
+        try {
+            super.toMeta();
+            weightBytes = Map.of();
+        } finally {
+            if (!wasClosed) {
+                guard.reopen();
+            }
+        }
     }
 
     /** The devices the layers' weights are on, in layer order (for the cache). */
@@ -395,6 +419,16 @@ public abstract class ChatGLMLanguageModel extends Module {
      * }</pre>
      */
     public void saveQuantized(Path file) {
+        UseGuard guard = useGuard();
+        guard.enter(); // reads every weight: not while another thread releases them
+        try {
+            writeQuantized(file);
+        } finally {
+            guard.exit();
+        }
+    }
+
+    private void writeQuantized(Path file) {
         Map<String, Tensor> tensors = new LinkedHashMap<>();
         Set<String> bits = new java.util.TreeSet<>();
         try (PointerScope scope = new PointerScope()) {
@@ -584,6 +618,7 @@ public abstract class ChatGLMLanguageModel extends Module {
      * {@link ForwardInput#lastLogitOnly()}); with a cache, the new positions are appended to it.
      *
      * @throws IllegalArgumentException for token ids outside the vocabulary or inconsistent inputs
+     * @throws ModelClosedException when the model is closed or its weights are being released
      */
     public final Tensor forward(ForwardInput input) {
         for (long[] row : input.inputIds()) {
@@ -594,10 +629,16 @@ public abstract class ChatGLMLanguageModel extends Module {
                 }
             }
         }
-        if (input.cache() != null) {
-            input.cache().checkRoom(input.batchSize(), input.length());
+        UseGuard guard = useGuard();
+        guard.enter(); // the weights stay alive until this forward ends, whoever closes the model meanwhile
+        try {
+            if (input.cache() != null) {
+                input.cache().checkRoom(input.batchSize(), input.length());
+            }
+            return inOwnScope(() -> forwardInScope(input));
+        } finally {
+            guard.exit();
         }
-        return inOwnScope(() -> forwardInScope(input));
     }
 
     /**

@@ -24,6 +24,11 @@ import org.bytedeco.pytorch.Tensor;
  * }
  * }</pre>
  *
+ * <p>Ownership: a cache belongs to the session (or caller) that asked the model for it, not to the model: closing
+ * the model leaves it allocated, and only its owner closes it, never while a forward pass writes it
+ * ({@code Generator.Session.close()} waits for its running step). After close, every access fails with
+ * {@link IllegalStateException} ("KvCache is closed").
+ *
  * <p>Not thread-safe: one session, one thread at a time. The bookkeeping read by memory reports ({@link #id()},
  * {@link #length()}, {@link #capacity()}, {@link #allocatedBytes()}, {@link #allocatedBytesByDevice()},
  * {@link #isClosed()}) is safe to read from any thread: it is kept on the Java side and touches no tensor.
@@ -149,12 +154,20 @@ public final class KvCache implements AutoCloseable {
 
     /** A view of layer {@code layer}'s keys for the filled positions, {@code [length, batch, kvHeads, headDim]}. */
     public Tensor keys(int layer) {
-        return keys[layer].narrow(0, 0, length);
+        return live(keys, layer).narrow(0, 0, length);
     }
 
     /** A view of layer {@code layer}'s values for the filled positions. */
     public Tensor values(int layer) {
-        return values[layer].narrow(0, 0, length);
+        return live(values, layer).narrow(0, 0, length);
+    }
+
+    private Tensor live(Tensor[] buffers, int layer) {
+        Tensor t = closed ? null : buffers[layer];
+        if (t == null) {
+            throw new IllegalStateException("KvCache is closed");
+        }
+        return t;
     }
 
     /** Forgets every position (the buffers are kept for reuse). */
@@ -182,9 +195,11 @@ public final class KvCache implements AutoCloseable {
      */
     Tensor[] write(int layer, Tensor k, Tensor v) {
         long n = k.size(0);
-        keys[layer].narrow(0, length, n).copy_(k);
-        values[layer].narrow(0, length, n).copy_(v);
-        return new Tensor[] {keys[layer].narrow(0, 0, length + n), values[layer].narrow(0, 0, length + n)};
+        Tensor kb = live(keys, layer);
+        Tensor vb = live(values, layer);
+        kb.narrow(0, length, n).copy_(k);
+        vb.narrow(0, length, n).copy_(v);
+        return new Tensor[] {kb.narrow(0, 0, length + n), vb.narrow(0, 0, length + n)};
     }
 
     /** Marks {@code n} more positions as filled once every layer has written them. */

@@ -55,6 +55,7 @@ class NativeMemorySoakTest {
     void longGenerationAndManyChatTurnsDoNotGrowNativeMemory() throws Exception {
         List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
                 "-Xms128m", "-Xmx128m", "-XX:+AlwaysPreTouch", "-XX:+UseSerialGC",
+                "-XX:ErrorFile=" + Path.of("target", "hs_err_child_pid%p.log").toAbsolutePath(),
                 "-Dorg.bytedeco.javacpp.maxBytes=0", "-Dorg.bytedeco.javacpp.maxPhysicalBytes=0",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
                 "-cp", System.getProperty("java.class.path"), NativeMemorySoakChild.class.getName(), model.toString()));

@@ -30,6 +30,14 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * fc.setQuantized(WeightQuantizer.quantize(floatWeight, Precision.INT4));
  * Tensor y = fc.forward(x);
  * }</pre>
+ *
+ * <p>Threads and ownership: the layer owns its weight, its scales and the CPU kernel tables derived from them.
+ * {@link #forward} may run on several threads at once; the kernel tables it builds lazily are built under a lock and
+ * published once, so racing first calls share one table. Replacing or releasing the weight ({@link #setQuantized},
+ * {@link #installExecutionLayout}, {@link #markOffloaded}, {@link #toMeta}) frees the tables and is the owner's
+ * call, made only when no forward of this layer runs: at load time, by an offload hook holding its module's lock,
+ * or after the model's {@link io.github.bigmodel.core.UseGuard} has drained. {@link #executionLayout} reads only
+ * the layer's shape and precision and may run on a prefetch thread.
  */
 // PointerScope blocks are used for what they release on close.
 @SuppressWarnings("try")
@@ -40,12 +48,24 @@ public class QuantizedLinear extends Linear {
 
     private Precision precision;
     private Parameter weightScale;
-    /** CPU int4 only: the kernel's group size and scale/zero table (derived from weight_scale, not saved). */
-    private long int4Group;
-    private Tensor int4ScalesAndZeros;
-    /** CPU int8 only: the scales in the activations' dtype, as the kernel takes them. */
-    private Tensor int8Scales;
-    private boolean cpuTiles;
+    /**
+     * CPU kernel tables derived from weight_scale (not saved), one per activation dtype: the int4 kernel's
+     * scale/zero table or the int8 kernel's scales in that dtype. Built lazily by the first forward that needs one;
+     * several threads may run that forward at once (sessions sharing an in-memory layer), so a table is built under
+     * {@link #tableLock} and published by replacing this array. A published table is never freed while the layer
+     * runs: only {@link #releaseKernelState()} frees them, which is called when the weight itself is replaced or
+     * released (loading, an offload hook under its module's lock, {@code toMeta} after the model's
+     * {@link io.github.bigmodel.core.UseGuard} has drained).
+     */
+    private volatile KernelTable[] tables = NO_TABLES;
+    private final Object tableLock = new Object();
+    private volatile boolean cpuTiles;
+
+    private static final KernelTable[] NO_TABLES = new KernelTable[0];
+
+    /** One CPU kernel table for activations of dtype {@code type} ({@link ScalarType} value). */
+    private record KernelTable(int type, long group, Tensor table) {
+    }
 
     public QuantizedLinear(long inFeatures, long outFeatures, boolean bias, DType dtype) {
         super(inFeatures, outFeatures, bias, dtype);
@@ -264,20 +284,11 @@ public class QuantizedLinear extends Linear {
         if (cpu && (cpuTiles || (precision == Precision.INT8 && QuantKernels.hasInt8Cpu()))) {
             Tensor x2 = x.reshape(-1, in).contiguous();
             Tensor y2;
+            KernelTable t = table(type);
             if (cpuTiles) {
-                if (int4ScalesAndZeros == null || int4ScalesAndZeros.scalar_type().value != type.value) {
-                    releaseTable(int4ScalesAndZeros);
-                    int4Group = QuantKernels.int4GroupSize(in);
-                    int4ScalesAndZeros = keep(QuantKernels.int4ScalesAndZeros(weightScale.data(), in, int4Group,
-                            x.scalar_type()));
-                }
-                y2 = QuantKernels.int4Mm(x2, w, int4Group, int4ScalesAndZeros);
+                y2 = QuantKernels.int4Mm(x2, w, t.group(), t.table());
             } else {
-                if (int8Scales == null || int8Scales.scalar_type().value != type.value) {
-                    releaseTable(int8Scales);
-                    int8Scales = keep(weightScale.data().to(x.scalar_type()).contiguous());
-                }
-                y2 = QuantKernels.int8Mm(x2, w, int8Scales);
+                y2 = QuantKernels.int8Mm(x2, w, t.table());
             }
             shape[shape.length - 1] = outFeatures();
             return y2.to(type).view(shape);
@@ -288,27 +299,59 @@ public class QuantizedLinear extends Linear {
         return torch.linear(x, dense);
     }
 
-    private static Tensor keep(Tensor t) {
-        // Kernel tables outlive the forward pass's pointer scope.
-        return Scopes.keep(t);
-    }
-
-    private static void releaseTable(Tensor t) {
-        if (t != null) {
-            t.close();
+    /** The CPU kernel table for activations of {@code type}: the published one, or built now under the lock. */
+    private KernelTable table(ScalarType type) {
+        KernelTable found = find(tables, type.value);
+        if (found != null) {
+            return found;
+        }
+        synchronized (tableLock) {
+            KernelTable[] current = tables;
+            found = find(current, type.value);
+            if (found != null) {
+                return found; // another thread built it while this one waited
+            }
+            long in = inFeatures();
+            KernelTable made;
+            // Kernel tables outlive the forward pass's pointer scope: kept out of it.
+            if (cpuTiles) {
+                long group = QuantKernels.int4GroupSize(in);
+                made = new KernelTable(type.value, group,
+                        Scopes.keep(QuantKernels.int4ScalesAndZeros(weightScale.data(), in, group, type)));
+            } else {
+                made = new KernelTable(type.value, 0, Scopes.keep(weightScale.data().to(type).contiguous()));
+            }
+            KernelTable[] next = java.util.Arrays.copyOf(current, current.length + 1);
+            next[current.length] = made;
+            tables = next;
+            return made;
         }
     }
 
+    private static KernelTable find(KernelTable[] in, int type) {
+        for (KernelTable t : in) {
+            if (t.type() == type) {
+                return t;
+            }
+        }
+        return null;
+    }
+
+    /** Frees the kernel tables; only when no forward of this layer runs (see {@link #tables}). */
     private void releaseKernelState() {
-        if (int4ScalesAndZeros != null) {
-            int4ScalesAndZeros.close();
-            int4ScalesAndZeros = null;
+        synchronized (tableLock) {
+            KernelTable[] old = tables;
+            tables = NO_TABLES;
+            for (KernelTable t : old) {
+                t.table().close();
+            }
+            cpuTiles = false;
         }
-        if (int8Scales != null) {
-            int8Scales.close();
-            int8Scales = null;
-        }
-        cpuTiles = false;
+    }
+
+    /** Number of CPU kernel tables built so far (for tests: one per activation dtype, whatever the threads). */
+    int kernelTableCount() {
+        return tables.length;
     }
 
     @Override

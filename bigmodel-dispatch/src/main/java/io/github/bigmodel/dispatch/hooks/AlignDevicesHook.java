@@ -25,7 +25,9 @@ import org.bytedeco.pytorch.Tensor;
  * it: one thread at a time may be inside such a module. {@link #beforeForward} takes a lock of this hook and
  * {@link #afterForward} (run by the same thread when the forward scope closes) gives it back, so a second
  * session waits for the first to leave the module, while different offloaded modules still run in parallel.
- * Device-map entries never nest, so a thread holds at most one such lock and waiting threads cannot deadlock.
+ * Hooked modules nest only when a map nests entries ({@code "layers.3": "disk"} with {@code "layers.3.mlp": "disk"});
+ * a thread then takes the outer module's lock before the inner one's, as forwards nest, so every thread takes
+ * locks in the same (ancestor first) order and waiting threads cannot deadlock.
  */
 public final class AlignDevicesHook implements ForwardHook {
 

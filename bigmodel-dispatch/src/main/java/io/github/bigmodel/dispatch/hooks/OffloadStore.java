@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.ModelClosedException;
 import io.github.bigmodel.core.NativeRuntime;
 import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.dispatch.offload.OffloadFolder;
@@ -23,6 +24,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.function.Supplier;
 import org.bytedeco.pytorch.BoolOptional;
 import org.bytedeco.pytorch.LongOptional;
@@ -55,6 +57,12 @@ import org.slf4j.LoggerFactory;
  * ...
  * store.close();       // releases the mappings
  * }</pre>
+ *
+ * <p>Ownership: the store owns its mappings; the {@link DispatchedModel} owns the store and closes it last, after
+ * the forward passes and the prefetch thread that read it have ended. A read ({@link WeightSource#read()} of a
+ * source it made) may run on any thread: it holds a read lock for the moment it takes its alias, and
+ * {@link #close()} takes the write lock, so a read and the close never overlap; a read after close fails with
+ * {@link ModelClosedException}. An alias already handed out keeps its mapping alive on its own.
  */
 public final class OffloadStore implements AutoCloseable {
 
@@ -81,6 +89,9 @@ public final class OffloadStore implements AutoCloseable {
     /** Tensors of the fingerprint to write at commit: every valid one, old or new. */
     private final Map<String, ObjectNode> tensors = new LinkedHashMap<>();
     private final List<Tensor> mappings = new ArrayList<>();
+    /** Read-held while a source takes an alias of its mapping; write-held by {@link #close()}. */
+    private final ReentrantReadWriteLock mappingLock = new ReentrantReadWriteLock();
+    private boolean closed;
     private long bytesWritten;
     private int tensorsWritten;
     private int tensorsReused;
@@ -324,7 +335,7 @@ public final class OffloadStore implements AutoCloseable {
         tensors.put(name, entry);
         Tensor mapped = map(dat, dtype, shape, bytes);
         mappings.add(mapped);
-        return new MappedSource(mapped, bytes);
+        return new MappedSource(this, name, mapped, bytes);
     }
 
     private boolean isReusable(String name, DType dtype, long[] shape, long bytes, Path dat) {
@@ -428,26 +439,48 @@ public final class OffloadStore implements AutoCloseable {
         return tensorsReused;
     }
 
-    /** Releases this store's mappings (views already handed out keep theirs alive). */
+    /**
+     * Releases this store's mappings (views already handed out keep theirs alive); waits for a read taking its alias.
+     * Later reads fail with {@link ModelClosedException}. Idempotent.
+     */
     @Override
     public void close() {
-        mappings.forEach(Tensor::close);
-        mappings.clear();
+        mappingLock.writeLock().lock();
+        try {
+            closed = true;
+            mappings.forEach(Tensor::close);
+            mappings.clear();
+        } finally {
+            mappingLock.writeLock().unlock();
+        }
     }
 
     /** A weight held as a mapped view of a file: each read is an alias of the view; reads fault pages in. */
     public static final class MappedSource implements WeightSource {
+        private final OffloadStore store;
+        private final String name;
         private final Tensor view;
         private final long bytes;
 
-        MappedSource(Tensor view, long bytes) {
+        MappedSource(OffloadStore store, String name, Tensor view, long bytes) {
+            this.store = store;
+            this.name = name;
             this.view = view;
             this.bytes = bytes;
         }
 
         @Override
         public Tensor read() {
-            return view.alias();
+            store.mappingLock.readLock().lock();
+            try {
+                if (store.closed) {
+                    throw new ModelClosedException("Offloaded weight " + name + " of " + store.dir
+                            + " is no longer mapped: its model was closed");
+                }
+                return view.alias();
+            } finally {
+                store.mappingLock.readLock().unlock();
+            }
         }
 
         @Override

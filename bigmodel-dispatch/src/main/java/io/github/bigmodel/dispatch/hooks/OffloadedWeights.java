@@ -18,8 +18,14 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  *
  * <pre>{@code
  * OffloadedWeights w = new OffloadedWeights("transformer.encoder.layers.27", Device.CPU, sources);
- * Map<Parameter, Tensor> ready = w.materialize();   // on the execution device
+ * Map<Parameter, Tensor> ready = w.materialize(false);   // on the execution device
  * }</pre>
+ *
+ * <p>Ownership: immutable and shared by the module's hook and the {@link Prefetcher}; it owns no memory. Its sources
+ * read memory the {@link DispatchedModel} owns, and {@link #materialize} hands new tensors to its caller, who closes
+ * them (the hook puts them into the parameters, which free them after the forward pass). Called on any thread; after
+ * the model is closed a read fails with an {@link IllegalStateException} ({@code ModelClosedException} for the
+ * offload folder and CPU copies, the checkpoint's own for weights read in place).
  */
 public final class OffloadedWeights {
 

@@ -1,5 +1,6 @@
 package io.github.bigmodel.dispatch.hooks;
 
+import io.github.bigmodel.core.ModelClosedException;
 import java.util.function.Supplier;
 import org.bytedeco.pytorch.Tensor;
 
@@ -12,6 +13,11 @@ import org.bytedeco.pytorch.Tensor;
  * WeightSource disk = WeightSource.lazy(() -> checkpoint.load(name), bytes);  // disk offload
  * try (Tensor t = disk.read()) { ... }
  * }</pre>
+ *
+ * <p>Ownership: a source reads memory that someone else owns (the CPU copy or the mapping, owned by the
+ * {@link DispatchedModel}, which frees it only after every reader has ended). {@link #read()} may be called from
+ * any thread (forward passes, the prefetch thread); once the owner has released the memory it fails with
+ * {@link ModelClosedException} (the sources bigmodel makes) rather than touching it.
  */
 public interface WeightSource {
 
@@ -30,6 +36,12 @@ public interface WeightSource {
         return new WeightSource() {
             @Override
             public Tensor read() {
+                // Closed by its owner (the dispatched model) only after every reader has ended; this check turns
+                // a read after close into an exception instead of a call on a freed tensor.
+                if (tensor.isNull()) {
+                    throw new ModelClosedException("An offloaded weight kept in CPU memory was released: its model"
+                            + " was closed");
+                }
                 return tensor.alias();
             }
 

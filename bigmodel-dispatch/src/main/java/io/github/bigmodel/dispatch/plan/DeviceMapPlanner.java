@@ -283,66 +283,144 @@ public final class DeviceMapPlanner {
     /**
      * One planning pass: accelerate's algorithm, where each device's limit is also lowered by what it keeps
      * beside the weights (the workspace on executing devices, {@code mainReserve} on the main device) and a module
-     * placed on a GPU other than the main device counts its reserved bytes with its weights.
+     * placed on a GPU other than the main device counts its reserved bytes with its weights. Each entry of the work
+     * list meets the steps in order: it is placed when it fits ({@link Pass#place}), else a tied partner is split
+     * ({@link Pass#splitTiedPartner}), else the entry itself is split ({@link Pass#splitEntry}), else an empty
+     * device may take a smaller module first ({@link Pass#fallBack}), else the device is full and the next one is
+     * tried ({@link Pass#nextDevice}).
      */
     private static DeviceMap inferPass(Module model, MaxMemory budget, PlanOptions options, double mainReserve) {
-        List<String> noSplit = options.noSplit;
-        List<Device> devices = new ArrayList<>(budget.devices());
-        if (!devices.contains(Device.DISK)) {
-            devices.add(Device.DISK);
+        Pass pass = new Pass(model, budget, options, mainReserve);
+        while (pass.hasWork()) {
+            Candidate c = pass.next();
+            if (c.fits()) {
+                pass.place(c);
+            } else if (!pass.splitTiedPartner(c) && !pass.splitEntry(c) && !pass.fallBack(c)) {
+                pass.nextDevice(c);
+            }
         }
-        List<Device> gpus = devices.stream().filter(Device::isCuda).collect(Collectors.toList());
-        List<Device> mainDevices = gpus.isEmpty() ? List.of(Device.CPU) : List.of(gpus.get(0), Device.CPU);
-        // Per-device precision: a module placed on a device is sized at the precision of the device it executes on
-        // (cpu/disk entries execute on the main device). The reserve main devices keep is for a layer brought to
-        // the main device, so it is measured at the main device's precision, like every size used for it.
-        Device main = mainDevice(devices, options);
-        ModuleSizes sizes = sizesFor(model, options, main);
-        Map<Device, ModuleSizes> sizesByDevice = new LinkedHashMap<>();
-        for (Device d : devices) {
-            Device executing = d.isCuda() ? d : main;
-            sizesByDevice.put(d, options.precisionOf(executing) == options.precisionOf(main) ? sizes
-                    : sizesFor(model, options, executing));
-        }
-        List<List<String>> tiedGroups = new ArrayList<>();
-        for (List<String> g : model.tiedParameters()) {
-            tiedGroups.add(g.stream().sorted().collect(Collectors.toList()));
+        return pass.result();
+    }
+
+    /** An entry of the work list sized for the device being filled. */
+    private static final class Candidate {
+        final Entry entry;
+        final Device device;
+        final ModuleSizes sizes;
+        /** The entry's size here, with its uncharged reserved bytes on a GPU other than the main device. */
+        final double size;
+        /** The size with the tied partners that must come along. */
+        final double withTies;
+        /** What the device may hold: its budget less the kept reserve; null for disk (never fills). */
+        final Double limit;
+        /** What the device keeps back: the largest layer on main devices, the workspace, the main reserve. */
+        final double reserved;
+        final List<String> tiedParams;
+        final List<Entry> tiedEntries;
+        final boolean chargesHere;
+        final double used;
+
+        Candidate(Entry entry, Device device, ModuleSizes sizes, double size, double withTies, Double limit,
+                double reserved, List<String> tiedParams, List<Entry> tiedEntries, boolean chargesHere, double used) {
+            this.entry = entry;
+            this.device = device;
+            this.sizes = sizes;
+            this.size = size;
+            this.withTies = withTies;
+            this.limit = limit;
+            this.reserved = reserved;
+            this.tiedParams = tiedParams;
+            this.tiedEntries = tiedEntries;
+            this.chargesHere = chargesHere;
+            this.used = used;
         }
 
-        List<Entry> work = directMembers("", model, true);
-        LargestLayer largest = maxLayer(work, sizes, noSplit);
-        double maxLayerSize = largest.size();
-        List<String> maxLayerNames = new ArrayList<>(largest.names());
-
-        Map<String, Device> map = new LinkedHashMap<>();
-        Map<Device, Double> used = new LinkedHashMap<>();
-        devices.forEach(d -> used.put(d, 0.0));
-        Map<Device, Double> bufferSizes = new LinkedHashMap<>();
-        Map<Device, Double> minimumNeeded = new LinkedHashMap<>();
-        int current = 0;
-        MemoryReservation reservation = options.reservation;
-        Map<Device, Double> keptFree = new LinkedHashMap<>();
-        for (Device d : devices) {
-            boolean executes = d.isCuda() || d.equals(main);
-            keptFree.put(d, (executes ? (double) reservation.workspaceBytes() : 0.0)
-                    + (d.equals(main) ? mainReserve : 0.0));
+        boolean fits() {
+            return limit == null || used + withTies <= limit;
         }
-        Set<String> charged = new HashSet<>();
+    }
 
-        while (!work.isEmpty()) {
+    /** The state of one planning pass: the work list, the map so far and what each device holds. */
+    private static final class Pass {
+        private final MaxMemory budget;
+        private final PlanOptions options;
+        private final List<String> noSplit;
+        private final List<Device> devices = new ArrayList<>();
+        private final List<Device> gpus;
+        private final List<Device> mainDevices;
+        private final Device main;
+        private final ModuleSizes sizes;
+        private final Map<Device, ModuleSizes> sizesByDevice = new LinkedHashMap<>();
+        private final List<List<String>> tiedGroups = new ArrayList<>();
+        private final Map<Device, Double> keptFree = new LinkedHashMap<>();
+        private final MemoryReservation reservation;
+        private final Map<String, Device> map = new LinkedHashMap<>();
+        private final Map<Device, Double> used = new LinkedHashMap<>();
+        private final Map<Device, Double> bufferSizes = new LinkedHashMap<>();
+        private final Map<Device, Double> minimumNeeded = new LinkedHashMap<>();
+        private final Set<String> charged = new HashSet<>();
+        private List<Entry> work;
+        private double maxLayerSize;
+        private List<String> maxLayerNames;
+        private int current;
+
+        Pass(Module model, MaxMemory budget, PlanOptions options, double mainReserve) {
+            this.budget = budget;
+            this.options = options;
+            this.noSplit = options.noSplit;
+            this.reservation = options.reservation;
+            devices.addAll(budget.devices());
+            if (!devices.contains(Device.DISK)) {
+                devices.add(Device.DISK);
+            }
+            gpus = devices.stream().filter(Device::isCuda).collect(Collectors.toList());
+            mainDevices = gpus.isEmpty() ? List.of(Device.CPU) : List.of(gpus.get(0), Device.CPU);
+            // Per-device precision: a module placed on a device is sized at the precision of the device it executes
+            // on (cpu/disk entries execute on the main device). The reserve main devices keep is for a layer brought
+            // to the main device, so it is measured at the main device's precision, like every size used for it.
+            main = mainDevice(devices, options);
+            sizes = sizesFor(model, options, main);
+            for (Device d : devices) {
+                Device executing = d.isCuda() ? d : main;
+                sizesByDevice.put(d, options.precisionOf(executing) == options.precisionOf(main) ? sizes
+                        : sizesFor(model, options, executing));
+                boolean executes = d.isCuda() || d.equals(main);
+                keptFree.put(d, (executes ? (double) reservation.workspaceBytes() : 0.0)
+                        + (d.equals(main) ? mainReserve : 0.0));
+                used.put(d, 0.0);
+            }
+            for (List<String> g : model.tiedParameters()) {
+                tiedGroups.add(g.stream().sorted().collect(Collectors.toList()));
+            }
+            work = directMembers("", model, true);
+            // The first reserve counts the root's own tensors too; later ones only the modules left (accelerate).
+            LargestLayer largest = maxLayer(work, sizes, noSplit);
+            maxLayerSize = largest.size();
+            maxLayerNames = new ArrayList<>(largest.names());
+        }
+
+        boolean hasWork() {
+            return !work.isEmpty();
+        }
+
+        /** The reserve main devices keep: the largest layer still to place. */
+        private void refreshLargest() {
+            LargestLayer largest = maxLayer(modulesOnly(work), sizes, noSplit);
+            maxLayerSize = largest.size();
+            maxLayerNames = new ArrayList<>(largest.names());
+        }
+
+        /** Takes the next entry and sizes it for the current device. */
+        Candidate next() {
             Entry entry = work.remove(0);
             String name = entry.name;
             maxLayerNames.removeIf(n -> n.equals(name) || n.startsWith(name + "."));
             if (maxLayerNames.isEmpty()) {
-                largest = maxLayer(modulesOnly(work), sizes, noSplit);
-                maxLayerSize = largest.size();
-                maxLayerNames = new ArrayList<>(largest.names());
+                refreshLargest();
             }
             Device device = devices.get(current);
             ModuleSizes here = sizesByDevice.get(device);
-            double moduleSize = here.size(name);
             List<String> tiedParams = outsideTies(name, tiedGroups);
-
             Double limit = device.isDisk() ? null : budget.get(device);
             double reserved = 0;
             if (mainDevices.contains(device) && limit != null) {
@@ -354,8 +432,8 @@ public final class DeviceMapPlanner {
                 reserved += keptFree.get(device);
             }
             List<Entry> tiedEntries = tiedEntries(tiedParams, work, name);
-            // Reserved bytes count here only on a GPU that is not the main device (the main device keeps them
-            // all up front; cpu/disk entries execute on the main device).
+            // Reserved bytes count here only on a GPU that is not the main device (the main device keeps them all
+            // up front; cpu/disk entries execute on the main device).
             boolean chargesHere = device.isCuda() && !device.equals(main);
             double extra = 0;
             if (chargesHere) {
@@ -364,110 +442,125 @@ public final class DeviceMapPlanner {
                     extra += unchargedBytes(tied.name, reservation, charged);
                 }
             }
-            moduleSize += extra;
-            double withTies = moduleSize;
+            double size = here.size(name) + extra;
+            double withTies = size;
             for (int i = 0; i < tiedParams.size(); i++) {
                 withTies += here.size(tiedEntries.get(i).name) - here.size(tiedParams.get(i));
             }
-            double deviceUsed = used.get(device);
+            return new Candidate(entry, device, here, size, withTies, limit, reserved, tiedParams, tiedEntries,
+                    chargesHere, used.get(device));
+        }
 
-            if (limit == null || deviceUsed + withTies <= limit) {
-                used.put(device, deviceUsed + withTies);
-                map.put(name, device);
-                markCharged(name, reservation, charged);
-                for (Entry tied : tiedEntries) {
-                    markCharged(tied.name, reservation, charged);
-                    for (int i = 0; i < work.size(); i++) {
-                        if (work.get(i).name.equals(tied.name)) {
-                            work.remove(i);
-                            break;
-                        }
+        /** The entry and its tied partners go on the device. */
+        void place(Candidate c) {
+            String name = c.entry.name;
+            used.put(c.device, c.used + c.withTies);
+            map.put(name, c.device);
+            markCharged(name, reservation, charged);
+            for (Entry tied : c.tiedEntries) {
+                markCharged(tied.name, reservation, charged);
+                for (int i = 0; i < work.size(); i++) {
+                    if (work.get(i).name.equals(tied.name)) {
+                        work.remove(i);
+                        break;
                     }
-                    map.put(tied.name, device);
                 }
-                if (!options.offloadBuffers && entry.isModule()) {
-                    double buffers = ModuleSizes.compute(entry.module, options.dtypeBytes, options.specialBytes, true)
-                            .total();
-                    bufferSizes.merge(device, buffers, Double::sum);
-                }
-                continue;
+                map.put(tied.name, c.device);
             }
+            if (!options.offloadBuffers && c.entry.isModule()) {
+                double buffers = ModuleSizes.compute(c.entry.module, options.dtypeBytes, options.specialBytes, true)
+                        .total();
+                bufferSizes.merge(c.device, buffers, Double::sum);
+            }
+        }
 
-            if (!tiedParams.isEmpty() && deviceUsed + moduleSize <= limit) {
-                boolean split = false;
-                for (Entry tied : tiedEntries) {
-                    // A tied tensor entry cannot be split (accelerate would fail on it with AttributeError).
-                    if (!tied.splittable(noSplit)) {
-                        continue;
-                    }
-                    int index = indexOf(work, tied.name);
-                    List<Entry> next = new ArrayList<>();
-                    next.add(entry);
-                    next.addAll(work.subList(0, index));
-                    next.addAll(directMembers(tied.name, tied.module, false));
-                    next.addAll(work.subList(index + 1, work.size()));
-                    work = next;
-                    largest = maxLayer(modulesOnly(work), sizes, noSplit);
-                    maxLayerSize = largest.size();
-                    maxLayerNames = new ArrayList<>(largest.names());
-                    split = true;
-                    break;
-                }
-                if (split) {
+        /**
+         * The entry fits without its tied partners: the first splittable partner is replaced by its members, and
+         * the entry is tried again.
+         */
+        boolean splitTiedPartner(Candidate c) {
+            if (c.tiedParams.isEmpty() || c.used + c.size > c.limit) {
+                return false;
+            }
+            for (Entry tied : c.tiedEntries) {
+                // A tied tensor entry cannot be split (accelerate would fail on it with AttributeError).
+                if (!tied.splittable(noSplit)) {
                     continue;
                 }
-            }
-
-            if (deviceUsed + moduleSize >= limit && entry.splittable(noSplit)) {
-                List<Entry> next = directMembers(name, entry.module, false);
-                next.addAll(work);
+                int index = indexOf(work, tied.name);
+                List<Entry> next = new ArrayList<>();
+                next.add(c.entry);
+                next.addAll(work.subList(0, index));
+                next.addAll(directMembers(tied.name, tied.module, false));
+                next.addAll(work.subList(index + 1, work.size()));
                 work = next;
-                largest = maxLayer(modulesOnly(work), sizes, noSplit);
-                maxLayerSize = largest.size();
-                maxLayerNames = new ArrayList<>(largest.names());
-                continue;
+                refreshLargest();
+                return true;
             }
+            return false;
+        }
 
-            if (deviceUsed == 0 && options.fallbackAllocation && !device.isDisk()) {
-                double fallbackLimit = budget.get(device) - Math.max(maxLayerSize, withTies) - deviceUsed
-                        - keptFree.get(device);
-                List<Entry> remaining = new ArrayList<>(work);
-                java.util.function.ToDoubleFunction<String> extraOf = n -> chargesHere
-                        ? unchargedBytes(n, reservation, charged) : 0;
-                Entry found = fallback(remaining, here, fallbackLimit, noSplit, tiedGroups, extraOf);
-                if (found != null) {
-                    List<Entry> next = new ArrayList<>();
-                    next.add(found);
-                    next.add(entry);
-                    next.addAll(remaining);
-                    work = next;
-                    continue;
-                }
+        /** The entry does not fit and may be split: its members take its place at the head of the work list. */
+        boolean splitEntry(Candidate c) {
+            if (c.used + c.size < c.limit || !c.entry.splittable(noSplit)) {
+                return false;
             }
+            List<Entry> next = directMembers(c.entry.name, c.entry.module, false);
+            next.addAll(work);
+            work = next;
+            refreshLargest();
+            return true;
+        }
 
-            if (deviceUsed == 0) {
-                minimumNeeded.put(device, withTies + reserved);
+        /** With fallback allocation, an empty device takes the first smaller module that fits, before the entry. */
+        boolean fallBack(Candidate c) {
+            if (c.used != 0 || !options.fallbackAllocation || c.device.isDisk()) {
+                return false;
             }
-            used.put(device, deviceUsed + reserved);
+            double fallbackLimit = budget.get(c.device) - Math.max(maxLayerSize, c.withTies) - c.used
+                    - keptFree.get(c.device);
+            List<Entry> remaining = new ArrayList<>(work);
+            java.util.function.ToDoubleFunction<String> extraOf = n -> c.chargesHere
+                    ? unchargedBytes(n, reservation, charged) : 0;
+            Entry found = fallback(remaining, c.sizes, fallbackLimit, noSplit, tiedGroups, extraOf);
+            if (found == null) {
+                return false;
+            }
+            List<Entry> next = new ArrayList<>();
+            next.add(found);
+            next.add(c.entry);
+            next.addAll(remaining);
+            work = next;
+            return true;
+        }
+
+        /** The device is full: it keeps its reserve, and the entry goes back to the head for the next device. */
+        void nextDevice(Candidate c) {
+            if (c.used == 0) {
+                minimumNeeded.put(c.device, c.withTies + c.reserved);
+            }
+            used.put(c.device, c.used + c.reserved);
             current++;
-            work.add(0, entry);
+            work.add(0, c.entry);
         }
 
-        if (options.cleanResult) {
-            clean(map, "");
+        DeviceMap result() {
+            if (options.cleanResult) {
+                clean(map, "");
+            }
+            warnAboutBuffers(budget, used, bufferSizes, gpus, options.offloadBuffers);
+            if (!minimumNeeded.isEmpty()) {
+                LOG.info("Based on the current allocation process, no modules could be assigned to the following"
+                        + " devices due to insufficient memory:\n{}\nThese minimum requirements are specific to this"
+                        + " allocation attempt and may vary. Consider increasing the available memory for these"
+                        + " devices to at least the specified minimum, or adjusting the model config.",
+                        minimumNeeded.entrySet().stream()
+                                .map(e -> "  - " + e.getKey() + ": " + MaxMemory.formatBytes(e.getValue())
+                                        + " bytes required")
+                                .collect(Collectors.joining("\n")));
+            }
+            return DeviceMap.of(map);
         }
-        warnAboutBuffers(budget, used, bufferSizes, gpus, options.offloadBuffers);
-        if (!minimumNeeded.isEmpty()) {
-            LOG.info("Based on the current allocation process, no modules could be assigned to the following devices"
-                    + " due to insufficient memory:\n{}\nThese minimum requirements are specific to this allocation"
-                    + " attempt and may vary. Consider increasing the available memory for these devices to at least"
-                    + " the specified minimum, or adjusting the model config.",
-                    minimumNeeded.entrySet().stream()
-                            .map(e -> "  - " + e.getKey() + ": " + MaxMemory.formatBytes(e.getValue())
-                                    + " bytes required")
-                            .collect(Collectors.joining("\n")));
-        }
-        return DeviceMap.of(map);
     }
 
     /** Whether reserved module {@code reserved} is {@code name}, below it, or holds it. */

@@ -343,7 +343,8 @@ public final class PlanOptions {
          */
         public Builder precision(Device device, Precision precision) {
             if (device == null || device.isDisk() || device.isMeta()) {
-                throw new IllegalArgumentException("A precision belongs to cpu or cuda:N, got " + device);
+                throw new IllegalArgumentException("A precision belongs to a device that executes modules (cpu or"
+                        + " cuda:N), got " + device + ": modules on disk take their execution device's precision");
             }
             if (precision == null) {
                 precisions.remove(device);
@@ -365,8 +366,16 @@ public final class PlanOptions {
             return this;
         }
 
-        /** The main device (see {@link #precision}); null = the first GPU of the budget, else the CPU. */
+        /**
+         * The main device: where modules placed on {@code cpu} or {@code disk} execute (see {@link #precision});
+         * null = the first GPU of the budget or map, else the CPU.
+         *
+         * @throws IllegalArgumentException for {@code disk} or {@code meta}
+         */
         public Builder executionDevice(Device device) {
+            if (device != null && (device.isDisk() || device.isMeta())) {
+                throw new IllegalArgumentException("A model cannot execute on " + device);
+            }
             executionDevice = device;
             return this;
         }
