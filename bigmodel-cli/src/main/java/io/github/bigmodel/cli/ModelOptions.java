@@ -9,6 +9,8 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Set;
+import io.github.bigmodel.core.NativeRuntime;
+import picocli.CommandLine;
 import picocli.CommandLine.Option;
 
 /** The options every command that loads weights shares: dtype, device map or strategy, budgets, offload. */
@@ -50,6 +52,25 @@ final class ModelOptions {
 
     @Option(names = "--progress", description = "Draw a loading progress bar on stderr even when it is not a terminal.")
     boolean progress;
+
+    @CommandLine.Spec(CommandLine.Spec.Target.MIXEE)
+    CommandLine.Model.CommandSpec mixee;
+
+    /** The --threads value applied, or null when the default stands. */
+    Integer threads;
+
+    @Option(names = "--threads", paramLabel = "N",
+            description = "libtorch threads per operation (default: -D" + NativeRuntime.THREADS
+                    + ", else OMP_NUM_THREADS, else the physical cores).")
+    void threads(int n) {
+        if (n <= 0) {
+            throw new CommandLine.ParameterException(mixee.commandLine(),
+                    "--threads must be a positive integer, got " + n);
+        }
+        // Applied as it is parsed: before the command loads or runs anything.
+        NativeRuntime.setThreads(n);
+        threads = n;
+    }
 
     DType weightsDtype() {
         return DType.parse(dtype);

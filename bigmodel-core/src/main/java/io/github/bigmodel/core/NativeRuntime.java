@@ -1,5 +1,14 @@
 package io.github.bigmodel.core;
 
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.BitSet;
+import java.util.HashSet;
+import java.util.Set;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
 /**
  * Settings that must be in place before JavaCPP loads, applied once by every bigmodel entry point that touches
  * libtorch.
@@ -16,6 +25,18 @@ package io.github.bigmodel.core;
  * <pre>{@code
  * NativeRuntime.init();   // idempotent; called for you by bigmodel's own classes
  * }</pre>
+ *
+ * <p><b>Threads.</b> libtorch's intra-op thread count (the threads one matmul or one softmax splits over) is set
+ * when bigmodel makes its first tensor ({@link #applyThreads()}): {@value #THREADS} if set, else
+ * {@code OMP_NUM_THREADS} if set, else the machine's physical cores ({@link #physicalCores()}: one thread per
+ * core, not per hyper-thread, so a sibling stays free for the JVM's own threads). {@link #setThreads(int)} and the
+ * command line's {@code --threads} change it later.
+ *
+ * <pre>{@code
+ * java -Dbigmodel.threads=4 ...          // or
+ * NativeRuntime.setThreads(4);
+ * NativeRuntime.threads();               // 4
+ * }</pre>
  */
 public final class NativeRuntime {
 
@@ -24,7 +45,13 @@ public final class NativeRuntime {
     /** JavaCPP's system property for its limit on the process's resident memory. */
     public static final String MAX_PHYSICAL_BYTES = "org.bytedeco.javacpp.maxPhysicalBytes";
 
+    /** System property: libtorch intra-op threads (a positive integer). */
+    public static final String THREADS = "bigmodel.threads";
+
+    private static final Logger LOG = LoggerFactory.getLogger(NativeRuntime.class);
+
     private static volatile boolean initialized;
+    private static volatile boolean threadsApplied;
 
     private NativeRuntime() {
     }
@@ -45,5 +72,126 @@ public final class NativeRuntime {
                 initialized = true;
             }
         }
+    }
+
+    /**
+     * Sets libtorch's intra-op threads to {@link #defaultThreads()} once per process; later calls do nothing (an
+     * explicit {@link #setThreads(int)} is never undone).
+     *
+     * @throws IllegalArgumentException when {@value #THREADS} or {@code OMP_NUM_THREADS} is not a positive integer
+     */
+    public static void applyThreads() {
+        if (threadsApplied) {
+            return;
+        }
+        synchronized (NativeRuntime.class) {
+            if (!threadsApplied) {
+                init();
+                int n = defaultThreads();
+                org.bytedeco.pytorch.global.torch.set_num_threads(n);
+                threadsApplied = true;
+                LOG.debug("libtorch intra-op threads: {}", n);
+            }
+        }
+    }
+
+    /**
+     * Sets libtorch's intra-op threads for the whole process now (every Java thread that runs libtorch kernels
+     * after this uses {@code n}).
+     *
+     * @throws IllegalArgumentException when {@code n} is not positive
+     */
+    public static void setThreads(int n) {
+        if (n <= 0) {
+            throw new IllegalArgumentException("The thread count must be positive, got " + n);
+        }
+        synchronized (NativeRuntime.class) {
+            init();
+            org.bytedeco.pytorch.global.torch.set_num_threads(n);
+            threadsApplied = true;
+        }
+    }
+
+    /** libtorch's intra-op threads for the calling thread, after applying the default if nothing has yet. */
+    public static int threads() {
+        applyThreads();
+        return org.bytedeco.pytorch.global.torch.get_num_threads();
+    }
+
+    /**
+     * The thread count applied when nothing else is asked: {@value #THREADS}, else {@code OMP_NUM_THREADS}, else
+     * {@link #physicalCores()}.
+     *
+     * @throws IllegalArgumentException when the property or the variable is set but not a positive integer
+     */
+    public static int defaultThreads() {
+        return threadsFrom(System.getProperty(THREADS), System.getenv("OMP_NUM_THREADS"), physicalCores());
+    }
+
+    /** {@link #defaultThreads()} from given values: property first, then environment, then cores. */
+    static int threadsFrom(String property, String environment, int cores) {
+        if (property != null && !property.isBlank()) {
+            return positive(property, "-D" + THREADS);
+        }
+        if (environment != null && !environment.isBlank()) {
+            // OMP_NUM_THREADS may list nested levels ("4,2"): the first is the outer team.
+            return positive(environment.split(",")[0], "OMP_NUM_THREADS");
+        }
+        return cores;
+    }
+
+    private static int positive(String value, String what) {
+        int n;
+        try {
+            n = Integer.parseInt(value.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(what + " must be a positive integer, got '" + value + "'", e);
+        }
+        if (n <= 0) {
+            throw new IllegalArgumentException(what + " must be a positive integer, got " + n);
+        }
+        return n;
+    }
+
+    /**
+     * Physical cores this process may run on: distinct (package, core) pairs among the CPUs of its affinity mask
+     * (Linux sysfs), at most {@link Runtime#availableProcessors()} (which honours container CPU quotas). Falls back
+     * to {@code availableProcessors()} where the topology cannot be read.
+     */
+    public static int physicalCores() {
+        int available = Runtime.getRuntime().availableProcessors();
+        try {
+            BitSet allowed = allowedCpus();
+            Set<String> cores = new HashSet<>();
+            for (int cpu = allowed.nextSetBit(0); cpu >= 0; cpu = allowed.nextSetBit(cpu + 1)) {
+                Path topology = Path.of("/sys/devices/system/cpu/cpu" + cpu + "/topology");
+                String pkg = Files.readString(topology.resolve("physical_package_id")).trim();
+                String core = Files.readString(topology.resolve("core_id")).trim();
+                cores.add(pkg + ":" + core);
+            }
+            return cores.isEmpty() ? available : Math.max(1, Math.min(available, cores.size()));
+        } catch (IOException | RuntimeException e) {
+            LOG.debug("CPU topology not readable ({}); using {} available processors", e.toString(), available);
+            return available;
+        }
+    }
+
+    /** The CPUs of this process's affinity mask ({@code Cpus_allowed_list} of /proc/self/status). */
+    private static BitSet allowedCpus() throws IOException {
+        BitSet out = new BitSet();
+        for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+            if (line.startsWith("Cpus_allowed_list:")) {
+                for (String range : line.substring(line.indexOf(':') + 1).trim().split(",")) {
+                    String[] ends = range.trim().split("-");
+                    int from = Integer.parseInt(ends[0]);
+                    int to = ends.length > 1 ? Integer.parseInt(ends[1]) : from;
+                    out.set(from, to + 1);
+                }
+            }
+        }
+        if (out.isEmpty()) {
+            throw new IOException("no Cpus_allowed_list");
+        }
+        return out;
     }
 }

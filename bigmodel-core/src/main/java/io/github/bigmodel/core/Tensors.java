@@ -24,7 +24,9 @@ public final class Tensors {
 
     /** The libtorch device for a bigmodel device. {@code disk} has none. */
     public static org.bytedeco.pytorch.Device toTorch(Device device) {
-        NativeRuntime.init();
+        // The first tensor work of the process sets libtorch's threads as NativeRuntime says (physical cores);
+        // not in a static initializer, so a bad -Dbigmodel.threads is a plain IllegalArgumentException.
+        NativeRuntime.applyThreads();
         if (device.isDisk()) {
             throw new IllegalArgumentException("disk is an offload location, not a libtorch device");
         }

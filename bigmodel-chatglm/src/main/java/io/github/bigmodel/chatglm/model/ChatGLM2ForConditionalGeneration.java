@@ -140,8 +140,9 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         }
         Tensor mask = attentionMask(in, batch, len, past, device);
 
-        // [B, L, H] -> [L, B, H], the official sequence-first layout.
-        Tensor hidden = transformer.embedding.forward(ids).transpose(0, 1).contiguous();
+        // [B, L, H] -> [L, B, H], the official sequence-first layout (only the contiguous copy stays).
+        Tensor hidden = ChatGLMLanguageModel.inOwnScope(
+                () -> transformer.embedding.forward(ids).transpose(0, 1).contiguous());
         // cos/sin for every (position, row): [L, B, 1, rot/2].
         Tensor flatPos = positions.reshape(-1);
         long half = ropeCos.size(1);
@@ -149,20 +150,19 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         Tensor sin = ropeSin.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1);
 
         ModuleList<Block> layers = transformer.encoder.layers;
-        for (int i = 0; i < layers.size(); i++) {
-            Tensor blockIn = hidden;
-            int layer = i;
-            // Each block in a scope of its own: its temporaries are freed before the next block runs.
-            hidden = ChatGLMLanguageModel.inOwnScope(() -> layers.get(layer).forward(blockIn, cos, sin, mask, cache, layer));
-        }
+        long[] rows = chunkRows(batch, len, past + len);
+        // Each block in a scope of its own: its temporaries, and the previous block's output, are freed as it ends.
+        hidden = PromptChunks.chainBlocks(hidden, layers.size(),
+                (layer, blockIn) -> layers.get(layer).forward(blockIn, cos, sin, mask, cache, layer, rows));
         if (cache != null) {
             cache.advance(len);
         }
+        if (in.lastLogitOnly()) {
+            // The final norm is per position: normalizing the last one alone gives the same numbers.
+            hidden = hidden.narrow(0, len - 1, 1);
+        }
         if (transformer.encoder.finalLayernorm != null) {
             hidden = transformer.encoder.finalLayernorm.forward(hidden);
-        }
-        if (in.lastLogitOnly()) {
-            hidden = hidden.narrow(0, len - 1, 1);
         }
         Linear out = transformer.outputLayer;
         // By the execution device, not the weight: an offloaded head has no values until its hook runs.
@@ -195,18 +195,24 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         if (padding == null && !(past > 0 && len != 1)) {
             return null;
         }
-        Tensor full = torch.ones(new long[] {batch, len, len}, Tensors.options(DType.FLOAT32, device)).tril();
-        if (past > 0) {
-            Tensor seen = torch.ones(new long[] {batch, len, past}, Tensors.options(DType.FLOAT32, device));
-            full = torch.cat(new TensorVector(seen, full), 2);
-        }
-        if (padding != null) {
-            full = full.mul(padding.unsqueeze(1));
-            if (past == 0) {
-                full = full.sub(padding.unsqueeze(2).sub(new Scalar(1)));
+        Tensor keep = padding;
+        return ChatGLMLanguageModel.inOwnScope(() -> {
+            // The official float mask in booleans: a key is visible when causal (every cached position, then the
+            // lower triangle) and not padding; on a first call, pad query rows see everything (their row of the
+            // official mask is shifted up by one). Booleans: B x L x K bytes instead of several float copies.
+            Tensor keys = torch.arange(new Scalar(past + len), Tensors.options(DType.INT64, device)).view(1, 1, -1);
+            Tensor queries = torch.arange(new Scalar(past), new Scalar(past + len),
+                    Tensors.options(DType.INT64, device)).view(1, -1, 1);
+            Tensor visible = keys.le(queries);
+            if (keep != null) {
+                Tensor keyKept = keep.gt(new Scalar(0.5));
+                visible = visible.logical_and(keyKept.unsqueeze(1));
+                if (past == 0) {
+                    visible = visible.logical_or(keyKept.logical_not().unsqueeze(2));
+                }
             }
-        }
-        return full.lt(new Scalar(0.5)).unsqueeze(1);
+            return visible.logical_not().expand(batch, len, past + len).contiguous().unsqueeze(1);
+        });
     }
 
     /** The {@code [B, 1, L, past+L]} mask (true = masked) the official model builds: for the reference test. */
@@ -391,17 +397,28 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             this.residualFromNorm = c.applyResidualConnectionPostLayernorm();
         }
 
-        Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor mask, KvCache cache, int layerIndex) {
+        /**
+         * @param rows query rows per attention chunk and positions per output chunk
+         *             ({@link ChatGLMLanguageModel#chunkRows}); a step within one chunk runs unchunked
+         */
+        Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor mask, KvCache cache, int layerIndex,
+                long[] rows) {
             // Hooks (device alignment, offloaded weights) act on whole blocks: the device map's no-split unit.
             try (ForwardScope f = enterForward()) {
                 // Devices come from where modules run, never from weights that a hook may not have brought in yet.
                 Tensor x = Ops.onDevice(f.input(hidden), inputLayernorm.executionDevice());
                 Tensor normed = inputLayernorm.forward(x);
-                Tensor attention = selfAttention.forward(normed, cos, sin, mask, cache, layerIndex);
-                Tensor h = (residualFromNorm ? normed : x).add(attention);
-                Tensor normed2 = postAttentionLayernorm.forward(h);
-                Tensor mlpOut = mlp.forward(normed2);
-                return f.output((residualFromNorm ? normed2 : h).add(mlpOut));
+                Tensor context = selfAttention.context(normed, cos, sin, mask, cache, layerIndex, rows);
+                Tensor residual = residualFromNorm ? normed : x;
+                // Everything after the attention is per position: a long prompt runs it a chunk of positions at a
+                // time, so the MLP's activations never exist for the whole prompt at once.
+                Tensor out = PromptChunks.byRows(x.size(0), rows[1], 0, (start, n) -> {
+                    Tensor h = residual.narrow(0, start, n).add(selfAttention.dense.forward(context.narrow(0, start, n)));
+                    Tensor normed2 = postAttentionLayernorm.forward(h);
+                    Tensor mlpOut = mlp.forward(normed2);
+                    return (residualFromNorm ? normed2 : h).add(mlpOut);
+                });
+                return f.output(out);
             }
         }
     }
@@ -428,54 +445,89 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                     c.addBiasLinear(), dtype));
         }
 
-        Tensor forward(Tensor x, Tensor cosIn, Tensor sinIn, Tensor maskIn, KvCache cache, int layerIndex) {
+        /**
+         * The attention context {@code [L, B, heads * headDim]} before the dense projection; the new keys and
+         * values go into the cache. Query rows run in chunks of {@code rows[0]} against every key, rotary in
+         * chunks of {@code rows[1]} positions; the temporaries are freed on return.
+         */
+        Tensor context(Tensor x, Tensor cosIn, Tensor sinIn, Tensor maskIn, KvCache cache, int layerIndex,
+                long[] rows) {
+            return ChatGLMLanguageModel.inOwnScope(() -> contextInScope(x, cosIn, sinIn, maskIn, cache, layerIndex,
+                    rows));
+        }
+
+        private Tensor contextInScope(Tensor x, Tensor cosIn, Tensor sinIn, Tensor maskIn, KvCache cache,
+                int layerIndex, long[] rows) {
             long len = x.size(0);
             long batch = x.size(1);
             Device device = queryKeyValue.executionDevice();
             Tensor cos = Ops.onDevice(cosIn, device);
             Tensor sin = Ops.onDevice(sinIn, device);
-            Tensor qkv = queryKeyValue.forward(x);
-            long qWidth = (long) heads * headDim;
-            long kvWidth = (long) groups * headDim;
-            Tensor q = qkv.narrow(2, 0, qWidth).reshape(len, batch, heads, headDim);
-            Tensor k = qkv.narrow(2, qWidth, kvWidth).reshape(len, batch, groups, headDim);
-            Tensor v = qkv.narrow(2, qWidth + kvWidth, kvWidth).reshape(len, batch, groups, headDim);
-            q = rotate(q, cos, sin);
-            k = rotate(k, cos, sin);
-            if (cache != null) {
-                Tensor[] kv = cache.write(layerIndex, k, v);
-                k = kv[0];
-                v = kv[1];
-            }
+            Tensor[] qkv = PromptChunks.inOwnScope(() -> {
+                Tensor all = queryKeyValue.forward(x);
+                long qWidth = (long) heads * headDim;
+                long kvWidth = (long) groups * headDim;
+                Tensor raw = all.narrow(2, 0, qWidth).reshape(len, batch, heads, headDim);
+                Tensor k = all.narrow(2, qWidth, kvWidth).reshape(len, batch, groups, headDim);
+                Tensor v = all.narrow(2, qWidth + kvWidth, kvWidth).reshape(len, batch, groups, headDim);
+                Tensor q = PromptChunks.byRows(len, rows[1], 0, (start, n) -> rotate(raw.narrow(0, start, n),
+                        cos.narrow(0, start, n), sin.narrow(0, start, n)));
+                k = rotate(k, cos, sin);
+                if (cache != null) {
+                    Tensor[] kv = cache.write(layerIndex, k, v);
+                    k = kv[0];
+                    v = kv[1];
+                } else if (rows[0] < len) {
+                    // Its own copy, so the projection output can go.
+                    v = v.contiguous();
+                }
+                return new Tensor[] {q, k, v};
+            });
+            Tensor q = qkv[0];
+            Tensor k = qkv[1];
+            Tensor v = qkv[2];
             long keyLen = k.size(0);
             long perGroup = heads / groups;
-            // Query heads of one group are contiguous: score all of them against the group's keys at once.
-            Tensor qg = q.permute(1, 2, 0, 3).reshape(batch, groups, perGroup * len, headDim);
             Tensor kg = k.permute(1, 2, 3, 0);
-            Tensor scores = qg.matmul(kg).view(batch, heads, len, keyLen);
-            double coeff = layerScaling ? layerNumber : 1.0;
-            scores = scores.mul(new Scalar(1.0 / (Math.sqrt(headDim) * coeff)));
-            if (scores.scalar_type() != ScalarType.Float) {
-                scores = scores.to(ScalarType.Float);
+            Tensor vg = v.permute(1, 2, 0, 3);
+            if (rows[0] < len) {
+                // One contiguous copy for all chunks, instead of one per chunk inside matmul.
+                kg = kg.contiguous();
+                vg = vg.contiguous();
             }
-            if (layerScaling) {
-                scores = scores.mul(new Scalar(coeff));
-            }
+            Tensor keys = kg;
+            Tensor values = vg;
             Tensor mask = maskIn == null ? null : Ops.onDevice(maskIn, device);
-            if (mask == null && len == keyLen) {
-                mask = torch.ones(new long[] {len, keyLen}, Tensors.options(DType.BOOL, device))
-                        .triu(1);
-            }
-            if (mask != null) {
-                scores = scores.masked_fill(mask, new Scalar(Double.NEGATIVE_INFINITY));
-            }
-            Tensor probs = scores.softmax(-1, new ScalarTypeOptional());
-            if (probs.scalar_type() != v.scalar_type()) {
-                probs = probs.to(v.scalar_type());
-            }
-            Tensor context = probs.view(batch, groups, perGroup * len, keyLen).matmul(v.permute(1, 2, 0, 3))
-                    .view(batch, heads, len, headDim).permute(2, 0, 1, 3).reshape(len, batch, (long) heads * headDim);
-            return dense.forward(context);
+            boolean causal = mask == null && len == keyLen;
+            double coeff = layerScaling ? layerNumber : 1.0;
+            return PromptChunks.byRows(len, rows[0], 0, (start, n) -> {
+                // Query heads of one group are contiguous: score all of them against the group's keys at once.
+                Tensor qg = q.narrow(0, start, n).permute(1, 2, 0, 3).reshape(batch, groups, perGroup * n, headDim);
+                Tensor scores = qg.matmul(keys).view(batch, heads, n, keyLen);
+                scores.mul_(new Scalar(1.0 / (Math.sqrt(headDim) * coeff)));
+                if (scores.scalar_type() != ScalarType.Float) {
+                    scores = scores.to(ScalarType.Float);
+                }
+                if (layerScaling) {
+                    scores.mul_(new Scalar(coeff));
+                }
+                Tensor rowMask;
+                if (causal) {
+                    // Row i (absolute start + i) sees keys 0..start+i.
+                    rowMask = torch.ones(new long[] {n, keyLen}, Tensors.options(DType.BOOL, device)).triu(start + 1);
+                } else {
+                    rowMask = mask == null ? null : mask.narrow(2, start, n);
+                }
+                if (rowMask != null) {
+                    scores.masked_fill_(rowMask, new Scalar(Double.NEGATIVE_INFINITY));
+                }
+                Tensor probs = scores.softmax(-1, new ScalarTypeOptional());
+                if (probs.scalar_type() != values.scalar_type()) {
+                    probs = probs.to(values.scalar_type());
+                }
+                return probs.view(batch, groups, perGroup * n, keyLen).matmul(values)
+                        .view(batch, heads, n, headDim).permute(2, 0, 1, 3).reshape(n, batch, (long) heads * headDim);
+            });
         }
 
         /** Interleaved rotary on the first half of each head; the second half passes through. */

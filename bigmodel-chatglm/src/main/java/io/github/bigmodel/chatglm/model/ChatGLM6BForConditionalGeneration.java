@@ -187,19 +187,17 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
     public static Tensor prefixMask(long[][] ids, ChatGLMConfig config) {
         int batch = ids.length;
         int len = ids[0].length;
-        long[] flat = new long[batch * len * len];
+        long[] contexts = new long[batch];
         for (int b = 0; b < batch; b++) {
-            int c = contextLength(ids[b], config, b);
-            for (int i = 0; i < len; i++) {
-                for (int j = 0; j < len; j++) {
-                    boolean visible = j <= i || j < c;
-                    flat[(b * len + i) * len + j] = visible ? 0 : 1;
-                }
-            }
+            contexts[b] = contextLength(ids[b], config, b);
         }
-        try (Tensor t = Ops.longTensor(flat, batch, 1, len, len)) {
-            return t.to(ScalarType.Bool);
-        }
+        // Built from comparisons of position ranges: B x L x L booleans, never an L x L array of longs.
+        return ChatGLMLanguageModel.inOwnScope(() -> {
+            Tensor pos = torch.arange(new Scalar(len), Tensors.options(DType.INT64, Device.CPU));
+            Tensor causal = pos.view(1, -1).le(pos.view(-1, 1));
+            Tensor inContext = pos.view(1, 1, -1).lt(Ops.longTensor(contexts, batch, 1, 1));
+            return causal.unsqueeze(0).logical_or(inContext).logical_not().unsqueeze(1).contiguous();
+        });
     }
 
     private static int contextLength(long[] row, ChatGLMConfig config, int b) {
@@ -271,21 +269,19 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             cosSin[2 * row + 1] = table.sin().index_select(0, flat).view(batch, len, 1, d).transpose(0, 1);
         }
         ModuleList<Block> layers = transformer.layers;
-        for (int i = 0; i < layers.size(); i++) {
-            Tensor blockIn = hidden;
-            Tensor m = mask;
-            int layer = i;
-            // Each block in a scope of its own: its temporaries are freed before the next block runs.
-            hidden = ChatGLMLanguageModel.inOwnScope(
-                    () -> layers.get(layer).forward(blockIn, cosSin, m, cache, layer));
-        }
+        Tensor m = mask;
+        long[] rows = chunkRows(batch, len, past + len);
+        // Each block in a scope of its own: its temporaries, and the previous block's output, are freed as it ends.
+        hidden = PromptChunks.chainBlocks(hidden, layers.size(),
+                (layer, blockIn) -> layers.get(layer).forward(blockIn, cosSin, m, cache, layer, rows));
         if (cache != null) {
             cache.advance(len);
         }
-        hidden = transformer.finalLayernorm.forward(hidden);
         if (in.lastLogitOnly()) {
+            // The final norm is per position: normalizing the last one alone gives the same numbers.
             hidden = hidden.narrow(0, len - 1, 1);
         }
+        hidden = transformer.finalLayernorm.forward(hidden);
         Tensor logits = lmHead.forward(hidden).transpose(0, 1);
         return logits.to(ScalarType.Float).contiguous();
     }
@@ -435,16 +431,26 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             this.alpha = Math.sqrt(2.0 * GLM_BLOCK_DEFAULT_LAYERS);
         }
 
-        Tensor forward(Tensor hiddenIn, Tensor[] rope, Tensor mask, KvCache cache, int layerIndex) {
+        /**
+         * @param rows query rows per attention chunk and positions per output chunk
+         *             ({@link ChatGLMLanguageModel#chunkRows}); a step within one chunk runs unchunked
+         */
+        Tensor forward(Tensor hiddenIn, Tensor[] rope, Tensor mask, KvCache cache, int layerIndex, long[] rows) {
             // Hooks (device alignment, offloaded weights) act on whole blocks: the device map's no-split unit.
             try (ForwardScope f = enterForward()) {
                 Tensor hidden = f.input(hiddenIn);
                 Tensor normed = inputLayernorm.forward(hidden);
-                Tensor attentionOut = attention.forward(normed, rope, mask, cache, layerIndex);
-                Tensor h = normed.mul(new Scalar(alpha)).add(attentionOut);
-                Tensor normed2 = postAttentionLayernorm.forward(h);
-                Tensor mlpOut = mlp.forward(normed2);
-                return f.output(normed2.mul(new Scalar(alpha)).add(mlpOut));
+                Tensor context = attention.context(normed, rope, mask, cache, layerIndex, rows);
+                // Everything after the attention is per position: a long prompt runs it a chunk of positions at a
+                // time, so the MLP's activations never exist for the whole prompt at once.
+                Tensor out = PromptChunks.byRows(hidden.size(0), rows[1], 0, (start, n) -> {
+                    Tensor h = normed.narrow(0, start, n).mul(new Scalar(alpha))
+                            .add(attention.dense.forward(context.narrow(0, start, n)));
+                    Tensor normed2 = postAttentionLayernorm.forward(h);
+                    Tensor mlpOut = mlp.forward(normed2);
+                    return normed2.mul(new Scalar(alpha)).add(mlpOut);
+                });
+                return f.output(out);
             }
         }
     }
@@ -487,44 +493,81 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             this.dense = registerModule("dense", new QuantizedLinear((long) heads * headDim, c.hiddenSize(), true, dtype));
         }
 
-        Tensor forward(Tensor x, Tensor[] ropeIn, Tensor maskIn, KvCache cache, int layerIndex) {
+        /**
+         * The attention context {@code [L, B, heads * headDim]} before the dense projection; the new keys and
+         * values go into the cache. Query rows run in chunks of {@code rows[0]} against every key, rotary in
+         * chunks of {@code rows[1]} positions; the temporaries are freed on return.
+         */
+        Tensor context(Tensor x, Tensor[] ropeIn, Tensor maskIn, KvCache cache, int layerIndex, long[] rows) {
+            return ChatGLMLanguageModel.inOwnScope(() -> contextInScope(x, ropeIn, maskIn, cache, layerIndex, rows));
+        }
+
+        private Tensor contextInScope(Tensor x, Tensor[] ropeIn, Tensor maskIn, KvCache cache, int layerIndex,
+                long[] rows) {
             long len = x.size(0);
             long batch = x.size(1);
             // The device where the layer runs, not its weight: a hook on the linear releases it after its forward.
             Device device = queryKeyValue.executionDevice();
-            Tensor qkv = queryKeyValue.forward(x).view(len, batch, heads, 3L * headDim);
-            Tensor q = qkv.narrow(3, 0, headDim);
-            Tensor k = qkv.narrow(3, headDim, headDim);
-            Tensor v = qkv.narrow(3, 2L * headDim, headDim);
-            long half = headDim / 2;
             Tensor cos = Ops.onDevice(ropeIn[0], device);
             Tensor sin = Ops.onDevice(ropeIn[1], device);
             Tensor blockCos = Ops.onDevice(ropeIn[2], device);
             Tensor blockSin = Ops.onDevice(ropeIn[3], device);
-            q = torch.cat(new TensorVector(rotate(q.narrow(3, 0, half), cos, sin),
-                    rotate(q.narrow(3, half, half), blockCos, blockSin)), 3);
-            k = torch.cat(new TensorVector(rotate(k.narrow(3, 0, half), cos, sin),
-                    rotate(k.narrow(3, half, half), blockCos, blockSin)), 3);
-            if (cache != null) {
-                Tensor[] kv = cache.write(layerIndex, k, v);
-                k = kv[0];
-                v = kv[1];
-            }
-            long keyLen = k.size(0);
+            Tensor[] qkv = PromptChunks.inOwnScope(() -> {
+                Tensor all = queryKeyValue.forward(x).view(len, batch, heads, 3L * headDim);
+                Tensor q = PromptChunks.byRows(len, rows[1], 0,
+                        (start, n) -> rotateHead(all.narrow(0, start, n).narrow(3, 0, headDim), start, n,
+                                cos, sin, blockCos, blockSin));
+                Tensor k = PromptChunks.byRows(len, rows[1], 0,
+                        (start, n) -> rotateHead(all.narrow(0, start, n).narrow(3, headDim, headDim), start, n,
+                                cos, sin, blockCos, blockSin));
+                Tensor v = all.narrow(3, 2L * headDim, headDim);
+                if (cache != null) {
+                    Tensor[] kv = cache.write(layerIndex, k, v);
+                    k = kv[0];
+                    v = kv[1];
+                } else if (rows[0] < len) {
+                    // Its own copy, so the projection output can go.
+                    v = v.contiguous();
+                }
+                return new Tensor[] {q, k, v};
+            });
+            Tensor q = qkv[0];
+            long keyLen = qkv[1].size(0);
             double coeff = layerId + 1;
-            Tensor qs = q.div(new Scalar(Math.sqrt(headDim) * coeff)).permute(1, 2, 0, 3);
-            Tensor scores = qs.matmul(k.permute(1, 2, 3, 0));
-            if (maskIn != null) {
-                scores = scores.masked_fill(Ops.onDevice(maskIn, device), new Scalar(-10000.0));
+            Tensor kt = qkv[1].permute(1, 2, 3, 0);
+            Tensor vt = qkv[2].permute(1, 2, 0, 3);
+            if (rows[0] < len) {
+                // One contiguous copy for all chunks, instead of one per chunk inside matmul.
+                kt = kt.contiguous();
+                vt = vt.contiguous();
             }
-            ScalarType type = scores.scalar_type();
-            Tensor probs = scores.to(ScalarType.Float).mul(new Scalar(coeff)).softmax(-1, new ScalarTypeOptional());
-            if (type != ScalarType.Float) {
-                probs = probs.to(type);
-            }
-            Tensor context = probs.matmul(v.permute(1, 2, 0, 3)).permute(2, 0, 1, 3)
-                    .reshape(len, batch, (long) heads * headDim);
-            return dense.forward(context);
+            Tensor keys = kt;
+            Tensor values = vt;
+            Tensor mask = maskIn == null ? null : Ops.onDevice(maskIn, device);
+            return PromptChunks.byRows(len, rows[0], 0, (start, n) -> {
+                Tensor qs = q.narrow(0, start, n).div(new Scalar(Math.sqrt(headDim) * coeff)).permute(1, 2, 0, 3);
+                Tensor scores = qs.matmul(keys);
+                if (mask != null) {
+                    scores.masked_fill_(mask.narrow(2, start, n), new Scalar(-10000.0));
+                }
+                ScalarType type = scores.scalar_type();
+                Tensor scaled = scores.to(ScalarType.Float);
+                scaled.mul_(new Scalar(coeff));
+                Tensor probs = scaled.softmax(-1, new ScalarTypeOptional());
+                if (type != ScalarType.Float) {
+                    probs = probs.to(type);
+                }
+                return probs.matmul(values).permute(2, 0, 1, 3).reshape(n, batch, (long) heads * headDim);
+            });
+        }
+
+        /** Both rotary halves of positions {@code [start, start + n)} of one of q or k. */
+        private Tensor rotateHead(Tensor x, long start, long n, Tensor cos, Tensor sin, Tensor blockCos,
+                Tensor blockSin) {
+            long half = headDim / 2;
+            return torch.cat(new TensorVector(
+                    rotate(x.narrow(3, 0, half), cos.narrow(0, start, n), sin.narrow(0, start, n)),
+                    rotate(x.narrow(3, half, half), blockCos.narrow(0, start, n), blockSin.narrow(0, start, n))), 3);
         }
 
         /** GPT-NeoX rotary over the whole slice: {@code x cos + rotate_half(x) sin}. */

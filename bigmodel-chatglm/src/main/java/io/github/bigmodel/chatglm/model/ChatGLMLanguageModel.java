@@ -586,6 +586,33 @@ public abstract class ChatGLMLanguageModel extends Module {
         return ChatGLMMemoryReport.of(weights, sessions, workspace);
     }
 
+    /** Rows per chunk forced by a test (0: sized by {@link StepWorkspace#CHUNK_BYTES}). */
+    private volatile int forcedChunkRows;
+
+    /** Makes every step run in chunks of at most {@code rows} rows (0: by the budget); for tests of chunking. */
+    void forceChunkRows(int rows) {
+        if (rows < 0) {
+            throw new IllegalArgumentException("rows must be >= 0, got " + rows);
+        }
+        this.forcedChunkRows = rows;
+    }
+
+    /**
+     * Query rows per attention chunk and positions per output chunk for a step of {@code len} new positions over
+     * {@code keyLen} keys: as many as keep a chunk's temporaries within {@link StepWorkspace#CHUNK_BYTES}.
+     */
+    final long[] chunkRows(long batch, long len, long keyLen) {
+        int forced = forcedChunkRows;
+        if (forced > 0) {
+            return new long[] {Math.min(forced, len), Math.min(forced, len)};
+        }
+        return new long[] {
+            PromptChunks.rows(StepWorkspace.CHUNK_BYTES,
+                    StepWorkspace.attentionRowBytes(config, computeDtype, batch, keyLen), len),
+            PromptChunks.rows(StepWorkspace.CHUNK_BYTES, StepWorkspace.positionRowBytes(config, computeDtype, batch),
+                    len)};
+    }
+
     /**
      * Runs the model. Returns float32 logits {@code [batch, L, vocab]} ({@code [batch, 1, vocab]} with
      * {@link ForwardInput#lastLogitOnly()}); with a cache, the new positions are appended to it.

@@ -35,9 +35,10 @@ import io.github.bigmodel.chatglm.ChatGLMConfig;
 public final class ContextReservation {
 
     /**
-     * The prompt step planned for when none is named: the whole prompt runs as one forward, whose attention
-     * scores grow with the square of its length (at 512 tokens of ChatGLM3-6B in fp16, about 160 MiB for one
-     * block). Longer prompts need {@link #of(ChatGLMConfig, long, long, DType, long)} with their length.
+     * The prompt step planned for when none is named: the whole prompt runs as one forward, its attention and MLP
+     * in row chunks of at most {@link StepWorkspace#CHUNK_BYTES}, so its workspace grows about linearly with its
+     * length (ChatGLM3-6B in fp16: 57 MiB at 512 tokens, 134 MiB at 2048). Longer prompts need
+     * {@link #of(ChatGLMConfig, long, long, DType, long)} with their length.
      */
     public static final long DEFAULT_PROMPT_TOKENS = 512;
 
@@ -58,8 +59,8 @@ public final class ContextReservation {
 
     /**
      * The reservation for generating up to {@code context} positions for {@code batch} rows after a prompt step of
-     * {@code promptTokens} tokens: the workspace kept is the larger of that prompt's forward (its attention scores
-     * grow with the square of its length) and one decoding step at the full context.
+     * {@code promptTokens} tokens: the workspace kept is the larger of that prompt's forward and one decoding step
+     * at the full context.
      *
      * @throws IllegalArgumentException as {@link #of(ChatGLMConfig, long, long, DType)}, or for a prompt step
      *     outside {@code 1..context}

@@ -50,6 +50,20 @@ class ChatGLMReferenceTest {
 
     @TestFactory
     Stream<DynamicTest> referenceCases() throws IOException {
+        return cases(0);
+    }
+
+    /**
+     * The same cases with every step run in chunks of a few rows (queries against the whole cache, positions
+     * through the MLP), as long prompts run: the same numbers at the same tolerances, the same greedy ids. Chunks
+     * of 3 leave a shorter last chunk on most prompts; chunks of 1 run every row alone.
+     */
+    @TestFactory
+    Stream<DynamicTest> referenceCasesInRowChunks() throws IOException {
+        return Stream.concat(cases(3), cases(1));
+    }
+
+    private static Stream<DynamicTest> cases(int chunkRows) throws IOException {
         List<Path> folders;
         try (Stream<Path> s = Files.list(ReferenceTree.models())) {
             folders = s.filter(p -> Files.isRegularFile(p.resolve("expected.json"))).sorted()
@@ -60,8 +74,17 @@ class ChatGLMReferenceTest {
         for (Path folder : folders) {
             JsonNode expected = JSON.readTree(folder.resolve("expected.json").toFile());
             for (JsonNode c : expected.get("cases")) {
-                String name = folder.getFileName() + "/" + c.get("name").asText();
-                tests.add(DynamicTest.dynamicTest(name, () -> runCase(folder, c)));
+                String name = folder.getFileName() + "/" + c.get("name").asText()
+                        + (chunkRows > 0 ? " in chunks of " + chunkRows : "");
+                tests.add(DynamicTest.dynamicTest(name, () -> {
+                    ChatGLMLanguageModel model = model(folder);
+                    model.forceChunkRows(chunkRows);
+                    try {
+                        runCase(folder, c);
+                    } finally {
+                        model.forceChunkRows(0);
+                    }
+                }));
             }
         }
         return tests.stream();
