@@ -127,27 +127,22 @@ public final class ChatGLM implements AutoCloseable {
     /**
      * Loads {@code config.json}, the tokenizer ({@code tokenizer.model}, or {@code ice_text.model} for ChatGLM-6B
      * with {@code num_image_tokens} from {@code tokenizer_config.json}) and every weight through
-     * {@link Checkpoint} onto the CPU in {@code dtype}.
+     * {@link Checkpoint} onto the CPU in {@code dtype}. Weights go through dispatch with the one-entry map
+     * {@code {"": "cpu"}}: tensors that need no conversion stay zero-copy views of the mapped checkpoint, and a
+     * pre-quantized folder ({@code bigmodel convert --precision int8}) loads as stored.
+     *
+     * <pre>{@code
+     * try (ChatGLM glm = ChatGLM.load(Path.of("chatglm3-6b"), DType.BFLOAT16, null)) { ... }
+     * }</pre>
      *
      * @param format null to detect: ChatGLM-6B from the config; ChatGLM2 when the config's {@code _name_or_path}
      *               names chatglm2, ChatGLM3 otherwise (the two share config and tokenizer files)
      */
     public static ChatGLM load(Path modelDir, DType dtype, ChatFormat format) {
-        ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
-        ChatFormat chosen = format != null ? format : detect(config);
-        ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
         DType weightsDtype = dtype != null ? dtype : DType.FLOAT32;
-        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, weightsDtype);
-        try (Checkpoint checkpoint = Checkpoint.open(modelDir)) {
-            model.loadWeights(checkpoint::load, Device.CPU, weightsDtype);
-        }
-        LOG.info("Loaded {} as {} ({})", modelDir, chosen, weightsDtype.torchName());
-        try {
-            return new ChatGLM(model, tokenizer, true);
-        } catch (RuntimeException e) {
-            model.toMeta();
-            throw e;
-        }
+        DispatchOptions options = DispatchOptions.builder().deviceMap(DeviceMap.of(Map.of("", Device.CPU)))
+                .dtype(weightsDtype).offloadStateDict(true).prefetch(0).build();
+        return load(modelDir, options, 0, 0, format);
     }
 
     /**
@@ -202,6 +197,11 @@ public final class ChatGLM implements AutoCloseable {
      *     maximum positions
      */
     public static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch) {
+        return load(modelDir, options, context, batch, null);
+    }
+
+    private static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch,
+            ChatFormat format) {
         ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
         // The float precision a device asks for (gpuPrecision(FP16)) is the model's dtype when none is given.
         DType weightsDtype = options.floatDtype() != null ? options.floatDtype() : DType.FLOAT32;
@@ -214,7 +214,7 @@ public final class ChatGLM implements AutoCloseable {
             builder.reservation(ContextReservation.of(config, context, batch, weightsDtype));
         }
         DispatchOptions effective = builder.build();
-        ChatFormat chosen = detect(config);
+        ChatFormat chosen = format != null ? format : detect(config);
         ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, weightsDtype);
         DispatchedModel<ChatGLMLanguageModel> dispatched =
