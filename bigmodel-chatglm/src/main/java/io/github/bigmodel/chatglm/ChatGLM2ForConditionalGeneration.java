@@ -51,7 +51,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
     }
 
     @Override
-    protected boolean isComputedBuffer(String name) {
+    public boolean isComputedBuffer(String name) {
         return INV_FREQ.equals(name);
     }
 

@@ -97,7 +97,8 @@ public abstract class ChatGLMLanguageModel extends Module {
     }
 
     /** State-dict names this model computes itself and does not need from a checkpoint (rotary inv_freq). */
-    protected abstract boolean isComputedBuffer(String name);
+    @Override
+    public abstract boolean isComputedBuffer(String name);
 
     /**
      * Where {@code module} computes; when it cannot tell (its weights are offloaded under a hook on an ancestor),

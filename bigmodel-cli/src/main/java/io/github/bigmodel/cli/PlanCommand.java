@@ -118,8 +118,10 @@ final class PlanCommand implements Callable<Integer> {
         Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
         // Weights per device at the precision of the device each module executes on: what loading holds.
         Map<Device, Double> perDevice = new TreeMap<>();
-        for (Device d : plan.deviceMap().devices()) {
-            perDevice.put(d, plan.memory().get(d).weightBytes());
+        for (DeviceMemory m : plan.memory().values()) {
+            if (m.weightBytes() > 0 || plan.deviceMap().devices().contains(m.device())) {
+                perDevice.put(m.device(), m.weightBytes());
+            }
         }
         String target = sizing.describe();
         PrintWriter out = spec.commandLine().getOut();

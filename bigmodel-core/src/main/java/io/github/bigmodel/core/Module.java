@@ -67,6 +67,15 @@ public class Module {
     }
 
     /**
+     * Whether the buffer {@code stateDictName} is computed by the model itself once its weights are placed (for
+     * example a rotary table, made on the device its module executes on) rather than read from a checkpoint: memory
+     * planning counts it on that execution device. None by default.
+     */
+    public boolean isComputedBuffer(String stateDictName) {
+        return false;
+    }
+
+    /**
      * Removes a parameter that holds no values (a slot planned on meta that the model no longer needs, such as
      * the scales of a layer planned back to floating point).
      *
