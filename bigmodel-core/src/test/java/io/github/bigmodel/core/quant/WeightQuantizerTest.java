@@ -162,13 +162,18 @@ class WeightQuantizerTest {
     }
 
     @Test
-    void sizesCountPackedRowsAndHalfPrecisionScales() {
-        assertThat(PrecisionSizes.linearWeightBytes(4096, 4096, Precision.INT4)).isEqualTo(4096L * (2048 + 2));
-        assertThat(PrecisionSizes.linearWeightBytes(4096, 4096, Precision.INT8)).isEqualTo(4096L * (4096 + 2));
-        assertThat(PrecisionSizes.linearWeightBytes(4096, 4096, Precision.BF16)).isEqualTo(4096L * 4096 * 2);
+    void aPlannedLayerCountsPackedRowsAndHalfPrecisionScales() {
         QuantizedLinear fc = new QuantizedLinear(4096, 1024, true, DType.FLOAT16);
-        assertThat(PrecisionSizes.bytes(fc, Precision.INT4)).isEqualTo(1024L * (2048 + 2) + 1024L * 2);
+        assertThat(fc.byteSize()).isEqualTo(1024L * 4096 * 2 + 1024L * 2);
         fc.planPrecision(Precision.INT4);
-        assertThat(fc.byteSize()).isEqualTo(PrecisionSizes.bytes(fc, Precision.INT4));
+        // Packed rows (half a byte per weight), one half-precision scale per row, the float16 bias.
+        assertThat(fc.byteSize()).isEqualTo(1024L * (2048 + 2) + 1024L * 2);
+        fc.planPrecision(Precision.INT8);
+        assertThat(fc.byteSize()).isEqualTo(1024L * (4096 + 2) + 1024L * 2);
+        // Planned back to floating point on meta: weight_scale leaves the state dict.
+        fc.planPrecision(Precision.FP16);
+        assertThat(fc.weightScale()).isNull();
+        assertThat(fc.stateDict()).doesNotContainKey(QuantizedLinear.SCALE_NAME);
+        assertThat(fc.byteSize()).isEqualTo(1024L * 4096 * 2 + 1024L * 2);
     }
 }
