@@ -134,17 +134,20 @@ class ThudmCodesTest {
         return (float) (Math.rint(x / step) * step);
     }
 
+    /** The values of a float tensor, widened exactly to float32 by libtorch and read little-endian. */
     private static float[] floats(Tensor t) {
-        Tensor c = t.to(ScalarType.Float).contiguous();
-        float[] out = new float[(int) c.numel()];
-        c.data_ptr_float().get(out);
+        java.nio.FloatBuffer fb = java.nio.ByteBuffer.wrap(bytes(t.to(ScalarType.Float)))
+                .order(java.nio.ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
+        float[] out = new float[fb.remaining()];
+        fb.get(out);
         return out;
     }
 
+    /** The raw bytes of a tensor, in memory order. */
     private static byte[] bytes(Tensor t) {
-        Tensor c = t.contiguous().view(ScalarType.Byte);
-        byte[] out = new byte[(int) c.numel()];
-        c.data_ptr_byte().get(out);
+        Tensor raw = t.contiguous().view(ScalarType.Byte).reshape(-1);
+        byte[] out = new byte[(int) raw.numel()];
+        raw.data_ptr_byte().get(out);
         return out;
     }
 }
