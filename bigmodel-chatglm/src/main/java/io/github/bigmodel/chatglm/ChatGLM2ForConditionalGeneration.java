@@ -378,7 +378,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         private final boolean residualFromNorm;
 
         Block(ChatGLMConfig c, int layerNumber, DType dtype) {
-            super("GLMBlock");
+            super(BLOCK_CLASS);
             this.inputLayernorm = registerModule("input_layernorm",
                     new Norm(c.rmsnorm(), c.hiddenSize(), c.layernormEpsilon(), dtype));
             this.selfAttention = registerModule("self_attention", new SelfAttention(c, layerNumber, dtype));

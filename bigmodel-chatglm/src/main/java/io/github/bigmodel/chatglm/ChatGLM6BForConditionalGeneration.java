@@ -420,7 +420,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         private final double alpha;
 
         Block(ChatGLMConfig c, int layerId, DType dtype) {
-            super("GLMBlock");
+            super(BLOCK_CLASS);
             this.inputLayernorm = registerModule("input_layernorm",
                     new Norm(false, c.hiddenSize(), c.layernormEpsilon(), dtype));
             this.attention = registerModule("attention", new SelfAttention(c, layerId, dtype));

@@ -53,6 +53,12 @@ import org.slf4j.LoggerFactory;
 @SuppressWarnings("try")
 public abstract class ChatGLMLanguageModel extends Module {
 
+    /**
+     * The class name of a transformer block in every ChatGLM version (THUDM's {@code GLMBlock}): the one module a
+     * device map must never split, since its residuals and its attention's KV cache live on one device.
+     */
+    public static final String BLOCK_CLASS = "GLMBlock";
+
     private static final Logger LOG = LoggerFactory.getLogger(ChatGLMLanguageModel.class);
 
     private final ChatGLMConfig config;
@@ -89,6 +95,12 @@ public abstract class ChatGLMLanguageModel extends Module {
 
     public ChatGLMConfig config() {
         return config;
+    }
+
+    /** {@value #BLOCK_CLASS}: THUDM's {@code _no_split_modules}. */
+    @Override
+    public Set<String> noSplitModuleClasses() {
+        return Set.of(BLOCK_CLASS);
     }
 
     /** The dtype activations and the cache use: the weights' dtype once loaded. */

@@ -28,7 +28,7 @@ import io.github.bigmodel.dispatch.MemoryReservation;
  * r.totalModuleBytes();   // 234881024 (224 MiB)
  * DevicePlan plan = DeviceMapPlanner.plan(ChatGLMLanguageModel.create(config), Strategy.AUTO,
  *         MaxMemory.parse("0=10GiB,cpu=64GiB"),
- *         PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).reservation(r).build());
+ *         PlanOptions.builder().dtype(DType.FLOAT16).reservation(r).build());
  * }</pre>
  */
 public final class ContextReservation {

@@ -39,7 +39,7 @@ class ContextPlanningTest {
     }
 
     private static PlanOptions.Builder options() {
-        return PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16);
+        return PlanOptions.builder().dtype(DType.FLOAT16);
     }
 
     private static DevicePlan plan(ChatGLMLanguageModel model, MemoryReservation reservation) {

@@ -38,7 +38,7 @@ class PrecisionPlanningTest {
     }
 
     private static DeviceMap plan(ChatGLMLanguageModel model, Precision gpu) {
-        PlanOptions.Builder o = PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16);
+        PlanOptions.Builder o = PlanOptions.builder().dtype(DType.FLOAT16);
         if (gpu != null) {
             o.gpuPrecision(gpu);
         }
@@ -97,7 +97,7 @@ class PrecisionPlanningTest {
         ModuleSizes int4 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.INT4);
         double block4 = int4.size(BLOCKS + ".0");
         double cpuBudget = 1.0 * GIB;
-        PlanOptions o = PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).gpuPrecision(Precision.INT4)
+        PlanOptions o = PlanOptions.builder().dtype(DType.FLOAT16).gpuPrecision(Precision.INT4)
                 .cpuPrecision(Precision.INT8).build();
         DeviceMap map = DeviceMapPlanner.plan(model, Strategy.SEQUENTIAL,
                 MaxMemory.of(Map.of(0, 2 * GIB, "cpu", (long) cpuBudget)), o).deviceMap();
@@ -120,10 +120,10 @@ class PrecisionPlanningTest {
                 .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("disk");
         DispatchOptions ok = DispatchOptions.builder().gpuPrecision(Precision.INT4).cpuPrecision(Precision.BF16)
                 .precision(Device.cuda(1), Precision.INT8).build();
-        assertThat(ok.floatDtype()).isEqualTo(DType.BFLOAT16);
-        assertThat(ok.precisionOf(Device.cuda(0))).isEqualTo(Precision.INT4);
-        assertThat(ok.precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
-        assertThat(ok.precisionOf(Device.CPU)).isEqualTo(Precision.BF16);
-        assertThat(ok.toBuilder().build().precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
+        assertThat(ok.plan().floatDtype()).isEqualTo(DType.BFLOAT16);
+        assertThat(ok.plan().precisionOf(Device.cuda(0))).isEqualTo(Precision.INT4);
+        assertThat(ok.plan().precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
+        assertThat(ok.plan().precisionOf(Device.CPU)).isEqualTo(Precision.BF16);
+        assertThat(ok.toBuilder().build().plan().precisionOf(Device.cuda(1))).isEqualTo(Precision.INT8);
     }
 }

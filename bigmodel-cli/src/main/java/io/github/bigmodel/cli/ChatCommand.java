@@ -57,7 +57,7 @@ final class ChatCommand implements Callable<Integer> {
         if (contextOptions.given() || contextOptions.batch != null) {
             // Checked before any weight is read; ChatGLM.load plans with the same reservation.
             contextOptions.reservation(spec.commandLine(),
-                    io.github.bigmodel.chatglm.ChatGLMConfig.fromJson(model.resolve("config.json")),
+                    io.github.bigmodel.chatglm.ChatGLMFamily.ofFolder(model).config(),
                     modelOptions.weightsDtype());
         }
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));

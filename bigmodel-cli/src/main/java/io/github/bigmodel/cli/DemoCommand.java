@@ -1,6 +1,6 @@
 package io.github.bigmodel.cli;
 
-import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMFamily;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.RandomCheckpoint;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
@@ -99,11 +99,11 @@ final class DemoCommand implements Callable<Integer> {
         ChatGLM3Tokenizer tokenizer = ChatGLM3Tokenizer.load(tokenizerFile);
         String configJson = String.format(Locale.ROOT, CONFIG, tokenizer.vocabSize());
         Files.writeString(folder.resolve("config.json"), configJson, StandardCharsets.UTF_8);
-        ChatGLMConfig config = ChatGLMConfig.fromJson(folder.resolve("config.json"));
+        ChatGLMFamily family = ChatGLMFamily.ofFolder(folder);
         section(out, "1. A ChatGLM3-architecture model in " + folder);
 
         // 2. Built on meta (no memory), then random weights written shard by shard.
-        ChatGLMLanguageModel meta = ChatGLMLanguageModel.create(config, DType.FLOAT32);
+        ChatGLMLanguageModel meta = family.createModel(DType.FLOAT32);
         out.printf(Locale.ROOT, "built on meta: %,d parameters, %s in float32, 0 bytes allocated%n",
                 meta.parameterCount(), MemorySize.format(meta.byteSize()));
         RandomCheckpoint.write(meta, folder, DType.FLOAT32, 1L << 20, 0.08, 1234);
@@ -122,7 +122,7 @@ final class DemoCommand implements Callable<Integer> {
         long budget = meta.byteSize() * 3 / 5;
         MaxMemory maxMemory = MaxMemory.parse("cpu=" + budget / 1024 + "KiB");
         DevicePlan plan = DeviceMapPlanner.plan(meta, "sequential", maxMemory,
-                PlanOptions.builder().noSplit("GLMBlock").build());
+                PlanOptions.defaults());
         Map<String, Device> map = plan.deviceMap().inModuleOrder(meta).asMap();
         out.println("budget: cpu=" + MemorySize.format(budget) + " for " + MemorySize.format(meta.byteSize())
                 + " of weights");
@@ -163,10 +163,10 @@ final class DemoCommand implements Callable<Integer> {
 
         // 6. The real thing, planned without a single weight.
         section(out, "5. The real chatglm3-6b (float16) on one 10 GiB GPU");
-        ChatGLMLanguageModel real = ChatGLMLanguageModel.create(ChatGLMConfig.preset("chatglm3-6b"), DType.FLOAT16);
+        ChatGLMLanguageModel real = ChatGLMFamily.ofPreset("chatglm3-6b").createModel(DType.FLOAT16);
         DevicePlan realPlan = DeviceMapPlanner.plan(real, "auto", MaxMemory.parse("0=10GiB,cpu=30GiB",
                         DeviceInventory.simulated(List.of(10L << 30), 30L << 30)),
-                PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).build());
+                PlanOptions.builder().dtype(DType.FLOAT16).build());
         out.printf(Locale.ROOT, "%,d parameters%n", real.parameterCount());
         printPlan(out, realPlan, real, DType.FLOAT16);
     }

@@ -10,7 +10,7 @@ import io.github.bigmodel.chatglm.GenerationRequest;
 import io.github.bigmodel.chatglm.GenerationResult;
 import io.github.bigmodel.chatglm.Generator;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
-import io.github.bigmodel.chatglm.tokenizer.ChatGLM1Tokenizer;
+import io.github.bigmodel.chatglm.ChatGLMFamily;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatTokenizer;
 import io.github.bigmodel.core.DType;
@@ -114,8 +114,11 @@ final class GenerateCommand implements Callable<Integer> {
         if (maxNewTokens < 0) {
             throw new ParameterException(spec.commandLine(), "--max-new-tokens must be >= 0");
         }
-        ChatGLMConfig config = ChatGLMConfig.fromJson(model.resolve("config.json"));
-        ChatTokenizer tokenizer = tokenizer(config);
+        ChatGLMFamily family = ChatGLMFamily.ofFolder(model);
+        ChatGLMConfig config = family.config();
+        // Ids need no tokenizer: a folder without one still generates from --ids.
+        ChatTokenizer tokenizer = Files.exists(model.resolve(family.tokenizerFileName())) ? family.tokenizer(model)
+                : null;
         long[] ids = input.ids != null ? input.ids.stream().mapToLong(Long::longValue).toArray() : encode(tokenizer);
         if (ids.length == 0) {
             throw new ParameterException(spec.commandLine(), "the input has no ids");
@@ -127,7 +130,7 @@ final class GenerateCommand implements Callable<Integer> {
             }
         }
         DType dtype = modelOptions.weightsDtype();
-        ChatGLMLanguageModel lm = ChatGLMLanguageModel.create(config, dtype);
+        ChatGLMLanguageModel lm = family.createModel(dtype);
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, dtype);
         long[] newIds;
         DispatchedModel<ChatGLMLanguageModel> loaded;
@@ -216,15 +219,6 @@ final class GenerateCommand implements Callable<Integer> {
                 w.write("logits", logits);
             }
         }
-    }
-
-    private ChatTokenizer tokenizer(ChatGLMConfig config) {
-        if (config.version() == ChatGLMConfig.Version.CHATGLM_6B) {
-            Path ice = model.resolve("ice_text.model");
-            return Files.exists(ice) ? ChatGLM1Tokenizer.load(ice, 0) : null;
-        }
-        Path sp = model.resolve("tokenizer.model");
-        return Files.exists(sp) ? ChatGLM3Tokenizer.load(sp) : null;
     }
 
     private long[] encode(ChatTokenizer tokenizer) {

@@ -54,8 +54,7 @@ final class ModelOptions {
 
     /** As {@link #toDispatchOptions()}, reporting each placed tensor to {@code progress} (null: none). */
     DispatchOptions toDispatchOptions(LoadProgress progress) throws IOException {
-        DispatchOptions.Builder b = DispatchOptions.builder().dtype(weightsDtype()).prefetch(prefetch)
-                .noSplitModuleClasses("GLMBlock");
+        DispatchOptions.Builder b = DispatchOptions.builder().dtype(weightsDtype()).prefetch(prefetch);
         if (progress != null) {
             b.progress(progress);
         }

@@ -3,6 +3,7 @@ package io.github.bigmodel.cli;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMFamily;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
@@ -76,9 +77,9 @@ final class PlanCommand implements Callable<Integer> {
                     + "disk). Default: this machine's free GPU memory and available RAM.")
     String maxMemory;
 
-    @Option(names = "--no-split", paramLabel = "CLASS", split = ",",
-            description = "Module classes never split across devices (default: the model's own, GLMBlock).")
-    List<String> noSplit;
+    @Option(names = "--no-split-module-classes", paramLabel = "CLASS", split = ",",
+            description = "Module classes never split across devices (default: the model's own).")
+    List<String> noSplitModuleClasses;
 
     @Option(names = "--strategy", paramLabel = "NAME", defaultValue = "auto",
             description = "auto, balanced, balanced_low_0 or sequential (default: ${DEFAULT-VALUE}).")
@@ -96,11 +97,13 @@ final class PlanCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        ChatGLMConfig config = source.preset != null ? ChatGLMConfig.preset(source.preset)
-                : ChatGLMConfig.fromJson(source.model != null ? source.model.resolve("config.json") : source.config);
+        ChatGLMFamily family = source.preset != null ? ChatGLMFamily.ofPreset(source.preset)
+                : source.model != null ? ChatGLMFamily.ofFolder(source.model)
+                : ChatGLMFamily.of(ChatGLMConfig.fromJson(source.config));
+        ChatGLMConfig config = family.config();
         Sizing sizing = sizing(dtype, precisions);
         // Built on meta in the float dtype; a pre-quantized folder's layers are planned as stored, as loading does.
-        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, sizing.floatDtype());
+        ChatGLMLanguageModel model = family.createModel(sizing.floatDtype());
         if (source.model != null) {
             planStored(model, source.model, sizing.floatDtype());
         }
@@ -108,7 +111,7 @@ final class PlanCommand implements Callable<Integer> {
         // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
-                .noSplit(noSplit == null ? List.of("GLMBlock") : noSplit)
+                .noSplitModuleClasses(noSplitModuleClasses)
                 .dtype(sizing.floatDtype())
                 .gpuPrecision(sizing.gpu())
                 .cpuPrecision(sizing.cpu())
@@ -128,9 +131,9 @@ final class PlanCommand implements Callable<Integer> {
         if (json) {
             printJson(out, map, plan, perDevice, contextOptions.given());
         } else if (contextOptions.given()) {
-            printMemoryTable(out, config, target, map, plan, reservation);
+            printMemoryTable(out, family, target, map, plan, reservation);
         } else {
-            printTable(out, config, target, map, plan, perDevice);
+            printTable(out, family, target, map, plan, perDevice);
         }
         return 0;
     }
@@ -236,10 +239,10 @@ final class PlanCommand implements Callable<Integer> {
         }
     }
 
-    private static void printTable(PrintWriter out, ChatGLMConfig config, String target, Map<String, Device> map,
+    private static void printTable(PrintWriter out, ChatGLMFamily family, String target, Map<String, Device> map,
             DevicePlan plan, Map<Device, Double> perDevice) {
-        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
-                target, MemorySize.format(plan.modelSize()), target);
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", family.displayName(),
+                family.config().numLayers(), target, MemorySize.format(plan.modelSize()), target);
         Map<Device, List<String>> byDevice = new LinkedHashMap<>();
         map.forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
         out.printf(Locale.ROOT, "%-8s  %12s  %12s  %s%n", "device", "budget", "weights", "modules");
@@ -255,10 +258,10 @@ final class PlanCommand implements Callable<Integer> {
      * Per device: budget, weights, KV cache at the context, workspace of one step, offload buffer (the largest
      * offloaded layer, brought to the main device to run), free, then the modules placed there.
      */
-    private static void printMemoryTable(PrintWriter out, ChatGLMConfig config, String target,
+    private static void printMemoryTable(PrintWriter out, ChatGLMFamily family, String target,
             Map<String, Device> map, DevicePlan plan, MemoryReservation reservation) {
-        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", config.version(), config.numLayers(),
-                target, MemorySize.format(plan.modelSize()), target);
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", family.displayName(),
+                family.config().numLayers(), target, MemorySize.format(plan.modelSize()), target);
         out.printf(Locale.ROOT, "room for generation: %s, %s in all; workspace %s per executing device%n",
                 reservation.description(), MemorySize.format(reservation.totalModuleBytes()),
                 MemorySize.format(reservation.workspaceBytes()));

@@ -5,8 +5,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.tokenizer.ChatGLM1Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatGLM2Tokenizer;
+import io.github.bigmodel.chatglm.ChatGLMFamily;
+import io.github.bigmodel.chatglm.chat.ChatFormat;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatInput;
 import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
@@ -83,16 +83,9 @@ final class TokenizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        Path file = tokenizerFile();
-        String k = kind != null ? kind : inferKind(file);
-        ChatTokenizer tokenizer = switch (k) {
-            case "chatglm3" -> ChatGLM3Tokenizer.load(file);
-            case "chatglm2" -> ChatGLM2Tokenizer.load(file);
-            // The final chatglm-6b revision has no image tokens before the text pieces (num_image_tokens = 0).
-            case "chatglm", "chatglm-6b", "chatglm1" -> ChatGLM1Tokenizer.load(file, 0);
-            default -> throw new ParameterException(spec.commandLine(),
-                    "--kind must be chatglm3, chatglm2 or chatglm, not '" + k + "'");
-        };
+        ChatFormat member = member();
+        ChatTokenizer tokenizer = source.tokenizer != null ? ChatGLMFamily.tokenizer(member, source.tokenizer, 0)
+                : ChatGLMFamily.ofFolder(source.model).tokenizer(source.model);
         PrintWriter out = spec.commandLine().getOut();
         ObjectMapper mapper = new ObjectMapper();
         if (input.decode != null) {
@@ -163,27 +156,24 @@ final class TokenizeCommand implements Callable<Integer> {
         return new ChatMessage(m.get("role").asText(), m.get("content").asText(), metadata, tools);
     }
 
-    private Path tokenizerFile() {
-        if (source.tokenizer != null) {
-            return source.tokenizer;
+    /**
+     * The family member whose tokenizer to use: {@code --kind}, else the model folder's config, else the file name
+     * (ChatGLM-6B ships {@code ice_text.model}). The final chatglm-6b revision has no image tokens (0).
+     */
+    private ChatFormat member() {
+        if (kind != null) {
+            return switch (kind.toLowerCase(java.util.Locale.ROOT)) {
+                case "chatglm3" -> ChatFormat.CHATGLM3;
+                case "chatglm2" -> ChatFormat.CHATGLM2;
+                case "chatglm", "chatglm-6b", "chatglm1" -> ChatFormat.CHATGLM_6B;
+                default -> throw new ParameterException(spec.commandLine(),
+                        "--kind must be chatglm3, chatglm2 or chatglm, not '" + kind + "'");
+            };
         }
-        for (String name : new String[] {"tokenizer.model", "ice_text.model"}) {
-            if (Files.exists(source.model.resolve(name))) {
-                return source.model.resolve(name);
-            }
+        if (source.model != null) {
+            return ChatGLMFamily.ofFolder(source.model).member();
         }
-        throw new IllegalArgumentException(source.model + " has no tokenizer.model or ice_text.model");
-    }
-
-    private String inferKind(Path file) {
-        if (source.model != null && Files.exists(source.model.resolve("config.json"))) {
-            ChatGLMConfig config = ChatGLMConfig.fromJson(source.model.resolve("config.json"));
-            if (config.version() == ChatGLMConfig.Version.CHATGLM_6B) {
-                return "chatglm";
-            }
-            // ChatGLM2 and ChatGLM3 share a config format; ChatGLM3's vocabulary adds the role tokens.
-            return "chatglm3";
-        }
-        return file.getFileName().toString().startsWith("ice_text") ? "chatglm" : "chatglm3";
+        return source.tokenizer.getFileName().toString().startsWith("ice_text") ? ChatFormat.CHATGLM_6B
+                : ChatFormat.CHATGLM3;
     }
 }

@@ -128,7 +128,7 @@ class GettingStartedSnippetsTest {
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, DType.FLOAT32);
         // infer_auto_device_map(model, max_memory=..., no_split_module_classes=["GLMBlock"])
         DeviceMap deviceMap = DeviceMapPlanner.inferAutoDeviceMap(model, MaxMemory.parse(maxMemory),
-                PlanOptions.builder().noSplit("GLMBlock").build());
+                PlanOptions.builder().build());
         // load_checkpoint_and_dispatch(model, path, device_map=device_map, offload_folder="offload")
         try (DispatchedModel<ChatGLMLanguageModel> dispatched = BigModel.loadCheckpointAndDispatch(model, modelDir,
                 DispatchOptions.builder().deviceMap(deviceMap).offloadFolder(offloadFolder).build());

@@ -19,7 +19,7 @@ import java.util.Set;
  * tensor under its first name); {@link #stateDict()} lists every name, tied aliases included, with each module's
  * persistent buffers after its own parameters.
  *
- * <p>{@link #className()} is the name device maps match against no-split rules ({@code "GLMBlock"}): by default
+ * <p>{@link #className()} is the name device maps match against no-split rules (a transformer block): by default
  * the Java simple class name, or the name given to {@link #Module(String)}.
  *
  * <pre>{@code
@@ -57,6 +57,22 @@ public class Module {
     /** The class name device maps match no-split rules against. */
     public String className() {
         return className;
+    }
+
+    /**
+     * The class names ({@link #className()}) of modules in this model that must stay on one device: blocks whose
+     * forward mixes tensors that a device boundary would separate (a residual, an attention's cache). The planner
+     * uses them when the caller names none, as transformers reads a model's {@code _no_split_modules}. Empty by
+     * default; a model overrides it.
+     *
+     * <pre>{@code
+     * class MyModel extends Module {
+     *     public Set<String> noSplitModuleClasses() { return Set.of("DecoderBlock"); }
+     * }
+     * }</pre>
+     */
+    public Set<String> noSplitModuleClasses() {
+        return Set.of();
     }
 
     /** Adds a parameter under {@code name} and returns it. */

@@ -26,7 +26,7 @@ import org.slf4j.LoggerFactory;
  * MyModel model = new MyModel(config);                     // born on meta: no memory used
  * DispatchOptions options = DispatchOptions.builder()
  *         .strategy(Strategy.AUTO).maxMemory("0=10GiB,cpu=30GiB")
- *         .noSplitModuleClasses("GLMBlock").offloadFolder(Path.of("offload"))
+ *         .offloadFolder(Path.of("offload"))                   // the model names its no-split classes
  *         .dtype(DType.FLOAT16).build();
  * try (DispatchedModel<MyModel> d = BigModel.loadCheckpointAndDispatch(model, Path.of("chatglm3-6b"), options)) {
  *     Tensor logits = d.model().forward(ids);
@@ -91,22 +91,14 @@ public final class BigModel {
             // a map is planned (so the planner sizes them as they will be held), unless their device asks for
             // another precision.
             Map<String, Precision> stored = StoredPrecisions.of(model, ckpt);
-            StoredPrecisions.plan(model, stored, options.floatDtype());
+            StoredPrecisions.plan(model, stored, options.plan().floatDtype());
             if (map == null) {
-                PlanOptions.Builder po = PlanOptions.builder().noSplit(options.noSplitModuleClasses())
-                        .inventory(options.inventory()).executionDevice(options.executionDevice())
-                        .gpuPrecision(options.gpuPrecision()).cpuPrecision(options.cpuPrecision())
-                        .reservation(options.reservation());
-                options.precisions().forEach(po::precision);
-                if (options.floatDtype() != null) {
-                    po.dtype(options.floatDtype());
-                }
-                plan = DeviceMapPlanner.plan(model, options.strategy(), options.maxMemory(), po.build());
+                plan = DeviceMapPlanner.plan(model, options.strategy(), options.maxMemory(), options.plan());
                 map = plan.deviceMap();
                 LOG.info("Planned device map ({}): {}", options.strategy(), map);
             }
-            main = Dispatcher.mainDevice(map, options.executionDevice());
-            Dispatcher.validate(model, map, main, options.inventory());
+            main = Dispatcher.mainDevice(map, options.plan().executionDevice());
+            Dispatcher.validate(model, map, main, options.plan().inventory());
             Dispatcher.planPrecisions(model, map, main, options, stored);
             placements = Dispatcher.placements(model, map, main);
             placed = Dispatcher.loadFromCheckpoint(model, ckpt, placements, options);
@@ -141,8 +133,8 @@ public final class BigModel {
         Objects.requireNonNull(deviceMap, "deviceMap");
         Objects.requireNonNull(options, "options");
         NativeRuntime.init();
-        Device main = Dispatcher.mainDevice(deviceMap, options.executionDevice());
-        Dispatcher.validate(model, deviceMap, main, options.inventory());
+        Device main = Dispatcher.mainDevice(deviceMap, options.plan().executionDevice());
+        Dispatcher.validate(model, deviceMap, main, options.plan().inventory());
         List<Dispatcher.Placement> placements = Dispatcher.placements(model, deviceMap, main);
         Dispatcher.Placed placed = Dispatcher.placeMaterialized(model, placements, options.offloadFolder());
         return Dispatcher.attach(model, deviceMap, main, null, placements, placed, options.prefetch());

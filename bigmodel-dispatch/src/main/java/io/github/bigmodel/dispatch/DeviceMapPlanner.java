@@ -26,7 +26,7 @@ import org.slf4j.LoggerFactory;
  * Module model = ...;                                    // on meta
  * DevicePlan plan = DeviceMapPlanner.plan(model, Strategy.AUTO,
  *         MaxMemory.parse("0=10GiB,1=10GiB,cpu=30GiB"),
- *         PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).build());
+ *         PlanOptions.builder().dtype(DType.FLOAT16).build());      // blocks whole: the model's no-split classes
  * plan.deviceMap();    // {transformer.word_embeddings=cuda:0, ..., lm_head=cuda:1}
  * }</pre>
  */
@@ -59,38 +59,37 @@ public final class DeviceMapPlanner {
     }
 
     /**
-     * The strategy entry point (accelerate's {@code load_checkpoint_and_dispatch}, or transformers'
-     * {@code from_pretrained} with {@link PlanOptions.FrontEnd#FROM_PRETRAINED}): balances the budget unless the
-     * strategy is sequential, applies the front end's budget rules, then infers the map.
+     * The strategy entry point (accelerate's {@code load_checkpoint_and_dispatch}): the budget for the strategy
+     * ({@link #budgetFor}), then the map within it ({@link #planWithin}).
      *
      * @param maxMemory the user's budget, or null for this machine's free memory ({@link PlanOptions#inventory()})
      */
     public static DevicePlan plan(Module model, Strategy strategy, MaxMemory maxMemory, PlanOptions options) {
-        MaxMemory budget;
+        PlanOptions o = options.forModel(model);
+        return planWithin(model, budgetFor(model, strategy, maxMemory, o), o);
+    }
+
+    /**
+     * Step 1 of {@link #plan}: the budget a strategy plans under. Sequential takes the user's budget (or the
+     * machine's); the others balance it ({@link #getBalancedMemory}).
+     */
+    public static MaxMemory budgetFor(Module model, Strategy strategy, MaxMemory maxMemory, PlanOptions options) {
         if (strategy == Strategy.SEQUENTIAL) {
-            budget = maxMemory != null ? maxMemory : MaxMemory.defaults(options.inventory);
-        } else {
-            budget = getBalancedMemory(model, maxMemory, options, strategy == Strategy.BALANCED_LOW_0);
+            return maxMemory != null ? maxMemory : MaxMemory.defaults(options.inventory);
         }
-        if (options.frontEnd == PlanOptions.FrontEnd.FROM_PRETRAINED) {
-            if (options.budgetFactor != 1.0) {
-                budget = budget.scaled(options.budgetFactor);
-            }
-            if (maxMemory != null) {
-                // transformers never plans above what the user allowed for a device.
-                for (Device d : budget.devices()) {
-                    if (maxMemory.contains(d)) {
-                        budget = budget.with(d, Math.min(budget.get(d), maxMemory.get(d)));
-                    }
-                }
-            }
-        } else if (options.budgetFactor != 1.0) {
-            budget = budget.scaled(options.budgetFactor);
-        }
-        ModuleSizes sizes = sizesFor(model, options, mainDevice(budget.devices(), options));
-        LargestLayer largest = largestLayer(model, sizes, options.noSplit);
-        DeviceMap map = inferAutoDeviceMap(model, budget, options);
-        return new DevicePlan(map, budget, sizes.total(), largest, deviceMemory(model, map, budget, options));
+        return getBalancedMemory(model, maxMemory, options, strategy == Strategy.BALANCED_LOW_0);
+    }
+
+    /**
+     * Step 2 of {@link #plan}: the map within {@code budget} ({@link #inferAutoDeviceMap}) with what it holds per
+     * device, the model's size and its largest layer.
+     */
+    public static DevicePlan planWithin(Module model, MaxMemory budget, PlanOptions options) {
+        PlanOptions o = options.forModel(model);
+        ModuleSizes sizes = sizesFor(model, o, mainDevice(budget.devices(), o));
+        LargestLayer largest = largestLayer(model, sizes, o.noSplit);
+        DeviceMap map = inferAutoDeviceMap(model, budget, o);
+        return new DevicePlan(map, budget, sizes.total(), largest, deviceMemory(model, map, budget, o));
     }
 
     /** {@link #plan(Module, Strategy, MaxMemory, PlanOptions)} with the strategy as accelerate's string. */
@@ -107,7 +106,9 @@ public final class DeviceMapPlanner {
      * @throws DeviceMapException as accelerate fails: a {@code disk} key ({@code RuntimeError} from torch), GPU
      *     ids that are not 0..n-1 under lowZero ({@code KeyError})
      */
-    public static MaxMemory getBalancedMemory(Module model, MaxMemory maxMemory, PlanOptions options, boolean lowZero) {
+    public static MaxMemory getBalancedMemory(Module model, MaxMemory maxMemory, PlanOptions planOptions,
+            boolean lowZero) {
+        PlanOptions options = planOptions.forModel(model);
         boolean userNotSet = maxMemory == null;
         MaxMemory budget = userNotSet ? MaxMemory.defaults(options.inventory) : maxMemory;
         if (budget.contains(Device.DISK)) {
@@ -227,7 +228,7 @@ public final class DeviceMapPlanner {
     public static DeviceMap inferAutoDeviceMap(Module model, MaxMemory maxMemory, List<String> noSplitModuleClasses,
             DType dtype, Map<String, DType> specialDtypes, boolean offloadBuffers, boolean cleanResult,
             boolean fallbackAllocation) {
-        PlanOptions.Builder b = PlanOptions.builder().noSplit(noSplitModuleClasses).dtype(dtype)
+        PlanOptions.Builder b = PlanOptions.builder().noSplitModuleClasses(noSplitModuleClasses).dtype(dtype)
                 .offloadBuffers(offloadBuffers).cleanResult(cleanResult).fallbackAllocation(fallbackAllocation);
         if (specialDtypes != null) {
             specialDtypes.forEach(b::specialDtype);
@@ -243,7 +244,8 @@ public final class DeviceMapPlanner {
      *
      * @param maxMemory the budget, or null for this machine's free memory
      */
-    public static DeviceMap inferAutoDeviceMap(Module model, MaxMemory maxMemory, PlanOptions options) {
+    public static DeviceMap inferAutoDeviceMap(Module model, MaxMemory maxMemory, PlanOptions planOptions) {
+        PlanOptions options = planOptions.forModel(model);
         MaxMemory budget = maxMemory != null ? maxMemory : MaxMemory.defaults(options.inventory);
         MemoryReservation reservation = options.reservation;
         if (reservation.isEmpty()) {
@@ -538,7 +540,8 @@ public final class DeviceMapPlanner {
      * }</pre>
      */
     public static Map<Device, DeviceMemory> deviceMemory(Module model, DeviceMap map, MaxMemory budget,
-            PlanOptions options) {
+            PlanOptions planOptions) {
+        PlanOptions options = planOptions.forModel(model);
         List<Device> devices = new ArrayList<>(budget.devices());
         for (Device d : map.devices()) {
             if (!devices.contains(d)) {

@@ -12,7 +12,7 @@ import java.util.Map;
  *
  * <pre>{@code
  * DevicePlan plan = DeviceMapPlanner.plan(model, Strategy.AUTO, MaxMemory.parse("0=10GiB,1=10GiB,cpu=30GiB"),
- *         PlanOptions.builder().noSplit("GLMBlock").dtype(DType.FLOAT16).build());
+ *         PlanOptions.builder().dtype(DType.FLOAT16).build());
  * plan.deviceMap().toJson();   // {"transformer.word_embeddings":0, ...}
  * plan.budget();               // cuda:0=7211379664,cuda:1=10737418240,cpu=32212254720
  * plan.memory().get(Device.cuda(0)).freeBytes();

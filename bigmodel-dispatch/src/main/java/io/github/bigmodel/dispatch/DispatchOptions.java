@@ -13,14 +13,14 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * How {@link BigModel} loads and places a model: a device map or a strategy with a budget, the offload folder, the
- * load dtype, prefetching and the main (execution) device.
+ * How {@link BigModel} loads and places a model: a device map or a strategy with a budget, the offload folder,
+ * prefetching, and the {@link PlanOptions} that planning and placing share (dtype, precisions, main device, no-split
+ * classes, reservation). The builder's setters for those write into the one {@link #plan()} these options hold.
  *
  * <pre>{@code
  * DispatchOptions o = DispatchOptions.builder()
  *         .strategy(Strategy.AUTO)
- *         .maxMemory("0=10GiB,cpu=30GiB")
- *         .noSplitModuleClasses("GLMBlock")
+ *         .maxMemory("0=10GiB,cpu=30GiB")                  // blocks stay whole: the model names its no-split classes
  *         .offloadFolder(Path.of("offload"))
  *         .dtype(DType.FLOAT16)
  *         .prefetch(1)
@@ -51,66 +51,21 @@ public final class DispatchOptions {
     private final DeviceMap deviceMap;
     private final Strategy strategy;
     private final MaxMemory maxMemory;
-    private final List<String> noSplitModuleClasses;
     private final Path offloadFolder;
     private final boolean offloadStateDict;
-    private final DType dtype;
     private final int prefetch;
-    private final Device executionDevice;
-    private final DeviceInventory inventory;
     private final Progress progress;
-    private final Map<Device, Precision> precisions;
-    private final Precision gpuPrecision;
-    private final Precision cpuPrecision;
-    private final MemoryReservation reservation;
+    private final PlanOptions plan;
 
     private DispatchOptions(Builder b) {
         deviceMap = b.deviceMap;
         strategy = b.deviceMap == null && b.strategy == null ? Strategy.AUTO : b.strategy;
+        plan = b.plan.build();
         maxMemory = b.maxMemory;
-        noSplitModuleClasses = List.copyOf(b.noSplit);
         offloadFolder = b.offloadFolder;
         offloadStateDict = b.offloadStateDict;
-        dtype = b.dtype;
         prefetch = b.prefetch;
-        executionDevice = b.executionDevice;
-        inventory = b.inventory;
         progress = b.progress;
-        precisions = Collections.unmodifiableMap(new LinkedHashMap<>(b.precisions));
-        gpuPrecision = b.gpuPrecision;
-        cpuPrecision = b.cpuPrecision;
-        reservation = b.reservation;
-        checkOneFloatType();
-    }
-
-    /**
-     * One floating-point dtype per model: float precisions must agree with each other and with {@link #dtype()}.
-     * Mixed float types (fp16 on the GPU, fp32 on the CPU) would need every module to compute in its own dtype,
-     * with the KV cache, rotary tables and masks per device too; that is not done (docs/quantization.md).
-     */
-    private void checkOneFloatType() {
-        Set<String> floats = new LinkedHashSet<>();
-        Map<String, Precision> all = new LinkedHashMap<>();
-        precisions.forEach((d, p) -> all.put(d.toString(), p));
-        if (gpuPrecision != null) {
-            all.put("gpu", gpuPrecision);
-        }
-        if (cpuPrecision != null) {
-            all.put("cpu (default)", cpuPrecision);
-        }
-        all.forEach((where, p) -> {
-            if (!p.isQuantized()) {
-                floats.add(p.dtype().torchName());
-            }
-        });
-        if (dtype != null) {
-            floats.add(dtype.torchName());
-        }
-        if (floats.size() > 1) {
-            throw new IllegalArgumentException("Precisions " + all + (dtype == null ? "" : " with dtype "
-                    + dtype.torchName()) + " mix floating-point types " + floats + ": one floating-point dtype per"
-                    + " model is supported (int8/int4 may differ by device); use the same float type everywhere");
-        }
     }
 
     /**
@@ -125,18 +80,11 @@ public final class DispatchOptions {
         b.deviceMap = deviceMap;
         b.strategy = deviceMap == null ? strategy : null;
         b.maxMemory = maxMemory;
-        b.noSplit.addAll(noSplitModuleClasses);
         b.offloadFolder = offloadFolder;
         b.offloadStateDict = offloadStateDict;
-        b.dtype = dtype;
         b.prefetch = prefetch;
-        b.executionDevice = executionDevice;
-        b.inventory = inventory;
         b.progress = progress;
-        b.precisions.putAll(precisions);
-        b.gpuPrecision = gpuPrecision;
-        b.cpuPrecision = cpuPrecision;
-        b.reservation = reservation;
+        b.plan = plan.toBuilder();
         return b;
     }
 
@@ -164,8 +112,12 @@ public final class DispatchOptions {
         return maxMemory;
     }
 
-    public List<String> noSplitModuleClasses() {
-        return noSplitModuleClasses;
+    /**
+     * What planning and placing share: no-split classes, the load dtype, per-device precisions, the main device,
+     * the reservation and the device inventory. A given {@link #deviceMap()} is still sized and checked with them.
+     */
+    public PlanOptions plan() {
+        return plan;
     }
 
     /** Where weights that must be rewritten for {@code disk} go, or null. */
@@ -178,31 +130,9 @@ public final class DispatchOptions {
         return offloadStateDict;
     }
 
-    /** The floating dtype weights are converted to, or null to use each parameter's declared dtype. */
-    public DType dtype() {
-        return dtype;
-    }
-
     /** How many offloaded modules are read ahead; 0 = no prefetch. */
     public int prefetch() {
         return prefetch;
-    }
-
-    /** The main device that offloaded modules execute on, or null for accelerate's choice (the first GPU). */
-    public Device executionDevice() {
-        return executionDevice;
-    }
-
-    /**
-     * Memory a planned map leaves room for beside the weights (KV cache at a context length, workspace);
-     * {@link MemoryReservation#NONE} by default. Used only when a strategy plans the map.
-     */
-    public MemoryReservation reservation() {
-        return reservation;
-    }
-
-    public DeviceInventory inventory() {
-        return inventory;
     }
 
     /** The progress listener, or null. */
@@ -210,70 +140,16 @@ public final class DispatchOptions {
         return progress;
     }
 
-    /** Precisions set for single devices ({@link Builder#precision(Device, Precision)}). */
-    public Map<Device, Precision> precisions() {
-        return precisions;
-    }
-
-    /** The precision of every GPU without one of its own, or null. */
-    public Precision gpuPrecision() {
-        return gpuPrecision;
-    }
-
-    /** The precision of the CPU when none is set for it with {@link Builder#precision}, or null. */
-    public Precision cpuPrecision() {
-        return cpuPrecision;
-    }
-
-    /** Whether any precision is set. */
-    public boolean hasPrecisions() {
-        return !precisions.isEmpty() || gpuPrecision != null || cpuPrecision != null;
-    }
-
-    /**
-     * The precision of modules that execute on {@code device}: the device's own, else {@link #gpuPrecision()} for a
-     * GPU or {@link #cpuPrecision()} for the CPU, else null (weights in the load dtype, nothing quantized).
-     */
-    public Precision precisionOf(Device device) {
-        return PlanOptions.resolvePrecision(precisions, gpuPrecision, cpuPrecision, device);
-    }
-
-    /**
-     * The floating-point dtype of the weights: {@link #dtype()} when set, else the float precision some device
-     * asks for (they agree, see {@link Builder#build()}), else null (each parameter's declared dtype).
-     */
-    public DType floatDtype() {
-        if (dtype != null) {
-            return dtype;
-        }
-        List<Precision> all = new ArrayList<>(precisions.values());
-        all.add(gpuPrecision);
-        all.add(cpuPrecision);
-        for (Precision p : all) {
-            if (p != null && !p.isQuantized()) {
-                return p.dtype();
-            }
-        }
-        return null;
-    }
-
     /** Builds {@link DispatchOptions}. */
     public static final class Builder {
         private DeviceMap deviceMap;
         private Strategy strategy;
         private MaxMemory maxMemory;
-        private final List<String> noSplit = new ArrayList<>();
         private Path offloadFolder;
         private boolean offloadStateDict;
-        private DType dtype;
         private int prefetch = 1;
-        private Device executionDevice;
-        private DeviceInventory inventory = DeviceInventory.system();
         private Progress progress;
-        private final Map<Device, Precision> precisions = new LinkedHashMap<>();
-        private Precision gpuPrecision;
-        private Precision cpuPrecision;
-        private MemoryReservation reservation = MemoryReservation.NONE;
+        private PlanOptions.Builder plan = PlanOptions.builder();
 
         private Builder() {
         }
@@ -291,23 +167,19 @@ public final class DispatchOptions {
                 throw new IllegalArgumentException("A precision belongs to a device that executes modules (cpu or"
                         + " cuda:N), got " + device + ": modules on disk take their execution device's precision");
             }
-            if (precision == null) {
-                precisions.remove(device);
-            } else {
-                precisions.put(device, precision);
-            }
+            plan.precision(device, precision);
             return this;
         }
 
         /** {@link #precision(Device, Precision)} for every GPU without a precision of its own (seed: fp16/int8/int4). */
         public Builder gpuPrecision(Precision precision) {
-            this.gpuPrecision = precision;
+            plan.gpuPrecision(precision);
             return this;
         }
 
         /** {@link #precision(Device, Precision)} for the CPU (seed: fp32/bf16; int8/int4 work too). */
         public Builder cpuPrecision(Precision precision) {
-            this.cpuPrecision = precision;
+            plan.cpuPrecision(precision);
             return this;
         }
 
@@ -320,7 +192,21 @@ public final class DispatchOptions {
          * }</pre>
          */
         public Builder reservation(MemoryReservation value) {
-            reservation = value == null ? MemoryReservation.NONE : value;
+            plan.reservation(value);
+            return this;
+        }
+
+        /**
+         * Every planning option at once (no-split classes, dtype, precisions, main device, reservation,
+         * inventory), replacing those set so far.
+         *
+         * <pre>{@code
+         * DispatchOptions.builder().plan(PlanOptions.builder().gpuPrecision(Precision.INT4).build())
+         *         .offloadFolder(Path.of("offload")).build();
+         * }</pre>
+         */
+        public Builder plan(PlanOptions value) {
+            plan = value == null ? PlanOptions.builder() : value.toBuilder();
             return this;
         }
 
@@ -367,12 +253,15 @@ public final class DispatchOptions {
          * @throws IllegalArgumentException naming the entry or size that is not understood
          */
         public Builder maxMemory(String budget) {
-            return maxMemory(MaxMemory.parse(budget, inventory));
+            return maxMemory(MaxMemory.parse(budget, plan.inventory()));
         }
 
-        /** Class names whose instances the planner keeps on one device. */
+        /**
+         * Class names whose instances the planner keeps on one device, replacing the model's own
+         * ({@link io.github.bigmodel.core.Module#noSplitModuleClasses()}, used when none are given).
+         */
         public Builder noSplitModuleClasses(String... classNames) {
-            noSplit.addAll(List.of(classNames));
+            plan.noSplitModuleClasses(classNames);
             return this;
         }
 
@@ -402,7 +291,7 @@ public final class DispatchOptions {
                 throw new IllegalArgumentException("The load dtype must be a floating dtype, got " + value.torchName()
                         + " (integer tensors are never converted)");
             }
-            this.dtype = value;
+            plan.dtype(value);
             return this;
         }
 
@@ -434,13 +323,13 @@ public final class DispatchOptions {
             if (device != null && (device.isDisk() || device.isMeta())) {
                 throw new IllegalArgumentException("A model cannot execute on " + device);
             }
-            this.executionDevice = device;
+            plan.executionDevice(device);
             return this;
         }
 
         /** Where unset budgets and the list of available GPUs come from (tests simulate machines). */
         public Builder inventory(DeviceInventory value) {
-            this.inventory = value;
+            plan.inventory(value);
             return this;
         }
 
@@ -450,7 +339,8 @@ public final class DispatchOptions {
         }
 
         /**
-         * @throws IllegalArgumentException when the precisions and the dtype name more than one floating-point type
+         * @throws IllegalArgumentException when the precisions and the dtype name more than one floating-point type,
+         *     or the budget text is not understood
          */
         public DispatchOptions build() {
             return new DispatchOptions(this);

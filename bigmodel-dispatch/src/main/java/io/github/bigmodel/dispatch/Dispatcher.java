@@ -150,8 +150,8 @@ final class Dispatcher {
             QuantizedLinear linear = (QuantizedLinear) e.getValue();
             String weightName = e.getKey().isEmpty() ? "weight" : e.getKey() + ".weight";
             Device exec = executionDevice(map.get(closestEntry(map, weightName)), main);
-            DType scaleDtype = StoredPrecisions.scaleDtype(linear, options.floatDtype());
-            Precision p = WeightConversion.layerPrecision(options.precisionOf(exec), stored.get(e.getKey()),
+            DType scaleDtype = StoredPrecisions.scaleDtype(linear, options.plan().floatDtype());
+            Precision p = WeightConversion.layerPrecision(options.plan().precisionOf(exec), stored.get(e.getKey()),
                     scaleDtype);
             if (p.isQuantized() == linear.isQuantized() && (!p.isQuantized() || p == linear.precision())) {
                 continue; // as planned already (a float layer keeps its declared dtype)
@@ -365,7 +365,7 @@ final class Dispatcher {
                 continue;
             }
             p.info = checkpoint.info(p.checkpointName);
-            p.target = WeightConversion.dtypeFor(p.info.dtype(), options.floatDtype(), p.parameter.dtype());
+            p.target = WeightConversion.dtypeFor(p.info.dtype(), options.plan().floatDtype(), p.parameter.dtype());
             if (p.linear != null && !p.info.dtype().isFloatingPoint()) {
                 // A float-planned linear weight stored as codes (its device asks for a float precision):
                 // dequantized from the codes and the weight_scale beside them.
@@ -375,7 +375,7 @@ final class Dispatcher {
                             names.contains(scaleName), p.linear.outFeatures(), p.linear.inFeatures());
                     p.storedScaleName = scaleName;
                     byCheckpointName.putIfAbsent(scaleName, null);
-                    p.target = WeightConversion.dtypeFor(DType.FLOAT32, options.floatDtype(), p.parameter.dtype());
+                    p.target = WeightConversion.dtypeFor(DType.FLOAT32, options.plan().floatDtype(), p.parameter.dtype());
                 } catch (IllegalArgumentException e) {
                     badShapes.add(e.getMessage());
                     continue;
@@ -421,7 +421,7 @@ final class Dispatcher {
                     }
                 }
                 com.fasterxml.jackson.databind.node.ObjectNode described = OffloadStore.describeSource(files,
-                        options.floatDtype());
+                        options.plan().floatDtype());
                 if (placements.stream().anyMatch(p -> p.quantized != null)) {
                     // Codes and scales depend on the precision: a folder written for int8 is never reused for int4.
                     described.put("precisions", precisionsDigest(placements));

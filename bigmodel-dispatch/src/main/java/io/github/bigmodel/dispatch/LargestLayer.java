@@ -7,7 +7,7 @@ import java.util.List;
  * size. Main devices keep this much free so an offloaded layer can be brought back.
  *
  * <pre>{@code
- * LargestLayer l = DeviceMapPlanner.largestLayer(model, sizes, List.of("GLMBlock"));
+ * LargestLayer l = DeviceMapPlanner.largestLayer(model, sizes, List.copyOf(model.noSplitModuleClasses()));
  * l.size();    // 1.069285376E9
  * l.names();   // [transformer.word_embeddings, lm_head]
  * }</pre>

@@ -23,7 +23,7 @@ import java.util.Objects;
  *         .module("transformer.encoder.layers.1", 8L << 20)
  *         .workspace(300L << 20)
  *         .build();
- * PlanOptions o = PlanOptions.builder().noSplit("GLMBlock").reservation(r).build();
+ * PlanOptions o = PlanOptions.builder().reservation(r).build();
  * }</pre>
  */
 public final class MemoryReservation {

@@ -2,52 +2,41 @@ package io.github.bigmodel.dispatch;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.quant.Precision;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
 
 /**
- * Everything besides the model and the budget that shapes a device map: no-split classes, the load dtype and
- * per-tensor dtypes, buffer offloading, the clean-up and fallback switches, the front end whose budget rules apply,
- * where unset budgets come from, and the memory to reserve beside the weights ({@link MemoryReservation}).
+ * Everything besides the model and the budget that shapes a device map: no-split classes (the model's own unless
+ * given), the load dtype and per-tensor dtypes, per-device precisions, buffer offloading, the clean-up and fallback
+ * switches, where unset budgets come from, and the memory to reserve beside the weights ({@link MemoryReservation}).
+ * {@link DispatchOptions} holds one of these for the planning it does.
  *
  * <pre>{@code
  * PlanOptions o = PlanOptions.builder()
- *         .noSplit("GLMBlock")
- *         .dtype(DType.FLOAT16)
+ *         .dtype(DType.FLOAT16)                       // no-split classes: the model's own (GLMBlock for ChatGLM)
+ *         .gpuPrecision(Precision.INT4)
  *         .build();
- * // transformers' from_pretrained(load_in_8bit=True): int8 weights, the head kept in fp16, budgets x 0.90
- * PlanOptions bnb = PlanOptions.builder().noSplit("GLMBlock").dtype("int8")
- *         .specialDtype("transformer.output_layer.weight", DType.FLOAT16)
- *         .frontEnd(PlanOptions.FrontEnd.FROM_PRETRAINED).budgetFactor(0.90).build();
  * }</pre>
  */
 public final class PlanOptions {
 
-    /** Which library's entry point the strategy is interpreted like (README section 5 of the fixtures). */
-    public enum FrontEnd {
-        /** accelerate's {@code load_checkpoint_and_dispatch}: sequential uses the budget as given. */
-        LOAD_CHECKPOINT_AND_DISPATCH,
-        /**
-         * transformers' {@code from_pretrained}: sequential normalises the budget first, the
-         * {@link Builder#budgetFactor quantizer factor} is applied after balancing, and no budget may exceed what
-         * the user gave.
-         */
-        FROM_PRETRAINED
-    }
-
+    /** As given, or null for the model's own ({@link Module#noSplitModuleClasses()}). */
     final List<String> noSplit;
     final Double dtypeBytes;
     final String dtypeName;
+    final DType dtype;
     final Map<String, Double> specialBytes;
     final boolean offloadBuffers;
     final boolean cleanResult;
     final boolean fallbackAllocation;
-    final FrontEnd frontEnd;
-    final double budgetFactor;
     final DeviceInventory inventory;
     final Map<Device, Precision> precisions;
     final Precision gpuPrecision;
@@ -56,21 +45,80 @@ public final class PlanOptions {
     final MemoryReservation reservation;
 
     private PlanOptions(Builder b) {
-        noSplit = List.copyOf(b.noSplit);
+        noSplit = b.noSplit == null ? null : List.copyOf(b.noSplit);
         dtypeBytes = b.dtypeBytes;
         dtypeName = b.dtypeName;
+        dtype = b.dtype;
         specialBytes = Collections.unmodifiableMap(new LinkedHashMap<>(b.specialBytes));
         offloadBuffers = b.offloadBuffers;
         cleanResult = b.cleanResult;
         fallbackAllocation = b.fallbackAllocation;
-        frontEnd = b.frontEnd;
-        budgetFactor = b.budgetFactor;
         inventory = b.inventory;
         precisions = Collections.unmodifiableMap(new LinkedHashMap<>(b.precisions));
         gpuPrecision = b.gpuPrecision;
         cpuPrecision = b.cpuPrecision;
         executionDevice = b.executionDevice;
         reservation = b.reservation;
+        checkOneFloatType();
+    }
+
+    /**
+     * One floating-point dtype per model: float precisions must agree with each other and with the load dtype.
+     * Mixed float types (fp16 on the GPU, fp32 on the CPU) would need every module to compute in its own dtype,
+     * with the KV cache, rotary tables and masks per device too; that is not done (docs/quantization.md).
+     */
+    private void checkOneFloatType() {
+        Set<String> floats = new LinkedHashSet<>();
+        Map<String, Precision> all = new LinkedHashMap<>();
+        precisions.forEach((d, p) -> all.put(d.toString(), p));
+        if (gpuPrecision != null) {
+            all.put("gpu", gpuPrecision);
+        }
+        if (cpuPrecision != null) {
+            all.put("cpu (default)", cpuPrecision);
+        }
+        all.forEach((where, p) -> {
+            if (!p.isQuantized()) {
+                floats.add(p.dtype().torchName());
+            }
+        });
+        if (dtype != null) {
+            floats.add(dtype.torchName());
+        }
+        if (floats.size() > 1) {
+            throw new IllegalArgumentException("Precisions " + all + (dtype == null ? "" : " with dtype "
+                    + dtype.torchName()) + " mix floating-point types " + floats + ": one floating-point dtype per"
+                    + " model is supported (int8/int4 may differ by device); use the same float type everywhere");
+        }
+    }
+
+    /** These options with the no-split classes resolved for {@code model}: as given, else the model's own. */
+    PlanOptions forModel(Module model) {
+        if (noSplit != null) {
+            return this;
+        }
+        return toBuilder().noSplitModuleClasses(new ArrayList<>(new TreeSet<>(model.noSplitModuleClasses())))
+                .build();
+    }
+
+    /** A builder holding these options, to change some of them. */
+    public Builder toBuilder() {
+        Builder b = new Builder();
+        b.noSplit = noSplit == null ? null : new ArrayList<>(noSplit);
+        b.dtypeBytes = dtypeBytes;
+        b.dtypeName = dtypeName;
+        b.dtype = dtype;
+        b.specialBytes.putAll(specialBytes);
+        b.offloadBuffers = offloadBuffers;
+        b.cleanResult = cleanResult;
+        b.fallbackAllocation = fallbackAllocation;
+        b.inventory = inventory;
+        b.precisions.putAll(precisions);
+        b.gpuPrecision = gpuPrecision;
+        b.cpuPrecision = cpuPrecision;
+        b.executionDevice = executionDevice;
+        b.reservation = reservation;
+        return b;
     }
 
     /** Defaults: nothing no-split, tensors' own dtypes, buffers kept on GPU, clean result, no fallback. */
@@ -82,13 +130,45 @@ public final class PlanOptions {
         return new Builder();
     }
 
+    /** The no-split class names as given, or null when the model's own apply. */
     public List<String> noSplitModuleClasses() {
         return noSplit;
     }
 
-    /** The load dtype's bytes per element, or null when tensors keep their own dtype. */
+    /**
+     * The load dtype's bytes per element: the dtype given, else that of a float precision some device asks for,
+     * else null (tensors keep their own dtype).
+     */
     public Double dtypeBytes() {
-        return dtypeBytes;
+        if (dtypeBytes != null) {
+            return dtypeBytes;
+        }
+        DType f = floatDtype();
+        return f == null ? null : ModuleSizes.bytesPerElement(f);
+    }
+
+    /** The load dtype when given as a libtorch dtype ({@link Builder#dtype(DType)}), else null. */
+    public DType dtype() {
+        return dtype;
+    }
+
+    /**
+     * The floating-point dtype of the weights: {@link #dtype()} when set, else the float precision some device
+     * asks for (they agree, see {@link Builder#build()}), else null (each parameter's declared dtype).
+     */
+    public DType floatDtype() {
+        if (dtype != null) {
+            return dtype;
+        }
+        List<Precision> all = new ArrayList<>(precisions.values());
+        all.add(gpuPrecision);
+        all.add(cpuPrecision);
+        for (Precision p : all) {
+            if (p != null && !p.isQuantized()) {
+                return p.dtype();
+            }
+        }
+        return null;
     }
 
     /** Per-tensor bytes per element overriding the load dtype. */
@@ -108,14 +188,6 @@ public final class PlanOptions {
         return fallbackAllocation;
     }
 
-    public FrontEnd frontEnd() {
-        return frontEnd;
-    }
-
-    public double budgetFactor() {
-        return budgetFactor;
-    }
-
     public DeviceInventory inventory() {
         return inventory;
     }
@@ -125,22 +197,30 @@ public final class PlanOptions {
      * none is set: then sizes are accelerate's.
      */
     public Precision precisionOf(Device device) {
-        return resolvePrecision(precisions, gpuPrecision, cpuPrecision, device);
-    }
-
-    /**
-     * The one rule for a device's precision, shared with {@link DispatchOptions} so that planning and loading
-     * cannot disagree: the device's own, else the GPU or CPU default, else null.
-     */
-    static Precision resolvePrecision(Map<Device, Precision> precisions, Precision gpu, Precision cpu, Device device) {
+        // The one rule for a device's precision: planning and loading both ask it, so they cannot disagree.
         Precision p = precisions.get(device);
         if (p != null) {
             return p;
         }
         if (device.isCuda()) {
-            return gpu;
+            return gpuPrecision;
         }
-        return device.isCpu() ? cpu : null;
+        return device.isCpu() ? cpuPrecision : null;
+    }
+
+    /** Precisions set for single devices ({@link Builder#precision(Device, Precision)}). */
+    public Map<Device, Precision> precisions() {
+        return precisions;
+    }
+
+    /** The precision of every GPU without one of its own, or null. */
+    public Precision gpuPrecision() {
+        return gpuPrecision;
+    }
+
+    /** The precision of the CPU when it has none of its own, or null. */
+    public Precision cpuPrecision() {
+        return cpuPrecision;
     }
 
     /** Whether any precision is set. */
@@ -160,15 +240,14 @@ public final class PlanOptions {
 
     /** Builds {@link PlanOptions}. */
     public static final class Builder {
-        private final List<String> noSplit = new ArrayList<>();
+        private List<String> noSplit;
         private Double dtypeBytes;
         private String dtypeName;
+        private DType dtype;
         private final Map<String, Double> specialBytes = new LinkedHashMap<>();
         private boolean offloadBuffers;
         private boolean cleanResult = true;
         private boolean fallbackAllocation;
-        private FrontEnd frontEnd = FrontEnd.LOAD_CHECKPOINT_AND_DISPATCH;
-        private double budgetFactor = 1.0;
         private DeviceInventory inventory = DeviceInventory.system();
         private final Map<Device, Precision> precisions = new LinkedHashMap<>();
         private Precision gpuPrecision;
@@ -179,29 +258,49 @@ public final class PlanOptions {
         private Builder() {
         }
 
-        /** Class names ({@link io.github.bigmodel.core.Module#className()}) whose instances stay on one device. */
-        public Builder noSplit(String... classNames) {
-            return noSplit(List.of(classNames));
+        /** The inventory set so far (budgets given as text are parsed against it). */
+        DeviceInventory inventory() {
+            return inventory;
         }
 
-        public Builder noSplit(List<String> classNames) {
-            if (classNames != null) {
-                noSplit.addAll(classNames);
-            }
+        /**
+         * Class names ({@link Module#className()}) whose instances stay on one device, replacing the model's own
+         * ({@link Module#noSplitModuleClasses()}); an empty list lets the planner split everything.
+         */
+        public Builder noSplitModuleClasses(String... classNames) {
+            return noSplitModuleClasses(List.of(classNames));
+        }
+
+        /** {@link #noSplitModuleClasses(String...)} from a list; null = the model's own. */
+        public Builder noSplitModuleClasses(List<String> classNames) {
+            noSplit = classNames == null ? null : new ArrayList<>(classNames);
             return this;
         }
 
         /** The dtype weights are converted to on load (null = keep each tensor's dtype). */
-        public Builder dtype(DType dtype) {
-            dtypeBytes = dtype == null ? null : ModuleSizes.bytesPerElement(dtype);
-            dtypeName = dtype == null ? null : dtype.torchName();
+        public Builder dtype(DType value) {
+            dtypeBytes = value == null ? null : ModuleSizes.bytesPerElement(value);
+            dtypeName = value == null ? null : value.torchName();
+            dtype = value;
             return this;
         }
 
-        /** The load dtype by name, including accelerate's custom {@code int4}, {@code int2}, {@code fp8}. */
+        /**
+         * The load dtype by name for sizing, including accelerate's custom {@code int4}, {@code int2},
+         * {@code fp8}.
+         */
         public Builder dtype(String name) {
             dtypeBytes = name == null ? null : ModuleSizes.bytesPerElement(name);
             dtypeName = name;
+            DType parsed = null;
+            if (name != null) {
+                try {
+                    parsed = DType.parse(name);
+                } catch (IllegalArgumentException notALibtorchType) {
+                    parsed = null; // a sizing-only name such as int2 or fp8
+                }
+            }
+            dtype = parsed != null && parsed.isFloatingPoint() ? parsed : null;
             return this;
         }
 
@@ -232,20 +331,6 @@ public final class PlanOptions {
         /** Whether a device that fits nothing in order may take a smaller module from further on (default false). */
         public Builder fallbackAllocation(boolean value) {
             fallbackAllocation = value;
-            return this;
-        }
-
-        public Builder frontEnd(FrontEnd value) {
-            frontEnd = value;
-            return this;
-        }
-
-        /** Multiplies every budget after balancing; bitsandbytes loading in transformers uses 0.90. */
-        public Builder budgetFactor(double factor) {
-            if (!(factor > 0) || Double.isInfinite(factor)) {
-                throw new IllegalArgumentException("budget factor must be positive and finite: " + factor);
-            }
-            budgetFactor = factor;
             return this;
         }
 
@@ -300,6 +385,9 @@ public final class PlanOptions {
             return this;
         }
 
+        /**
+         * @throws IllegalArgumentException when the precisions and the dtype name more than one floating-point type
+         */
         public PlanOptions build() {
             return new PlanOptions(this);
         }

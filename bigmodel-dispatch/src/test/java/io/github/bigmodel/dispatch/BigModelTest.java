@@ -176,7 +176,7 @@ class BigModelTest {
         Path ckpt = Checkpoints.singleFile(tmp.resolve("ckpt"), weights);
         MaxMemory budget = MaxMemory.parse("cpu=60000,disk=10GB", NO_GPU);
         DevicePlan plan = DeviceMapPlanner.plan(new SyntheticStack(BLOCKS, HIDDEN), Strategy.SEQUENTIAL, budget,
-                PlanOptions.builder().noSplit("Block").inventory(NO_GPU).build());
+                PlanOptions.builder().noSplitModuleClasses("Block").inventory(NO_GPU).build());
         assertThat(plan.deviceMap().devices()).containsExactly(Device.CPU, Device.DISK);
         Tensor expected = direct(weights, DType.FLOAT32);
         try (DispatchedModel<SyntheticStack> d = BigModel.loadCheckpointAndDispatch(new SyntheticStack(BLOCKS, HIDDEN),

@@ -77,6 +77,27 @@ class DeviceMapParityTest {
 
     // ---- device_map ----------------------------------------------------------------------------------------
 
+    /**
+     * transformers' {@code from_pretrained} front end over the planner's two public steps: special dtypes reach both
+     * calls (they are in the options), bitsandbytes scales every balanced budget by 0.90, and no device is planned
+     * above what the user allowed for it.
+     */
+    private static DevicePlan fromPretrained(Module model, Strategy strategy, MaxMemory userBudget,
+            PlanOptions options, boolean bitsAndBytes) {
+        MaxMemory budget = DeviceMapPlanner.budgetFor(model, strategy, userBudget, options);
+        if (bitsAndBytes) {
+            budget = budget.scaled(0.90);
+        }
+        if (userBudget != null) {
+            for (Device d : budget.devices()) {
+                if (userBudget.contains(d)) {
+                    budget = budget.with(d, Math.min(budget.get(d), userBudget.get(d)));
+                }
+            }
+        }
+        return DeviceMapPlanner.planWithin(model, budget, options);
+    }
+
     private void deviceMapCase(JsonNode c) {
         JsonNode expected = c.get("expected");
         Module model = CaseModels.build(c);
@@ -89,7 +110,7 @@ class DeviceMapParityTest {
             MaxMemory budget = c.path("max_memory").isArray()
                     ? MaxMemory.ofAccelerate(budgetEntries(c.get("max_memory")), inventory) : null;
             PlanOptions.Builder b = PlanOptions.builder()
-                    .noSplit(strings(c.get("no_split_module_classes")))
+                    .noSplitModuleClasses(strings(c.get("no_split_module_classes")))
                     .inventory(inventory)
                     .offloadBuffers(c.path("offload_buffers").asBoolean(false))
                     .cleanResult(c.path("infer_options").path("clean_result").asBoolean(true))
@@ -98,14 +119,12 @@ class DeviceMapParityTest {
                 b.dtype(c.get("dtype").asText());
             }
             if (fromPretrained) {
-                // transformers' front end: special dtypes reach both calls; bitsandbytes scales every budget by 0.90.
-                b.frontEnd(PlanOptions.FrontEnd.FROM_PRETRAINED);
                 c.path("special_dtypes").fields().forEachRemaining(e -> b.specialDtype(e.getKey(), e.getValue().asText()));
-                if ("bnb".equals(c.path("quantizer").asText(""))) {
-                    b.budgetFactor(0.90);
-                }
+                boolean bnb = "bnb".equals(c.path("quantizer").asText(""));
+                outcome = fromPretrained(model, Strategy.parse(strategy), budget, b.build(), bnb);
+            } else {
+                outcome = DeviceMapPlanner.plan(model, strategy, budget, b.build());
             }
-            outcome = DeviceMapPlanner.plan(model, strategy, budget, b.build());
         } catch (DeviceMapException e) {
             outcome = e;
         }

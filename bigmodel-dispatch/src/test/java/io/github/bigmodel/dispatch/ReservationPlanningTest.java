@@ -35,7 +35,7 @@ class ReservationPlanningTest {
     }
 
     private static PlanOptions.Builder options() {
-        return PlanOptions.builder().noSplit("Block");
+        return PlanOptions.builder().noSplitModuleClasses("Block");
     }
 
     @Test

@@ -63,7 +63,7 @@ public enum DecodeRow {
      *                       in place)
      */
     public DispatchOptions options(long cpuBudgetBytes, Path offloadFolder) {
-        DispatchOptions.Builder b = DispatchOptions.builder().dtype(DType.BFLOAT16).noSplitModuleClasses("GLMBlock")
+        DispatchOptions.Builder b = DispatchOptions.builder().dtype(DType.BFLOAT16)
                 .offloadFolder(offloadFolder);
         switch (this) {
             // In place: the bf16 checkpoint needs no conversion, so the weights stay copy-on-write views of the

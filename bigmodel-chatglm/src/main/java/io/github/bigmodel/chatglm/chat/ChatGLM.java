@@ -6,16 +6,14 @@ import io.github.bigmodel.dispatch.DispatchOptions;
 import io.github.bigmodel.dispatch.DeviceMap;
 import io.github.bigmodel.dispatch.BigModel;
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMFamily;
 import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.ChatGLMMemoryReport;
 import io.github.bigmodel.chatglm.ContextReservation;
 import io.github.bigmodel.chatglm.GenerationRequest;
 import io.github.bigmodel.chatglm.Generator;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
-import io.github.bigmodel.chatglm.tokenizer.ChatGLM1Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatGLM2Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import io.github.bigmodel.chatglm.tokenizer.ChatRound;
@@ -23,9 +21,6 @@ import io.github.bigmodel.chatglm.tokenizer.ChatTokenizer;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.safetensors.Checkpoint;
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -125,9 +120,8 @@ public final class ChatGLM implements AutoCloseable {
     }
 
     /**
-     * Loads {@code config.json}, the tokenizer ({@code tokenizer.model}, or {@code ice_text.model} for ChatGLM-6B
-     * with {@code num_image_tokens} from {@code tokenizer_config.json}) and every weight through
-     * {@link Checkpoint} onto the CPU in {@code dtype}. Weights go through dispatch with the one-entry map
+     * Loads {@code config.json}, the tokenizer (as {@link ChatGLMFamily#tokenizer(Path)} finds it) and every weight
+     * through {@link Checkpoint} onto the CPU in {@code dtype}. Weights go through dispatch with the one-entry map
      * {@code {"": "cpu"}}: tensors that need no conversion stay zero-copy views of the mapped checkpoint, and a
      * pre-quantized folder ({@code bigmodel convert --precision int8}) loads as stored.
      *
@@ -135,8 +129,8 @@ public final class ChatGLM implements AutoCloseable {
      * try (ChatGLM glm = ChatGLM.load(Path.of("chatglm3-6b"), DType.BFLOAT16, null)) { ... }
      * }</pre>
      *
-     * @param format null to detect: ChatGLM-6B from the config; ChatGLM2 when the config's {@code _name_or_path}
-     *               names chatglm2, ChatGLM3 otherwise (the two share config and tokenizer files)
+     * @param format null to detect ({@link ChatGLMFamily#of(ChatGLMConfig)}); ChatGLM2 vs ChatGLM3 is the one
+     *               choice the files cannot make (they share config and tokenizer files)
      */
     public static ChatGLM load(Path modelDir, DType dtype, ChatFormat format) {
         DType weightsDtype = dtype != null ? dtype : DType.FLOAT32;
@@ -202,21 +196,19 @@ public final class ChatGLM implements AutoCloseable {
 
     private static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch,
             ChatFormat format) {
-        ChatGLMConfig config = ChatGLMConfig.fromJson(modelDir.resolve("config.json"));
+        ChatGLMFamily family = ChatGLMFamily.of(ChatGLMConfig.fromJson(modelDir.resolve("config.json")), format);
+        ChatGLMConfig config = family.config();
         // The float precision a device asks for (gpuPrecision(FP16)) is the model's dtype when none is given.
-        DType weightsDtype = options.floatDtype() != null ? options.floatDtype() : DType.FLOAT32;
+        DType weightsDtype = options.plan().floatDtype() != null ? options.plan().floatDtype() : DType.FLOAT32;
         DispatchOptions.Builder builder = options.toBuilder().dtype(weightsDtype);
-        if (options.noSplitModuleClasses().isEmpty()) {
-            builder.noSplitModuleClasses("GLMBlock");
-        }
         if (context != 0 || batch != 0) {
             // The cache is held in the model's float dtype whatever the blocks' weight precision.
             builder.reservation(ContextReservation.of(config, context, batch, weightsDtype));
         }
         DispatchOptions effective = builder.build();
-        ChatFormat chosen = format != null ? format : detect(config);
-        ChatTokenizer tokenizer = tokenizer(modelDir, chosen);
-        ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, weightsDtype);
+        ChatFormat chosen = family.member();
+        ChatTokenizer tokenizer = family.tokenizer(modelDir);
+        ChatGLMLanguageModel model = family.createModel(weightsDtype);
         DispatchedModel<ChatGLMLanguageModel> dispatched =
                 BigModel.loadCheckpointAndDispatch(model, modelDir, effective);
         LOG.info("Loaded {} as {} ({}) with device map {}", modelDir, chosen, weightsDtype.torchName(),
@@ -254,38 +246,6 @@ public final class ChatGLM implements AutoCloseable {
      */
     public ChatGLMMemoryReport memoryReport() {
         return dispatched != null ? model.memoryReport(dispatched) : model.memoryReport();
-    }
-
-    private static ChatTokenizer tokenizer(Path modelDir, ChatFormat chosen) {
-        return switch (chosen) {
-            case CHATGLM_6B -> ChatGLM1Tokenizer.load(modelDir.resolve("ice_text.model"), numImageTokens(modelDir));
-            case CHATGLM2 -> ChatGLM2Tokenizer.load(modelDir.resolve("tokenizer.model"));
-            case CHATGLM3 -> ChatGLM3Tokenizer.load(modelDir.resolve("tokenizer.model"));
-        };
-    }
-
-    private static ChatFormat detect(ChatGLMConfig config) {
-        if (config.version() == ChatGLMConfig.Version.CHATGLM_6B) {
-            return ChatFormat.CHATGLM_6B;
-        }
-        JsonNode name = config.raw("_name_or_path");
-        if (name != null && name.asText().toLowerCase(java.util.Locale.ROOT).contains("chatglm2")) {
-            return ChatFormat.CHATGLM2;
-        }
-        return ChatFormat.CHATGLM3;
-    }
-
-    private static int numImageTokens(Path modelDir) {
-        Path file = modelDir.resolve("tokenizer_config.json");
-        if (!Files.isRegularFile(file)) {
-            return 0;
-        }
-        try {
-            JsonNode n = new ObjectMapper().readTree(file.toFile()).get("num_image_tokens");
-            return n == null || n.isNull() ? 0 : n.asInt();
-        } catch (IOException e) {
-            throw new UncheckedIOException("Cannot read " + file, e);
-        }
     }
 
     public ChatGLMLanguageModel model() {
