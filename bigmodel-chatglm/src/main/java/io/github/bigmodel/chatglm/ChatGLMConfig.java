@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
+import io.github.bigmodel.chatglm.model.KvCache;
 
 /**
  * The architecture of a ChatGLM model, read from the official {@code config.json} of ChatGLM-6B (v1, GLM with 2D

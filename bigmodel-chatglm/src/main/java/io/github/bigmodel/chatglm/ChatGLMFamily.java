@@ -13,6 +13,7 @@ import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Locale;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 
 /**
  * What a ChatGLM model folder (or config) is, answered in one place: which member of the family it is

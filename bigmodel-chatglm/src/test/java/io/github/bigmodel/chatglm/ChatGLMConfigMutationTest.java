@@ -3,7 +3,7 @@ package io.github.bigmodel.chatglm;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import io.github.bigmodel.safetensors.JsonMutator;
+import io.github.bigmodel.safetensors.testing.JsonMutator;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;

@@ -3,6 +3,7 @@ package io.github.bigmodel.chatglm;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 
 /**
  * The only outcomes a {@code config.json} text may have: a {@link ChatGLMConfigException}, or a config whose fields

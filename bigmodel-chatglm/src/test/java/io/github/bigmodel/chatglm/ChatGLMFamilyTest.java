@@ -16,6 +16,7 @@ import java.nio.file.Path;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 
 /** The family descriptor: member, tokenizer, model factory, from folders, configs and presets. */
 class ChatGLMFamilyTest {

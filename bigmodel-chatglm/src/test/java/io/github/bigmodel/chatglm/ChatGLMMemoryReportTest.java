@@ -7,7 +7,7 @@ import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import io.github.bigmodel.dispatch.BigModel;
-import io.github.bigmodel.dispatch.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import io.github.bigmodel.dispatch.DispatchedModel;
 import io.github.bigmodel.safetensors.Checkpoint;
@@ -28,6 +28,12 @@ import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ChatGLMMemoryReport;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.generation.Generator;
+import io.github.bigmodel.chatglm.model.KvCache;
+import io.github.bigmodel.chatglm.model.StepWorkspace;
 
 /** {@link ChatGLMLanguageModel#memoryReport()}: weights, live sessions' caches, workspace, per device. */
 class ChatGLMMemoryReportTest {

@@ -20,6 +20,11 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestFactory;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ForwardInput;
+import io.github.bigmodel.chatglm.model.KvCache;
+import io.github.bigmodel.chatglm.internal.Ops;
+import io.github.bigmodel.chatglm.model.WeightLoadException;
 
 /** The module trees match the official checkpoints name for name and shape for shape; configs parse as published. */
 class ChatGLMModelStructureTest {

@@ -20,6 +20,8 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ForwardInput;
 
 /**
  * Each checkpoint form of a reference model (single safetensors file, safetensors shards, torch .bin shards) gives

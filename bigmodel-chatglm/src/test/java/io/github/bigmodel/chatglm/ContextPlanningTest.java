@@ -5,18 +5,20 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
-import io.github.bigmodel.dispatch.DeviceMap;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
-import io.github.bigmodel.dispatch.DeviceMemory;
-import io.github.bigmodel.dispatch.DevicePlan;
-import io.github.bigmodel.dispatch.MaxMemory;
-import io.github.bigmodel.dispatch.MemoryReservation;
-import io.github.bigmodel.dispatch.ModuleSizes;
-import io.github.bigmodel.dispatch.PlanOptions;
-import io.github.bigmodel.dispatch.Strategy;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DeviceMemory;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.MemoryReservation;
+import io.github.bigmodel.dispatch.plan.ModuleSizes;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.Strategy;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ContextReservation;
 
 /**
  * Planning the real presets (on meta, nothing allocated) for one 10 GiB GPU with room for generation: the KV cache

@@ -21,6 +21,11 @@ import org.bytedeco.pytorch.Tensor;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ForwardInput;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.generation.GenerationResult;
+import io.github.bigmodel.chatglm.generation.Generator;
 
 /**
  * The reference models run under dispatch's device maps: built on meta, loaded by BigModel one tensor at a time, with

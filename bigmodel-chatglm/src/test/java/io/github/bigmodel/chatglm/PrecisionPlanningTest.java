@@ -6,16 +6,17 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.quant.Precision;
-import io.github.bigmodel.dispatch.DeviceMap;
-import io.github.bigmodel.dispatch.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DispatchOptions;
-import io.github.bigmodel.dispatch.MaxMemory;
-import io.github.bigmodel.dispatch.ModuleSizes;
-import io.github.bigmodel.dispatch.PlanOptions;
-import io.github.bigmodel.dispatch.Strategy;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.ModuleSizes;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.Strategy;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 
 /**
  * Planning with per-device precision on the chatglm3-6b preset (on meta, nothing allocated): a 6 GiB GPU at int4

@@ -5,7 +5,7 @@ import io.github.bigmodel.chatglm.chat.ChatOptions;
 import io.github.bigmodel.chatglm.chat.ChatResponse;
 import io.github.bigmodel.chatglm.chat.ChatStream;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import io.github.bigmodel.chatglm.chat.ChatMessage;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.PrintWriter;

@@ -1,9 +1,9 @@
 package io.github.bigmodel.cli;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ContextReservation;
+import io.github.bigmodel.chatglm.model.ContextReservation;
 import io.github.bigmodel.core.DType;
-import io.github.bigmodel.dispatch.MemoryReservation;
+import io.github.bigmodel.dispatch.plan.MemoryReservation;
 import picocli.CommandLine;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.ParameterException;

@@ -6,7 +6,7 @@ import com.fasterxml.jackson.databind.SerializationFeature;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;

@@ -1,7 +1,7 @@
 package io.github.bigmodel.cli;
 
 import io.github.bigmodel.core.DType;
-import io.github.bigmodel.dispatch.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;

@@ -4,7 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ContextReservation;
+import io.github.bigmodel.chatglm.model.ContextReservation;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.MemorySize;
 import io.github.bigmodel.core.testing.ReferenceTree;

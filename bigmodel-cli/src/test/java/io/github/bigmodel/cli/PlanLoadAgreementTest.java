@@ -4,7 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.quant.Precision;

@@ -11,6 +11,13 @@ import java.util.Map;
 import java.util.Objects;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapException;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.offload.OffloadSpaceException;
+import io.github.bigmodel.dispatch.plan.Strategy;
 
 /**
  * Running models bigger than one device, the entry points of accelerate's {@code big_modeling}: load a checkpoint

@@ -11,6 +11,13 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapException;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.MemoryReservation;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.Strategy;
 
 /**
  * How {@link BigModel} loads and places a model: a device map or a strategy with a budget, the offload folder,
@@ -85,6 +92,7 @@ public final class DispatchOptions {
         b.prefetch = prefetch;
         b.progress = progress;
         b.plan = plan.toBuilder();
+        b.inventory = plan.inventory();
         return b;
     }
 
@@ -150,6 +158,8 @@ public final class DispatchOptions {
         private int prefetch = 1;
         private Progress progress;
         private PlanOptions.Builder plan = PlanOptions.builder();
+        /** The plan's inventory, kept here too: a budget given as text is parsed against it when set. */
+        private DeviceInventory inventory = DeviceInventory.system();
 
         private Builder() {
         }
@@ -163,10 +173,6 @@ public final class DispatchOptions {
          * @throws IllegalArgumentException for {@code disk} or {@code meta} (nothing executes there)
          */
         public Builder precision(Device device, Precision precision) {
-            if (device == null || device.isDisk() || device.isMeta()) {
-                throw new IllegalArgumentException("A precision belongs to a device that executes modules (cpu or"
-                        + " cuda:N), got " + device + ": modules on disk take their execution device's precision");
-            }
             plan.precision(device, precision);
             return this;
         }
@@ -207,6 +213,7 @@ public final class DispatchOptions {
          */
         public Builder plan(PlanOptions value) {
             plan = value == null ? PlanOptions.builder() : value.toBuilder();
+            inventory = value == null ? DeviceInventory.system() : value.inventory();
             return this;
         }
 
@@ -253,7 +260,7 @@ public final class DispatchOptions {
          * @throws IllegalArgumentException naming the entry or size that is not understood
          */
         public Builder maxMemory(String budget) {
-            return maxMemory(MaxMemory.parse(budget, plan.inventory()));
+            return maxMemory(MaxMemory.parse(budget, inventory));
         }
 
         /**
@@ -320,9 +327,6 @@ public final class DispatchOptions {
          * @throws IllegalArgumentException for {@code disk} or {@code meta}
          */
         public Builder executionDevice(Device device) {
-            if (device != null && (device.isDisk() || device.isMeta())) {
-                throw new IllegalArgumentException("A model cannot execute on " + device);
-            }
             plan.executionDevice(device);
             return this;
         }
@@ -330,6 +334,7 @@ public final class DispatchOptions {
         /** Where unset budgets and the list of available GPUs come from (tests simulate machines). */
         public Builder inventory(DeviceInventory value) {
             plan.inventory(value);
+            inventory = value;
             return this;
         }
 

@@ -9,6 +9,10 @@ import java.util.List;
 import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.report.MemoryReport;
+import io.github.bigmodel.dispatch.hooks.Prefetcher;
 
 /**
  * A model whose weights have been placed by {@link BigModel}: on GPUs, on the CPU, or offloaded (to CPU memory or

@@ -30,6 +30,16 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.dispatch.hooks.AlignDevicesHook;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapException;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.hooks.OffloadStore;
+import io.github.bigmodel.dispatch.hooks.OffloadedWeights;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.hooks.Prefetcher;
+import io.github.bigmodel.dispatch.hooks.WeightSource;
 
 /**
  * The placement engine behind {@link BigModel}: checks a map against a model, decides per parameter where its values

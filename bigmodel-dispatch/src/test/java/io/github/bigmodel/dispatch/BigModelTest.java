@@ -21,6 +21,15 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.condition.EnabledIf;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapException;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.hooks.OffloadStore;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.Strategy;
 
 /** Loading and dispatching the synthetic stack: placements agree bit for bit, folders are reused only when valid. */
 class BigModelTest {

@@ -1,7 +1,7 @@
 package io.github.bigmodel.dispatch;
 
-import io.github.bigmodel.safetensors.torch.TestPickle;
-import io.github.bigmodel.safetensors.torch.TestZip;
+import io.github.bigmodel.safetensors.testing.TestPickle;
+import io.github.bigmodel.safetensors.testing.TestZip;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.safetensors.SafetensorsWriter;

@@ -14,6 +14,12 @@ import org.bytedeco.pytorch.Tensor;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.dispatch.hooks.AlignDevicesHook;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapException;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.hooks.Prefetcher;
 
 /**
  * The input-validation matrix of dispatch's public entry points (listed in docs/reliability.md): budgets, device

@@ -1,12 +1,12 @@
 package io.github.bigmodel.dispatch;
 
 /** float32 to IEEE half and bfloat16 bit patterns, rounding to nearest even (test-side encoder). */
-final class Half {
+public final class Half {
 
     private Half() {
     }
 
-    static short bfloat16(float f) {
+    public static short bfloat16(float f) {
         int bits = Float.floatToRawIntBits(f);
         if (Float.isNaN(f)) {
             return (short) 0x7fc0;
@@ -15,7 +15,7 @@ final class Half {
         return (short) ((bits + rounding) >>> 16);
     }
 
-    static short fromFloat(float f) {
+    public static short fromFloat(float f) {
         int bits = Float.floatToRawIntBits(f);
         int sign = (bits >>> 16) & 0x8000;
         int exp = ((bits >>> 23) & 0xff) - 127 + 15;

@@ -19,6 +19,7 @@ import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.slf4j.LoggerFactory;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
 
 /**
  * Loading keeps anonymous memory within what the CPU placement keeps plus about one tensor: a 450 MB checkpoint is

@@ -11,6 +11,10 @@ import java.util.Map;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
+import io.github.bigmodel.dispatch.hooks.AlignDevicesHook;
+import io.github.bigmodel.dispatch.hooks.OffloadedWeights;
+import io.github.bigmodel.dispatch.hooks.Prefetcher;
+import io.github.bigmodel.dispatch.hooks.WeightSource;
 
 /** Offloaded blocks give bit-identical outputs to the same model held entirely on the CPU. */
 class OffloadHooksTest {

@@ -18,6 +18,9 @@ import java.util.stream.Stream;
 import org.bytedeco.pytorch.Tensor;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.dispatch.plan.DeviceInventory;
+import io.github.bigmodel.dispatch.offload.OffloadSpaceException;
+import io.github.bigmodel.dispatch.hooks.OffloadStore;
 
 /**
  * A full or read-only offload disk gives {@link OffloadSpaceException} / a clear I/O error naming the folder, never a

@@ -6,6 +6,15 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.github.bigmodel.core.Device;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
+import io.github.bigmodel.dispatch.plan.DeviceMemory;
+import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.plan.MaxMemory;
+import io.github.bigmodel.dispatch.plan.MemoryReservation;
+import io.github.bigmodel.dispatch.plan.ModuleSizes;
+import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.dispatch.plan.Strategy;
 
 /**
  * Planning with a {@link MemoryReservation} on a synthetic stack (on meta): reserved bytes of every block, offloaded

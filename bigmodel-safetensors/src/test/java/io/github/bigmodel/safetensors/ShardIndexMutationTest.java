@@ -12,6 +12,7 @@ import java.util.Random;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.safetensors.testing.JsonMutator;
 
 /**
  * A seeded random-mutation run over the {@link ShardIndexFuzzTest} seed corpus for the normal build (Jazzer only

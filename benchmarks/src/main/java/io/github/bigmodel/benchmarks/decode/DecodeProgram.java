@@ -1,9 +1,9 @@
 package io.github.bigmodel.benchmarks.decode;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.GenerationRequest;
-import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.generation.Generator;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;

@@ -3,7 +3,7 @@ package io.github.bigmodel.benchmarks.decode;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.quant.Precision;
-import io.github.bigmodel.dispatch.DeviceMap;
+import io.github.bigmodel.dispatch.plan.DeviceMap;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import java.nio.file.Path;
 import java.util.ArrayList;

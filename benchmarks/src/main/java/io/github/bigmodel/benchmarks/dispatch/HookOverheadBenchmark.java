@@ -1,7 +1,7 @@
 package io.github.bigmodel.benchmarks.dispatch;
 
 import io.github.bigmodel.core.Device;
-import io.github.bigmodel.dispatch.AlignDevicesHook;
+import io.github.bigmodel.dispatch.hooks.AlignDevicesHook;
 import io.github.bigmodel.dispatch.BigModel;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import io.github.bigmodel.dispatch.DispatchedModel;

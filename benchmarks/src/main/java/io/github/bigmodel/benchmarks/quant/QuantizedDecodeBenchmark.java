@@ -1,9 +1,9 @@
 package io.github.bigmodel.benchmarks.quant;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.ForwardInput;
-import io.github.bigmodel.chatglm.KvCache;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ForwardInput;
+import io.github.bigmodel.chatglm.model.KvCache;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.quant.Precision;

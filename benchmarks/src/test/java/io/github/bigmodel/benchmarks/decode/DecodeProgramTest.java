@@ -3,9 +3,9 @@ package io.github.bigmodel.benchmarks.decode;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.GenerationResult;
-import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.generation.GenerationResult;
+import io.github.bigmodel.chatglm.generation.Generator;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Parameter;

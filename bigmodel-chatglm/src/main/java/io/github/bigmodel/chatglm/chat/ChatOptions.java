@@ -1,6 +1,6 @@
 package io.github.bigmodel.chatglm.chat;
 
-import io.github.bigmodel.chatglm.LogitsProcessor;
+import io.github.bigmodel.chatglm.generation.LogitsProcessor;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
 import java.util.ArrayList;
 import java.util.List;

@@ -1,7 +1,5 @@
 package io.github.bigmodel.chatglm.chat;
 
-import io.github.bigmodel.chatglm.tokenizer.AssistantReply;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import java.util.List;
 
 /**

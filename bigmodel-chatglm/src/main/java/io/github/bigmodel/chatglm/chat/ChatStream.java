@@ -1,7 +1,6 @@
 package io.github.bigmodel.chatglm.chat;
 
-import io.github.bigmodel.chatglm.Generator;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
+import io.github.bigmodel.chatglm.generation.Generator;
 import java.util.ArrayDeque;
 import java.util.Arrays;
 import java.util.Iterator;

@@ -1,11 +1,8 @@
 package io.github.bigmodel.chatglm.chat;
 
-import io.github.bigmodel.chatglm.tokenizer.AssistantReply;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM1Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM2Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
-import io.github.bigmodel.chatglm.tokenizer.ChatRound;
 import io.github.bigmodel.chatglm.tokenizer.ChatTokenizer;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -98,13 +95,6 @@ abstract class PromptFormat {
         if (!"user".equals(role)) {
             throw new IllegalArgumentException(format + " has no roles: only 'user' messages, got '" + role + "'");
         }
-    }
-
-    static int[] withoutStop(int[] generated, int[] stopIds) {
-        if (generated.length > 0 && contains(stopIds, generated[generated.length - 1])) {
-            return Arrays.copyOf(generated, generated.length - 1);
-        }
-        return generated;
     }
 
     static boolean contains(int[] ids, int id) {

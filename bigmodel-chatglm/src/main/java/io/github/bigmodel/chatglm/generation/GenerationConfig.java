@@ -1,8 +1,6 @@
 package io.github.bigmodel.chatglm.generation;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.GenerationRequest;
-import io.github.bigmodel.chatglm.LogitsProcessor;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.OptionalInt;

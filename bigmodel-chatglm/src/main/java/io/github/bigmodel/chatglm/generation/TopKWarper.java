@@ -1,6 +1,5 @@
 package io.github.bigmodel.chatglm.generation;
 
-import io.github.bigmodel.chatglm.LogitsProcessor;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;

@@ -6,6 +6,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import io.github.bigmodel.chatglm.chat.ChatRound;
 
 /**
  * ChatGLM-6B (v1) tokenizer on {@code ice_text.model} (THUDM {@code tokenization_chatglm.py}, September 2023):

@@ -5,6 +5,8 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import io.github.bigmodel.chatglm.chat.ChatInput;
+import io.github.bigmodel.chatglm.chat.ChatRound;
 
 /**
  * ChatGLM2-6B's tokenizer (THUDM {@code tokenization_chatglm.py}, September 2023): five specials after the

@@ -7,6 +7,9 @@ import java.util.List;
 import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import io.github.bigmodel.chatglm.chat.AssistantReply;
+import io.github.bigmodel.chatglm.chat.ChatInput;
+import io.github.bigmodel.chatglm.chat.ChatMessage;
 
 /**
  * ChatGLM3-6B's tokenizer (THUDM {@code tokenization_chatglm.py}, December 2023 revision): nine special tokens

@@ -4,11 +4,10 @@ import static io.github.bigmodel.chatglm.chat.ChatTestSupport.ints;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM1Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM2Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import io.github.bigmodel.chatglm.tokenizer.ChatTokenizer;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import java.util.ArrayList;

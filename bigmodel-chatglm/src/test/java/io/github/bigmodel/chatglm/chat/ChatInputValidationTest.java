@@ -3,13 +3,12 @@ package io.github.bigmodel.chatglm.chat;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.GenerationRequest;
-import io.github.bigmodel.chatglm.Generator;
-import io.github.bigmodel.chatglm.KvCache;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.generation.Generator;
+import io.github.bigmodel.chatglm.model.KvCache;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import io.github.bigmodel.chatglm.tokenizer.TokenizerException;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;

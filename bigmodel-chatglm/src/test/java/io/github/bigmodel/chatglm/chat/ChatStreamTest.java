@@ -3,11 +3,10 @@ package io.github.bigmodel.chatglm.chat;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM2Tokenizer;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import io.github.bigmodel.core.MemorySize;
 import io.github.bigmodel.core.ProcessMemory;
 import io.github.bigmodel.core.testing.ReferenceTree;

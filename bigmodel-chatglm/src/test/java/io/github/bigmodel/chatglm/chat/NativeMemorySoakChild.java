@@ -1,9 +1,8 @@
 package io.github.bigmodel.chatglm.chat;
 
-import io.github.bigmodel.chatglm.GenerationRequest;
-import io.github.bigmodel.chatglm.Generator;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.generation.Generator;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
-import io.github.bigmodel.chatglm.tokenizer.ChatMessage;
 import io.github.bigmodel.core.ProcessMemory;
 import java.nio.file.Path;
 import java.util.List;

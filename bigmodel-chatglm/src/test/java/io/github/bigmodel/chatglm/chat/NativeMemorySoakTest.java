@@ -3,8 +3,8 @@ package io.github.bigmodel.chatglm.chat;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.RandomCheckpoint;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.RandomCheckpoint;
 import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.testing.ReferenceTree;

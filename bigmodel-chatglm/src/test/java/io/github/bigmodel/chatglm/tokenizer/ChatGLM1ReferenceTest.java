@@ -14,6 +14,7 @@ import static io.github.bigmodel.chatglm.tokenizer.Fixtures.intList;
 import static io.github.bigmodel.chatglm.tokenizer.Fixtures.ints;
 import static io.github.bigmodel.chatglm.tokenizer.Fixtures.strings;
 import static org.assertj.core.api.Assertions.assertThat;
+import io.github.bigmodel.chatglm.chat.ChatRound;
 
 /** Every case of {@code chatglm1_cases.json}. */
 class ChatGLM1ReferenceTest {

@@ -13,6 +13,8 @@ import static io.github.bigmodel.chatglm.tokenizer.Fixtures.intList;
 import static io.github.bigmodel.chatglm.tokenizer.Fixtures.ints;
 import static io.github.bigmodel.chatglm.tokenizer.Fixtures.strings;
 import static org.assertj.core.api.Assertions.assertThat;
+import io.github.bigmodel.chatglm.chat.ChatInput;
+import io.github.bigmodel.chatglm.chat.ChatRound;
 
 /** Every case of {@code chatglm2_cases.json}. */
 class ChatGLM2ReferenceTest {

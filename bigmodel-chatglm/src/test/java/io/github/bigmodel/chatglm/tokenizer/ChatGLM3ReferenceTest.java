@@ -17,6 +17,8 @@ import static io.github.bigmodel.chatglm.tokenizer.Fixtures.ints;
 import static io.github.bigmodel.chatglm.tokenizer.Fixtures.strings;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import io.github.bigmodel.chatglm.chat.ChatInput;
+import io.github.bigmodel.chatglm.chat.ChatMessage;
 
 /** Every case of {@code chatglm3_cases.json}. */
 class ChatGLM3ReferenceTest {

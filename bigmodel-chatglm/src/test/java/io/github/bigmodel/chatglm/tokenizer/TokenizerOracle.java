@@ -6,6 +6,7 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.function.Supplier;
+import io.github.bigmodel.chatglm.chat.ChatInput;
 
 /**
  * What the tokenizers may do with any text, any ids and any model bytes, for the fuzz and mutation tests.

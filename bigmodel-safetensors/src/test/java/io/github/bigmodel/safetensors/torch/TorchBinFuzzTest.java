@@ -18,6 +18,7 @@ import java.util.zip.ZipFile;
 import org.bytedeco.pytorch.Tensor;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.safetensors.testing.TestZip;
 
 /**
  * Seeded random mutations of a real shard's pickle: every one must either read or fail with a CheckpointException,

@@ -22,6 +22,8 @@ import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestFactory;
 import org.junit.jupiter.api.io.TempDir;
+import io.github.bigmodel.safetensors.testing.TestPickle;
+import io.github.bigmodel.safetensors.testing.TestZip;
 
 /** Damaged and hostile torch.save files built byte by byte: each must fail with a typed, named error. */
 class TorchBinHostileTest {

@@ -1,0 +1,519 @@
+package io.github.bigmodel.chatglm.model;
+
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.ForwardScope;
+import io.github.bigmodel.core.Linear;
+import io.github.bigmodel.core.Module;
+import io.github.bigmodel.core.ModuleList;
+import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.quant.QuantizedLinear;
+import java.util.Arrays;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Scalar;
+import org.bytedeco.pytorch.ScalarTypeOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorVector;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.internal.Ops;
+
+/**
+ * ChatGLM2-6B / ChatGLM3-6B ({@code ChatGLMForConditionalGeneration} of their official modeling): RMSNorm
+ * pre-norm blocks, multi-query attention with the qkv layout {@code [queries | keys | values]}, interleaved rotary
+ * on the first half of every head, SwiGLU MLP, a separate {@code transformer.output_layer}.
+ *
+ * <p>State-dict names: {@code transformer.embedding.word_embeddings.weight},
+ * {@code transformer.rotary_pos_emb.inv_freq}, {@code transformer.encoder.layers.N.*},
+ * {@code transformer.encoder.final_layernorm.weight}, {@code transformer.output_layer.weight}.
+ *
+ * <pre>{@code
+ * ChatGLMLanguageModel m = ChatGLMLanguageModel.create(ChatGLMConfig.preset("chatglm3-6b"));
+ * m.module("transformer.encoder.layers.0").className();   // "GLMBlock"
+ * }</pre>
+ */
+// PointerScope blocks are used for what they release on close, not referenced by name.
+@SuppressWarnings("try")
+public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel {
+
+    private static final String INV_FREQ = "transformer.rotary_pos_emb.inv_freq";
+
+    private final Transformer transformer;
+    private Tensor ropeCos;
+    private Tensor ropeSin;
+
+    ChatGLM2ForConditionalGeneration(ChatGLMConfig config, DType dtype) {
+        super(config, dtype);
+        if (config.version() != ChatGLMConfig.Version.CHATGLM2) {
+            throw new IllegalArgumentException("Not a ChatGLM2/3 config: " + config);
+        }
+        this.transformer = registerModule("transformer", new Transformer(config, dtype));
+    }
+
+    @Override
+    public boolean isComputedBuffer(String name) {
+        return INV_FREQ.equals(name);
+    }
+
+    @Override
+    protected Device[] layerDevices() {
+        ModuleList<Block> layers = transformer.encoder.layers;
+        Device[] out = new Device[layers.size()];
+        for (int i = 0; i < out.length; i++) {
+            // Where the layer runs (an offloaded layer's weights report disk between forwards).
+            out[i] = runsOn(layers.get(i));
+        }
+        return out;
+    }
+
+    /**
+     * Computes the rotary table as the official code does: theta in float32 over the rotated half of a head, base
+     * {@code 10000 * rope_ratio}, {@code seq_length} positions, cos/sin cast to the model dtype when it is half.
+     */
+    @Override
+    protected void initComputedBuffers() {
+        ChatGLMConfig c = config();
+        Parameter invFreqSlot = tensor(INV_FREQ);
+        Device device = runsOn(transformer.embedding);
+        ScalarType type = dtype().scalarType();
+        long rotDim = c.headDim() / 2;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor steps = torch.arange(new Scalar(0), new Scalar(rotDim), new Scalar(2),
+                    Tensors.options(DType.FLOAT32, Device.CPU));
+            Tensor theta = torch.reciprocal(torch.pow(new Scalar(10000.0 * c.ropeRatio()),
+                    steps.div(new Scalar((double) rotDim))));
+            Tensor positions = torch.arange(new Scalar(c.seqLength()), Tensors.options(DType.FLOAT32, Device.CPU));
+            Tensor angles = torch.outer(positions, theta);
+            Tensor cos = torch.cos(angles);
+            Tensor sin = torch.sin(angles);
+            if (type == ScalarType.Half || type == ScalarType.BFloat16) {
+                // The official table is rounded to the half dtype before use.
+                cos = cos.to(type);
+                sin = sin.to(type);
+            }
+            Tensor newCos = Ops.to(cos, device, cos.scalar_type()).contiguous();
+            Tensor newSin = Ops.to(sin, device, sin.scalar_type()).contiguous();
+            Tensor invFreq = Ops.to(theta, device, type).contiguous();
+            newCos.retainReference();
+            newSin.retainReference();
+            invFreq.retainReference();
+            if (ropeCos != null) {
+                ropeCos.close();
+                ropeSin.close();
+            }
+            ropeCos = newCos;
+            ropeSin = newSin;
+            invFreqSlot.set(invFreq);
+        }
+    }
+
+    @Override
+    protected Tensor forwardInScope(ForwardInput in) {
+        ChatGLMConfig c = config();
+        if (ropeCos == null) {
+            throw new IllegalStateException("Weights are not loaded: call loadWeights first");
+        }
+        int batch = in.batchSize();
+        int len = in.length();
+        KvCache cache = in.cache();
+        long past = cache == null ? 0 : cache.length();
+        Device device = runsOn(transformer.embedding);
+
+        Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(in.inputIds()), batch, len), device, ScalarType.Long);
+        Tensor positions;
+        if (in.positionIds() != null) {
+            requireShape("ChatGLM2/3 positionIds", in.positionIds(), batch, len);
+            positions = Ops.to(in.positionIds(), device, ScalarType.Long);
+        } else {
+            positions = torch.arange(new Scalar(len), Tensors.options(DType.INT64, device)).unsqueeze(0)
+                    .expand(batch, len);
+        }
+        long[] posValues = Ops.longs(positions);
+        for (long p : posValues) {
+            if (p < 0 || p >= c.seqLength()) {
+                throw new IllegalArgumentException("Position id " + p + " is outside [0, seq_length="
+                        + c.seqLength() + ")");
+            }
+        }
+        Tensor mask = attentionMask(in, batch, len, past, device);
+
+        // [B, L, H] -> [L, B, H], the official sequence-first layout.
+        Tensor hidden = transformer.embedding.forward(ids).transpose(0, 1).contiguous();
+        // cos/sin for every (position, row): [L, B, 1, rot/2].
+        Tensor flatPos = positions.reshape(-1);
+        long half = ropeCos.size(1);
+        Tensor cos = ropeCos.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1);
+        Tensor sin = ropeSin.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1);
+
+        ModuleList<Block> layers = transformer.encoder.layers;
+        for (int i = 0; i < layers.size(); i++) {
+            Tensor blockIn = hidden;
+            int layer = i;
+            // Each block in a scope of its own: its temporaries are freed before the next block runs.
+            hidden = ChatGLMLanguageModel.inOwnScope(() -> layers.get(layer).forward(blockIn, cos, sin, mask, cache, layer));
+        }
+        if (cache != null) {
+            cache.advance(len);
+        }
+        if (transformer.encoder.finalLayernorm != null) {
+            hidden = transformer.encoder.finalLayernorm.forward(hidden);
+        }
+        if (in.lastLogitOnly()) {
+            hidden = hidden.narrow(0, len - 1, 1);
+        }
+        Linear out = transformer.outputLayer;
+        // By the execution device, not the weight: an offloaded head has no values until its hook runs.
+        hidden = Ops.to(hidden, runsOn(out), hidden.scalar_type());
+        Tensor logits = out.forward(hidden).transpose(0, 1);
+        return logits.to(ScalarType.Float).contiguous();
+    }
+
+    /**
+     * The boolean mask (true = masked) handed to the layers, or null when the layers need none or build the
+     * plain causal one, following the official {@code get_masks}: built when a padding mask has a pad, or when
+     * several tokens arrive on top of a cache. Pad query rows of a first call are left fully unmasked, as there.
+     */
+    private static Tensor attentionMask(ForwardInput in, int batch, int len, long past, Device device) {
+        if (in.attentionMask() != null) {
+            requireShape("attentionMask", in.attentionMask(), batch, 1, len, past + len);
+            return Ops.to(in.attentionMask(), device, ScalarType.Bool);
+        }
+        Tensor padding = null;
+        if (in.paddingMask() != null) {
+            requireShape("paddingMask", in.paddingMask(), batch, past + len);
+            boolean hasPad = false;
+            for (long keep : Ops.longs(in.paddingMask())) {
+                hasPad |= keep == 0;
+            }
+            if (hasPad) {
+                padding = Ops.to(in.paddingMask(), device, ScalarType.Float);
+            }
+        }
+        if (padding == null && !(past > 0 && len != 1)) {
+            return null;
+        }
+        Tensor full = torch.ones(new long[] {batch, len, len}, Tensors.options(DType.FLOAT32, device)).tril();
+        if (past > 0) {
+            Tensor seen = torch.ones(new long[] {batch, len, past}, Tensors.options(DType.FLOAT32, device));
+            full = torch.cat(new TensorVector(seen, full), 2);
+        }
+        if (padding != null) {
+            full = full.mul(padding.unsqueeze(1));
+            if (past == 0) {
+                full = full.sub(padding.unsqueeze(2).sub(new Scalar(1)));
+            }
+        }
+        return full.lt(new Scalar(0.5)).unsqueeze(1);
+    }
+
+    /** The {@code [B, 1, L, past+L]} mask (true = masked) the official model builds: for the reference test. */
+    static Tensor officialMask(Tensor paddingMask, int length, long past) {
+        long[][] dummy = new long[(int) paddingMask.size(0)][length];
+        ForwardInput in = ForwardInput.builder(dummy).paddingMask(paddingMask).build();
+        Tensor mask;
+        try (PointerScope scope = new PointerScope()) {
+            mask = attentionMask(in, dummy.length, length, past, Tensors.deviceOf(paddingMask));
+            if (mask == null) {
+                Tensor causal = torch.ones(new long[] {dummy.length, 1, length, length},
+                        Tensors.options(DType.BOOL, Tensors.deviceOf(paddingMask))).tril().logical_not();
+                mask = causal;
+            }
+            mask.retainReference();
+        }
+        return mask;
+    }
+
+    @Override
+    public Decoding startDecoding(GenerationRequest request) {
+        return new Glm2Decoding(request);
+    }
+
+    /** Mirrors ChatGLM2/3's prepare_inputs_for_generation / _update_model_kwargs_for_generation. */
+    private static final class Glm2Decoding extends Decoding {
+        private final GenerationRequest request;
+        private final long[] lastPosition;
+        private long[][] padding;
+        private Tensor positions;
+        private Tensor paddingTensor;
+
+        Glm2Decoding(GenerationRequest request) {
+            this.request = request;
+            long[][] prompt = request.promptIds();
+            this.lastPosition = new long[prompt.length];
+            if (request.positionIds() != null) {
+                long[][] p = Ops.rows(request.positionIds());
+                for (int i = 0; i < p.length; i++) {
+                    lastPosition[i] = p[i][p[i].length - 1];
+                }
+            } else {
+                Arrays.fill(lastPosition, prompt[0].length - 1L);
+            }
+            this.padding = request.paddingMask() == null ? null : Ops.rows(request.paddingMask());
+        }
+
+        @Override
+        public ForwardInput first(KvCache cache) {
+            ForwardInput.Builder b = ForwardInput.builder(request.promptIds()).cache(cache).lastLogitOnly(true);
+            if (request.positionIds() != null) {
+                b.positionIds(request.positionIds());
+            } else {
+                int len = request.promptIds()[0].length;
+                long[] flat = new long[request.promptIds().length * len];
+                for (int i = 0; i < flat.length; i++) {
+                    flat[i] = i % len;
+                }
+                positions = Ops.longTensor(flat, request.promptIds().length, len);
+                b.positionIds(positions);
+            }
+            if (request.paddingMask() != null) {
+                b.paddingMask(request.paddingMask());
+            }
+            if (request.attentionMask() != null) {
+                b.attentionMask(request.attentionMask());
+            }
+            return b.build();
+        }
+
+        @Override
+        public ForwardInput next(long[] tokens, KvCache cache) {
+            int batch = tokens.length;
+            long[][] ids = new long[batch][1];
+            long[] pos = new long[batch];
+            for (int i = 0; i < batch; i++) {
+                ids[i][0] = tokens[i];
+                lastPosition[i]++;
+                pos[i] = lastPosition[i];
+            }
+            release();
+            positions = Ops.longTensor(pos, batch, 1);
+            ForwardInput.Builder b = ForwardInput.builder(ids).cache(cache).positionIds(positions).lastLogitOnly(true);
+            if (padding != null) {
+                long[][] grown = new long[batch][];
+                for (int i = 0; i < batch; i++) {
+                    grown[i] = Arrays.copyOf(padding[i], padding[i].length + 1);
+                    grown[i][padding[i].length] = 1;
+                }
+                padding = grown;
+                paddingTensor = Ops.longTensor(Ops.flatten(padding), batch, padding[0].length);
+                b.paddingMask(paddingTensor);
+            }
+            return b.build();
+        }
+
+        private void release() {
+            if (positions != null) {
+                positions.close();
+                positions = null;
+            }
+            if (paddingTensor != null) {
+                paddingTensor.close();
+                paddingTensor = null;
+            }
+        }
+
+        @Override
+        public void close() {
+            release();
+        }
+    }
+
+    // ---- modules, named and nested as in the official modeling ----
+
+    static final class Transformer extends Module {
+        final Embedding embedding;
+        final Module rotaryPosEmb;
+        final Encoder encoder;
+        final Linear outputLayer;
+
+        Transformer(ChatGLMConfig c, DType dtype) {
+            super("ChatGLMModel");
+            this.embedding = registerModule("embedding", new Embedding(c, dtype));
+            this.rotaryPosEmb = registerModule("rotary_pos_emb", new Module("RotaryEmbedding"));
+            rotaryPosEmb.registerBuffer("inv_freq", Parameter.empty(dtype, c.headDim() / 4), true);
+            this.encoder = registerModule("encoder", new Encoder(c, dtype));
+            this.outputLayer = registerModule("output_layer", new Linear(c.hiddenSize(), c.vocabSize(), false, dtype));
+        }
+    }
+
+    static final class Embedding extends Module {
+        final WordEmbedding wordEmbeddings;
+
+        Embedding(ChatGLMConfig c, DType dtype) {
+            super("Embedding");
+            this.wordEmbeddings = registerModule("word_embeddings",
+                    new WordEmbedding(c.vocabSize(), c.hiddenSize(), dtype));
+        }
+
+        /** The device-map entry is this container: its hook scope wraps the lookup. */
+        Tensor forward(Tensor ids) {
+            try (ForwardScope f = enterForward()) {
+                return f.output(wordEmbeddings.forward(f.input(ids)));
+            }
+        }
+    }
+
+    static final class Encoder extends Module {
+        final ModuleList<Block> layers;
+        final Norm finalLayernorm;
+
+        Encoder(ChatGLMConfig c, DType dtype) {
+            super("GLMTransformer");
+            this.layers = registerModule("layers", new ModuleList<>());
+            for (int i = 0; i < c.numLayers(); i++) {
+                layers.add(new Block(c, i + 1, dtype));
+            }
+            this.finalLayernorm = c.postLayerNorm()
+                    ? registerModule("final_layernorm",
+                            new Norm(c.rmsnorm(), c.hiddenSize(), c.layernormEpsilon(), dtype))
+                    : null;
+        }
+    }
+
+    /** One transformer layer; reports {@code GLMBlock}, the no-split class of device maps. */
+    static final class Block extends Module {
+        final Norm inputLayernorm;
+        final SelfAttention selfAttention;
+        final Norm postAttentionLayernorm;
+        final Mlp mlp;
+        private final boolean residualFromNorm;
+
+        Block(ChatGLMConfig c, int layerNumber, DType dtype) {
+            super(BLOCK_CLASS);
+            this.inputLayernorm = registerModule("input_layernorm",
+                    new Norm(c.rmsnorm(), c.hiddenSize(), c.layernormEpsilon(), dtype));
+            this.selfAttention = registerModule("self_attention", new SelfAttention(c, layerNumber, dtype));
+            this.postAttentionLayernorm = registerModule("post_attention_layernorm",
+                    new Norm(c.rmsnorm(), c.hiddenSize(), c.layernormEpsilon(), dtype));
+            this.mlp = registerModule("mlp", new Mlp(c, dtype));
+            this.residualFromNorm = c.applyResidualConnectionPostLayernorm();
+        }
+
+        Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor mask, KvCache cache, int layerIndex) {
+            // Hooks (device alignment, offloaded weights) act on whole blocks: the device map's no-split unit.
+            try (ForwardScope f = enterForward()) {
+                // Devices come from where modules run, never from weights that a hook may not have brought in yet.
+                Tensor x = Ops.onDevice(f.input(hidden), inputLayernorm.executionDevice());
+                Tensor normed = inputLayernorm.forward(x);
+                Tensor attention = selfAttention.forward(normed, cos, sin, mask, cache, layerIndex);
+                Tensor h = (residualFromNorm ? normed : x).add(attention);
+                Tensor normed2 = postAttentionLayernorm.forward(h);
+                Tensor mlpOut = mlp.forward(normed2);
+                return f.output((residualFromNorm ? normed2 : h).add(mlpOut));
+            }
+        }
+    }
+
+    static final class SelfAttention extends Module {
+        final Linear queryKeyValue;
+        final Linear dense;
+        private final int heads;
+        private final int groups;
+        private final int headDim;
+        private final int layerNumber;
+        private final boolean layerScaling;
+
+        SelfAttention(ChatGLMConfig c, int layerNumber, DType dtype) {
+            super("SelfAttention");
+            this.heads = c.numAttentionHeads();
+            this.groups = c.kvHeads();
+            this.headDim = c.headDim();
+            this.layerNumber = Math.max(1, layerNumber);
+            this.layerScaling = c.applyQueryKeyLayerScaling();
+            this.queryKeyValue = registerModule("query_key_value", new QuantizedLinear(c.hiddenSize(), c.qkvOutFeatures(),
+                    c.addBiasLinear() || c.addQkvBias(), dtype));
+            this.dense = registerModule("dense", new QuantizedLinear((long) heads * headDim, c.hiddenSize(),
+                    c.addBiasLinear(), dtype));
+        }
+
+        Tensor forward(Tensor x, Tensor cosIn, Tensor sinIn, Tensor maskIn, KvCache cache, int layerIndex) {
+            long len = x.size(0);
+            long batch = x.size(1);
+            Device device = queryKeyValue.executionDevice();
+            Tensor cos = Ops.onDevice(cosIn, device);
+            Tensor sin = Ops.onDevice(sinIn, device);
+            Tensor qkv = queryKeyValue.forward(x);
+            long qWidth = (long) heads * headDim;
+            long kvWidth = (long) groups * headDim;
+            Tensor q = qkv.narrow(2, 0, qWidth).reshape(len, batch, heads, headDim);
+            Tensor k = qkv.narrow(2, qWidth, kvWidth).reshape(len, batch, groups, headDim);
+            Tensor v = qkv.narrow(2, qWidth + kvWidth, kvWidth).reshape(len, batch, groups, headDim);
+            q = rotate(q, cos, sin);
+            k = rotate(k, cos, sin);
+            if (cache != null) {
+                Tensor[] kv = cache.write(layerIndex, k, v);
+                k = kv[0];
+                v = kv[1];
+            }
+            long keyLen = k.size(0);
+            long perGroup = heads / groups;
+            // Query heads of one group are contiguous: score all of them against the group's keys at once.
+            Tensor qg = q.permute(1, 2, 0, 3).reshape(batch, groups, perGroup * len, headDim);
+            Tensor kg = k.permute(1, 2, 3, 0);
+            Tensor scores = qg.matmul(kg).view(batch, heads, len, keyLen);
+            double coeff = layerScaling ? layerNumber : 1.0;
+            scores = scores.mul(new Scalar(1.0 / (Math.sqrt(headDim) * coeff)));
+            if (scores.scalar_type() != ScalarType.Float) {
+                scores = scores.to(ScalarType.Float);
+            }
+            if (layerScaling) {
+                scores = scores.mul(new Scalar(coeff));
+            }
+            Tensor mask = maskIn == null ? null : Ops.onDevice(maskIn, device);
+            if (mask == null && len == keyLen) {
+                mask = torch.ones(new long[] {len, keyLen}, Tensors.options(DType.BOOL, device))
+                        .triu(1);
+            }
+            if (mask != null) {
+                scores = scores.masked_fill(mask, new Scalar(Double.NEGATIVE_INFINITY));
+            }
+            Tensor probs = scores.softmax(-1, new ScalarTypeOptional());
+            if (probs.scalar_type() != v.scalar_type()) {
+                probs = probs.to(v.scalar_type());
+            }
+            Tensor context = probs.view(batch, groups, perGroup * len, keyLen).matmul(v.permute(1, 2, 0, 3))
+                    .view(batch, heads, len, headDim).permute(2, 0, 1, 3).reshape(len, batch, (long) heads * headDim);
+            return dense.forward(context);
+        }
+
+        /** Interleaved rotary on the first half of each head; the second half passes through. */
+        private static Tensor rotate(Tensor x, Tensor cos, Tensor sin) {
+            long len = x.size(0);
+            long batch = x.size(1);
+            long n = x.size(2);
+            long half = cos.size(3);
+            long rot = half * 2;
+            Tensor rotated = x.narrow(3, 0, rot).reshape(len, batch, n, half, 2);
+            Tensor x0 = rotated.select(4, 0);
+            Tensor x1 = rotated.select(4, 1);
+            Tensor out0 = x0.mul(cos).sub(x1.mul(sin));
+            Tensor out1 = x1.mul(cos).add(x0.mul(sin));
+            Tensor merged = torch.stack(new TensorVector(out0, out1), -1).flatten(3, 4);
+            Tensor pass = x.narrow(3, rot, x.size(3) - rot);
+            return torch.cat(new TensorVector(merged, pass), 3);
+        }
+    }
+
+    static final class Mlp extends Module {
+        final Linear denseHTo4h;
+        final Linear dense4hToH;
+        private final long ffn;
+
+        Mlp(ChatGLMConfig c, DType dtype) {
+            super("MLP");
+            this.ffn = c.ffnHiddenSize();
+            this.denseHTo4h = registerModule("dense_h_to_4h",
+                    new QuantizedLinear(c.hiddenSize(), 2L * ffn, c.addBiasLinear(), dtype));
+            this.dense4hToH = registerModule("dense_4h_to_h",
+                    new QuantizedLinear(ffn, c.hiddenSize(), c.addBiasLinear(), dtype));
+        }
+
+        Tensor forward(Tensor x) {
+            Tensor up = denseHTo4h.forward(x);
+            Tensor gated = torch.silu(up.narrow(-1, 0, ffn)).mul(up.narrow(-1, ffn, ffn));
+            return dense4hToH.forward(gated);
+        }
+    }
+}
