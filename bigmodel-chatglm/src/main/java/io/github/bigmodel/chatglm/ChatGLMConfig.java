@@ -122,6 +122,7 @@ public final class ChatGLMConfig {
                     + "padded_vocab_size/kv_channels/ffn_hidden_size or inner_hidden_size/position_encoding_2d)");
         }
         this.version = glm2 ? Version.CHATGLM2 : Version.CHATGLM_6B;
+        requireShape(n, glm2, origin);
         if (intOr(n, "quantization_bit", 0, origin) != 0) {
             throw new ChatGLMConfigException(origin + ": quantization_bit " + n.get("quantization_bit")
                     + " is not supported by this modeling (load an unquantized checkpoint)");
@@ -297,6 +298,31 @@ public final class ChatGLMConfig {
         return Collections.unmodifiableSet(PRESETS.keySet());
     }
 
+    /**
+     * The fields that give the weights their shapes must be stated. THUDM's configuration classes default every
+     * field (hidden_size 4096, num_layers 28, ...), but every config.json they write states these, and a file that
+     * leaves one out was written by hand: the 6B default would meet smaller weights and fail at load time with a
+     * wall of shape mismatches, which is what the official code does too. Flags, dropouts, epsilon, token ids and
+     * the context length keep THUDM's defaults.
+     */
+    private static void requireShape(JsonNode n, boolean glm2, String origin) {
+        List<String> required = glm2
+                ? List.of("num_layers", "hidden_size", "num_attention_heads", "kv_channels", "ffn_hidden_size",
+                        "padded_vocab_size")
+                : List.of("num_layers", "hidden_size", "num_attention_heads", "inner_hidden_size", "vocab_size");
+        List<String> missing = new ArrayList<>();
+        for (String key : required) {
+            if (!n.hasNonNull(key)) {
+                missing.add(key);
+            }
+        }
+        if (!missing.isEmpty()) {
+            throw new ChatGLMConfigException(origin + ": " + String.join(", ", missing) + (missing.size() == 1
+                    ? " is" : " are") + " missing; a ChatGLM config states the sizes of its weights ("
+                    + String.join(", ", required) + ") rather than take the 6B model's defaults");
+        }
+    }
+
     private static int positive(JsonNode n, String key, int dflt, String origin) {
         int v = intOr(n, key, dflt, origin);
         if (v <= 0) {
@@ -309,6 +335,14 @@ public final class ChatGLMConfig {
         JsonNode v = n.get(key);
         if (v == null || v.isNull()) {
             return dflt;
+        }
+        if (v.isNumber() && v.doubleValue() > Integer.MAX_VALUE) {
+            // 1e12 or 10000000000: a size, not a malformed number; say which.
+            throw new ChatGLMConfigException(origin + ": " + key + " is too large: " + v + " (at most "
+                    + Integer.MAX_VALUE + ")");
+        }
+        if (v.isNumber() && v.doubleValue() < Integer.MIN_VALUE) {
+            throw new ChatGLMConfigException(origin + ": " + key + " is too small: " + v);
         }
         if (!v.canConvertToInt() || !v.isIntegralNumber()) {
             throw new ChatGLMConfigException(origin + ": " + key + " must be an integer, got " + v);

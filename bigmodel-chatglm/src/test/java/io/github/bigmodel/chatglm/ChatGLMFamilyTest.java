@@ -52,10 +52,14 @@ class ChatGLMFamilyTest {
         }
     }
 
+    /** The weight sizes a config must state (ChatGLMConfig refuses to take the 6B model's defaults for them). */
+    private static final String SIZES = "\"hidden_size\": 64, \"num_attention_heads\": 4, \"kv_channels\": 16, "
+            + "\"ffn_hidden_size\": 128";
+
     @Test
     void nameOrPathTellsChatGLM2FromChatGLM3AndAnExplicitMemberMustFitTheArchitecture() {
         ChatGLMConfig glm2 = ChatGLMConfig.fromJsonString(
-                "{\"_name_or_path\": \"THUDM/chatglm2-6b\", \"num_layers\": 2, \"padded_vocab_size\": 64}");
+                "{\"_name_or_path\": \"THUDM/chatglm2-6b\", \"num_layers\": 2, \"padded_vocab_size\": 64, " + SIZES + "}");
         assertThat(ChatGLMFamily.of(glm2).member()).isEqualTo(ChatFormat.CHATGLM2);
         assertThat(ChatGLMFamily.of(glm2, ChatFormat.CHATGLM3).member()).isEqualTo(ChatFormat.CHATGLM3);
         assertThatThrownBy(() -> ChatGLMFamily.of(glm2, ChatFormat.CHATGLM_6B))
@@ -77,7 +81,7 @@ class ChatGLMFamilyTest {
         ChatTokenizer fromFile = ChatGLMFamily.tokenizer(ChatFormat.CHATGLM3, sp, 0);
         Files.copy(sp, dir.resolve("tokenizer.model"));
         Files.writeString(dir.resolve("config.json"), "{\"num_layers\": 2, \"padded_vocab_size\": "
-                + fromFile.vocabSize() + "}");
+                + fromFile.vocabSize() + ", " + SIZES + "}");
         ChatTokenizer fromFolder = ChatGLMFamily.ofFolder(dir).tokenizer(dir);
         assertThat(fromFolder).isInstanceOf(ChatGLM3Tokenizer.class);
         assertThat(fromFolder.encode("你好 hello", true)).containsExactly(fromFile.encode("你好 hello", true));

@@ -118,9 +118,12 @@ class ChatGLMModelStructureTest {
     void badConfigsAreNamed() {
         assertThatThrownBy(() -> ChatGLMConfig.preset("chatglm9"))
                 .isInstanceOf(ChatGLMConfigException.class).hasMessageContaining("chatglm9");
-        assertThatThrownBy(() -> ChatGLMConfig.fromJsonString("{\"padded_vocab_size\": 0}"))
-                .isInstanceOf(ChatGLMConfigException.class).hasMessageContaining("padded_vocab_size");
-        assertThatThrownBy(() -> ChatGLMConfig.fromJsonString("{\"kv_channels\": 128, \"num_attention_heads\": 32,"
+        String sizes = "\"num_layers\": 2, \"hidden_size\": 64, \"ffn_hidden_size\": 96, ";
+        assertThatThrownBy(() -> ChatGLMConfig.fromJsonString("{" + sizes + "\"kv_channels\": 16,"
+                + " \"num_attention_heads\": 4, \"padded_vocab_size\": 0}"))
+                .isInstanceOf(ChatGLMConfigException.class).hasMessageContaining("padded_vocab_size must be > 0");
+        assertThatThrownBy(() -> ChatGLMConfig.fromJsonString("{" + sizes + "\"kv_channels\": 128,"
+                + " \"num_attention_heads\": 32, \"padded_vocab_size\": 128,"
                 + " \"multi_query_attention\": true, \"multi_query_group_num\": 3}"))
                 .isInstanceOf(ChatGLMConfigException.class).hasMessageContaining("multi_query_group_num");
         assertThatThrownBy(() -> ChatGLMConfig.fromJsonString("{\"hidden_size\": 64}"))

@@ -14,6 +14,7 @@ import picocli.CommandLine.Option;
  * bigmodel inspect model.safetensors --json
  * bigmodel convert chatglm3-6b chatglm3-6b-int4 --precision int4 --shard-size 2GB
  * bigmodel demo                               # writes, plans and reads a small checkpoint; no download
+ * bigmodel serve --model chatglm3-6b          # OpenAI-compatible API and a chat page on 127.0.0.1:8000
  * </pre>
  *
  * <p>Errors are one line on stderr and a non-zero exit code (2 for a command line that does not parse, 1 for a
@@ -21,8 +22,9 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
         description = "Run language models bigger than any one device.",
-        subcommands = {PlanCommand.class, ChatCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class,
+        subcommands = {PlanCommand.class, ChatCommand.class, ServeCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class,
                 ConvertCommand.class, DemoCommand.class,
+                MakeTinyCommand.class,
                 CommandLine.HelpCommand.class})
 public final class BigModelCli implements Runnable {
 
@@ -43,13 +45,19 @@ public final class BigModelCli implements Runnable {
         CommandLine cl = new CommandLine(new BigModelCli());
         cl.setOut(out);
         cl.setErr(err);
+        // Every subcommand answers --help / -h (and --version), before its required options are checked.
+        for (CommandLine sub : cl.getSubcommands().values()) {
+            if (!(sub.getCommand() instanceof CommandLine.HelpCommand)) {
+                sub.getCommandSpec().mixinStandardHelpOptions(true);
+            }
+        }
         cl.setExecutionExceptionHandler((ex, line, parseResult) -> {
             BigModelCli root = line.getCommandSpec().root().userObject() instanceof BigModelCli
                     ? (BigModelCli) line.getCommandSpec().root().userObject() : null;
             if (root != null && root.verbose) {
                 ex.printStackTrace(line.getErr());
             }
-            line.getErr().println("error: " + oneLine(ex));
+            line.getErr().println("error: " + oneLine(CliMessages.of(ex)));
             line.getErr().flush();
             return 1;
         });
@@ -58,7 +66,7 @@ public final class BigModelCli implements Runnable {
             CommandLine failed = ex.getCommandLine();
             CommandLine.Model.CommandSpec spec = failed.getCommandSpec();
             String help = spec.parent() == null ? spec.name() + " --help"
-                    : spec.root().name() + " help " + spec.name();
+                    : spec.root().name() + " " + spec.name() + " --help";
             failed.getErr().println("error: " + oneLine(ex) + " (see '" + help + "')");
             failed.getErr().flush();
             return failed.getCommandSpec().exitCodeOnInvalidInput();
@@ -70,20 +78,17 @@ public final class BigModelCli implements Runnable {
     }
 
     private static String oneLine(Throwable ex) {
-        String message = ex.getMessage();
-        if (message == null || message.isBlank()) {
-            message = ex.getClass().getSimpleName();
-        }
+        return oneLine(ex.getMessage() == null || ex.getMessage().isBlank() ? ex.getClass().getSimpleName()
+                : ex.getMessage());
+    }
+
+    static String oneLine(String message) {
         int nl = message.indexOf('\n');
         return nl < 0 ? message : message.substring(0, nl);
     }
 
     public static void main(String[] args) {
-        // The library logs through SLF4J; on the command line only warnings show unless asked for.
-        if (System.getProperty("org.slf4j.simpleLogger.defaultLogLevel") == null) {
-            boolean verbose = java.util.Arrays.asList(args).contains("--verbose");
-            System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", verbose ? "info" : "warn");
-        }
+        CliMessages.configureLogging(java.util.Arrays.asList(args).contains("--verbose"));
         PrintWriter out = new PrintWriter(System.out, true);
         PrintWriter err = new PrintWriter(System.err, true);
         System.exit(execute(out, err, args));

@@ -1,15 +1,14 @@
 package io.github.bigmodel.cli;
 
 import io.github.bigmodel.chatglm.ChatGLMFamily;
+import io.github.bigmodel.chatglm.TinyChatGLM3;
 import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.model.RandomCheckpoint;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import io.github.bigmodel.chatglm.chat.ChatOptions;
 import io.github.bigmodel.chatglm.chat.ChatStream;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import io.github.bigmodel.safetensors.Checkpoint;
-import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
@@ -20,9 +19,7 @@ import io.github.bigmodel.dispatch.plan.DevicePlan;
 import io.github.bigmodel.dispatch.plan.MaxMemory;
 import io.github.bigmodel.dispatch.plan.ModuleSizes;
 import io.github.bigmodel.dispatch.plan.PlanOptions;
-import java.io.InputStream;
 import java.io.PrintWriter;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -39,8 +36,9 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 /**
- * {@code bigmodel demo}: the whole pipeline on a small model, with nothing to download: writes a ChatGLM3-architecture
- * checkpoint with random weights (sharded safetensors) and a tokenizer into a temporary folder, reads it back
+ * {@code bigmodel demo}: the whole pipeline on a small model, with nothing to download: writes the tiny ChatGLM3
+ * ({@link TinyChatGLM3}, as {@code bigmodel make-tiny}; random weights, sharded safetensors, its tokenizer) into a
+ * temporary folder, reads it back
  * lazily, plans a device map under a small CPU budget, loads and dispatches it (blocks on disk), streams a chat
  * reply (random weights: the text is gibberish) and plans the real chatglm3-6b for a 10 GiB GPU.
  *
@@ -51,15 +49,6 @@ import picocli.CommandLine.Spec;
  */
 @Command(name = "demo", description = "Run the pipeline end to end on a small random-weight ChatGLM3 model.")
 final class DemoCommand implements Callable<Integer> {
-
-    /** A ChatGLM3-6B in miniature: same architecture and names, small sizes, the demo tokenizer's vocabulary. */
-    private static final String CONFIG = "{\"model_type\": \"chatglm\", \"architectures\": "
-            + "[\"ChatGLMModel\"], \"num_layers\": 8, \"hidden_size\": 256, \"ffn_hidden_size\": 688, "
-            + "\"kv_channels\": 32, \"num_attention_heads\": 8, \"multi_query_attention\": true, "
-            + "\"multi_query_group_num\": 2, \"padded_vocab_size\": %d, \"seq_length\": 2048, "
-            + "\"layernorm_epsilon\": 1e-05, \"rmsnorm\": true, \"add_bias_linear\": false, \"add_qkv_bias\": true, "
-            + "\"apply_residual_connection_post_layernorm\": false, \"post_layer_norm\": true, "
-            + "\"original_rope\": true, \"torch_dtype\": \"float32\", \"eos_token_id\": 2, \"pad_token_id\": 0}";
 
     @Option(names = "--dir", paramLabel = "DIR", description = "Where to write the demo model (default: a temporary folder).")
     Path dir;
@@ -91,22 +80,15 @@ final class DemoCommand implements Callable<Integer> {
     }
 
     private void run(PrintWriter out, Path folder) throws Exception {
-        // 1. A tokenizer and a config: the demo's own, no download.
-        Path tokenizerFile = folder.resolve("tokenizer.model");
-        try (InputStream in = DemoCommand.class.getResourceAsStream("demo/tokenizer.model")) {
-            Files.copy(in, tokenizerFile);
-        }
-        ChatGLM3Tokenizer tokenizer = ChatGLM3Tokenizer.load(tokenizerFile);
-        String configJson = String.format(Locale.ROOT, CONFIG, tokenizer.vocabSize());
-        Files.writeString(folder.resolve("config.json"), configJson, StandardCharsets.UTF_8);
+        // 1. A tokenizer, a config and random weights: the tiny ChatGLM3 (bigmodel make-tiny), in 1 MiB shards.
+        TinyChatGLM3.write(folder, 1L << 20);
         ChatGLMFamily family = ChatGLMFamily.ofFolder(folder);
         section(out, "1. A ChatGLM3-architecture model in " + folder);
 
-        // 2. Built on meta (no memory), then random weights written shard by shard.
+        // 2. Built on meta (no memory); its random weights were written shard by shard.
         ChatGLMLanguageModel meta = family.createModel(DType.FLOAT32);
         out.printf(Locale.ROOT, "built on meta: %,d parameters, %s in float32, 0 bytes allocated%n",
                 meta.parameterCount(), MemorySize.format(meta.byteSize()));
-        RandomCheckpoint.write(meta, folder, DType.FLOAT32, 1L << 20, 0.08, 1234);
 
         // 3. Read back lazily: names, dtypes, shapes from the headers only.
         section(out, "2. The checkpoint, listed without reading tensor data");

@@ -117,6 +117,9 @@ final class PlanCommand implements Callable<Integer> {
                 .cpuPrecision(sizing.cpu())
                 .reservation(reservation)
                 .build();
+        // After every flag was checked: a refused command line gets its one error line only.
+        CliMessages.unavailableGpus(budget, DeviceInventory.system(), spec.commandLine().getErr(),
+                "planning it as asked");
         DevicePlan plan = DeviceMapPlanner.plan(model, strategy, budget, options);
         Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
         // Weights per device at the precision of the device each module executes on: what loading holds.

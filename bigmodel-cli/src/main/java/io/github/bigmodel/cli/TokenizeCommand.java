@@ -90,6 +90,15 @@ final class TokenizeCommand implements Callable<Integer> {
         ObjectMapper mapper = new ObjectMapper();
         if (input.decode != null) {
             int[] ids = input.decode.stream().mapToInt(Integer::intValue).toArray();
+            // THUDM's decode turns unknown ids into "" (the library follows it); a user who typed them wants to know.
+            int vocab = raw ? tokenizer.sentencePiece().vocabSize() : tokenizer.vocabSize();
+            List<Integer> outside = input.decode.stream().filter(id -> id < 0 || id >= vocab).toList();
+            if (!outside.isEmpty()) {
+                throw new ParameterException(spec.commandLine(), "--decode: id" + (outside.size() == 1 ? " " : "s ")
+                        + outside.stream().map(String::valueOf).collect(java.util.stream.Collectors.joining(", "))
+                        + (outside.size() == 1 ? " is" : " are") + " outside the tokenizer's vocabulary [0, " + vocab
+                        + ")");
+            }
             String text = raw ? tokenizer.sentencePiece().decode(ids) : tokenizer.decode(ids);
             if (json) {
                 ObjectNode root = mapper.createObjectNode();

@@ -212,7 +212,7 @@ class ConvertCommandTest {
                 new Case("zero shard size", "--shard-size", good.toString(), "OUT", "--shard-size", "0GB"),
                 new Case("bad precision", "--precision", good.toString(), "OUT", "--precision", "int3"),
                 new Case("int8 without config.json", "config.json", noConfig.toString(), "OUT", "--precision", "int8"),
-                new Case("missing OUT argument", "'OUT' (see 'bigmodel help convert')", good.toString()));
+                new Case("missing OUT argument", "'OUT' (see 'bigmodel convert --help')", good.toString()));
         List<DynamicTest> tests = new ArrayList<>();
         for (Case c : cases) {
             tests.add(DynamicTest.dynamicTest(c.name, () -> {

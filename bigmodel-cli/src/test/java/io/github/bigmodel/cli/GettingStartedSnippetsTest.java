@@ -3,6 +3,7 @@ package io.github.bigmodel.cli;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.TinyChatGLM3;
 import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.chat.ChatGLM;
 import io.github.bigmodel.chatglm.chat.ChatResponse;
@@ -70,7 +71,7 @@ class GettingStartedSnippetsTest {
     static void writeModel() throws Exception {
         modelDir = Files.createDirectories(tmp.resolve("chatglm3-mini"));
         Path tokenizerFile = modelDir.resolve("tokenizer.model");
-        try (InputStream in = DemoCommand.class.getResourceAsStream("demo/tokenizer.model")) {
+        try (InputStream in = TinyChatGLM3.class.getResourceAsStream("tiny/tokenizer.model")) {
             Files.copy(in, tokenizerFile);
         }
         ChatGLM3Tokenizer tokenizer = ChatGLM3Tokenizer.load(tokenizerFile);
@@ -109,17 +110,6 @@ class GettingStartedSnippetsTest {
     }
 
     // ---- the snippets ----
-
-    static void firstProgram(Path modelDir) {
-        // snippet:first-program
-        try (ChatGLM glm = ChatGLM.load(modelDir)) {          // config.json, tokenizer, weights: float32 on the CPU
-            ChatResponse r = glm.chat("你好", List.of());
-            System.out.println(r.text());
-            r = glm.chat("晚上睡不着应该怎么办", r.history());
-            System.out.println(r.text());
-        }
-        // end:first-program
-    }
 
     static void accelerateStepByStep(Path modelDir, String maxMemory, Path offloadFolder) {
         // snippet:accelerate-step-by-step
@@ -223,11 +213,105 @@ class GettingStartedSnippetsTest {
         return buffer.toString(StandardCharsets.UTF_8);
     }
 
+    // ---- the guide's files: pom.xml and FirstChat.java ----
+
+    private static final Pattern FILE = Pattern.compile("<!-- file:([A-Za-z.]+) -->\\s*\\n```(\\w+)\\n(.*?)```",
+            Pattern.DOTALL);
+
+    private static Map<String, String> guideFiles() throws Exception {
+        String guide = Files.readString(projectRoot().resolve("docs/getting-started.md"), StandardCharsets.UTF_8);
+        Map<String, String> files = new LinkedHashMap<>();
+        Matcher m = FILE.matcher(guide);
+        while (m.find()) {
+            files.put(m.group(1), m.group(3));
+        }
+        assertThat(files).containsOnlyKeys("pom.xml", "FirstChat.java");
+        return files;
+    }
+
+    /**
+     * The guide's pom, read as Maven would: the reactor's coordinates and version, the slf4j binding at the version
+     * the project builds with, a compiler plugin that knows {@code maven.compiler.release} (Maven 3.8's default,
+     * 3.1, does not, and targets Java 5) set to 17, and exec:java's main class the guide's program.
+     */
     @Test
-    void firstProgramChatsTwoRounds() {
-        String out = printed(() -> firstProgram(modelDir));
-        // Two replies, each ended at once by the model's only likely token (eos): two empty lines.
-        assertThat(out.lines().toList()).containsExactly("", "");
+    void guidePomBuildsTheFirstProgramWithMavensDefaults() throws Exception {
+        org.w3c.dom.Document pom = xml(guideFiles().get("pom.xml"));
+        org.w3c.dom.Document reactor = xml(Files.readString(projectRoot().resolve("pom.xml")));
+        String version = text(reactor.getDocumentElement(), "version");
+        String slf4j = text((org.w3c.dom.Element) reactor.getElementsByTagName("properties").item(0), "slf4j.version");
+        assertThat(text((org.w3c.dom.Element) pom.getElementsByTagName("properties").item(0), "maven.compiler.release"))
+                .isEqualTo("17");
+        Map<String, String> deps = new LinkedHashMap<>();
+        org.w3c.dom.NodeList list = pom.getElementsByTagName("dependency");
+        for (int i = 0; i < list.getLength(); i++) {
+            org.w3c.dom.Element d = (org.w3c.dom.Element) list.item(i);
+            deps.put(text(d, "groupId") + ":" + text(d, "artifactId"), text(d, "version"));
+        }
+        assertThat(deps).containsExactly(Map.entry("io.github.bigmodel:bigmodel-chatglm", version),
+                Map.entry("org.slf4j:slf4j-simple", slf4j));
+        Map<String, String> plugins = new LinkedHashMap<>();
+        org.w3c.dom.NodeList pl = pom.getElementsByTagName("plugin");
+        for (int i = 0; i < pl.getLength(); i++) {
+            org.w3c.dom.Element p = (org.w3c.dom.Element) pl.item(i);
+            plugins.put(text(p, "artifactId"), text(p, "version"));
+        }
+        String[] compiler = plugins.get("maven-compiler-plugin").split("\\.");
+        assertThat(Integer.parseInt(compiler[0]) * 100 + Integer.parseInt(compiler[1])).as("release needs 3.6+")
+                .isGreaterThanOrEqualTo(306);
+        assertThat(plugins).containsKey("exec-maven-plugin");
+        assertThat(text(pom.getDocumentElement(), "mainClass")).isEqualTo("FirstChat");
+    }
+
+    /**
+     * FirstChat.java as the guide shows it, compiled with javac (release 17) against bigmodel's classes and run in
+     * its own JVM from an empty folder: it makes the tiny model and prints the three lines the guide explains.
+     */
+    @Test
+    void guideFirstProgramCompilesAndChats() throws Exception {
+        Path project = Files.createDirectories(tmp.resolve("first-chat"));
+        Path source = Files.createDirectories(project.resolve("src/main/java")).resolve("FirstChat.java");
+        Files.writeString(source, guideFiles().get("FirstChat.java"), StandardCharsets.UTF_8);
+        Path classes = Files.createDirectories(project.resolve("target/classes"));
+        javax.tools.JavaCompiler javac = javax.tools.ToolProvider.getSystemJavaCompiler();
+        ByteArrayOutputStream diagnostics = new ByteArrayOutputStream();
+        int compiled = javac.run(null, diagnostics, diagnostics, "--release", "17", "-encoding", "UTF-8",
+                "-cp", ChildJvm.classpath(), "-d", classes.toString(), source.toString());
+        assertThat(compiled).as(diagnostics.toString(StandardCharsets.UTF_8)).isZero();
+        List<String> command = new ArrayList<>(List.of(ChildJvm.java()));
+        command.addAll(ChildJvm.flags());
+        command.addAll(List.of("-cp",
+                classes + java.io.File.pathSeparator + ChildJvm.classpath(), "FirstChat"));
+        Process p = new ProcessBuilder(command).directory(project.toFile())
+                .redirectError(project.resolve("stderr.txt").toFile()).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertThat(p.waitFor(300, java.util.concurrent.TimeUnit.SECONDS)).isTrue();
+        String err = Files.readString(project.resolve("stderr.txt"));
+        assertThat(p.exitValue()).as(err).isZero();
+        List<String> lines = out.lines().toList();
+        assertThat(lines).hasSize(3);
+        assertThat(lines.get(0)).startsWith("assistant: ");
+        assertThat(lines.get(1)).startsWith("assistant: ");
+        assertThat(lines.get(2)).matches("\\d+ tokens generated, (STOP|LENGTH); the history holds 4 messages");
+        int tokens = Integer.parseInt(lines.get(2).substring(0, lines.get(2).indexOf(' ')));
+        assertThat(tokens).isBetween(1, 32);
+        // slf4j-simple's default level shows bigmodel's info lines on stderr, as the guide says; no warning.
+        assertThat(err.lines().toList()).as(err).isNotEmpty()
+                .allMatch(l -> l.startsWith("[main] INFO io.github.bigmodel."))
+                .anyMatch(l -> l.contains("ChatGLM - Loaded chatglm3-tiny as CHATGLM3 (float32)"));
+        assertThat(project.resolve("chatglm3-tiny/tokenizer.model")).exists();
+    }
+
+    private static org.w3c.dom.Document xml(String text) throws Exception {
+        return javax.xml.parsers.DocumentBuilderFactory.newInstance().newDocumentBuilder()
+                .parse(new org.xml.sax.InputSource(new java.io.StringReader(text)));
+    }
+
+    /** The text of {@code parent}'s first descendant named {@code tag}. */
+    private static String text(org.w3c.dom.Element parent, String tag) {
+        org.w3c.dom.NodeList nodes = parent.getElementsByTagName(tag);
+        assertThat(nodes.getLength()).as("<" + tag + ">").isPositive();
+        return nodes.item(0).getTextContent().strip();
     }
 
     @Test
@@ -281,7 +365,8 @@ class GettingStartedSnippetsTest {
         String guide = Files.readString(projectRoot().resolve("docs/getting-started.md"), StandardCharsets.UTF_8);
         String source = Files.readString(Path.of("src/test/java/io/github/bigmodel/cli/GettingStartedSnippetsTest.java"),
                 StandardCharsets.UTF_8);
-        long javaBlocks = guide.lines().filter(l -> l.strip().equals("```java")).count();
+        long javaBlocks = guide.lines().filter(l -> l.strip().equals("```java")).count()
+                - guideFiles().keySet().stream().filter(f -> f.endsWith(".java")).count();
         List<DynamicTest> tests = new ArrayList<>();
         tests.add(DynamicTest.dynamicTest("every java block is marked", () -> {
             Matcher all = MARKER.matcher(guide);
@@ -289,7 +374,7 @@ class GettingStartedSnippetsTest {
             while (all.find()) {
                 marked++;
             }
-            assertThat(marked).isEqualTo(javaBlocks).isGreaterThanOrEqualTo(6);
+            assertThat(marked).isEqualTo(javaBlocks).isGreaterThanOrEqualTo(5);
         }));
         Matcher m = MARKER.matcher(guide);
         while (m.find()) {

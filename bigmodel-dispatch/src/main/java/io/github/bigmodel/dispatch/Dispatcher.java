@@ -6,6 +6,8 @@ import io.github.bigmodel.core.HookHandle;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.Parameter;
+import io.github.bigmodel.core.SettingException;
+import io.github.bigmodel.core.SettingMessage;
 import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
@@ -406,9 +408,10 @@ final class Dispatcher {
                     + String.join("; ", badShapes));
         }
         if (!needFolder.isEmpty() && options.offloadFolder() == null) {
-            throw new IllegalArgumentException(needFolder.size() + " weight(s) placed on disk must be rewritten"
-                    + " (a dtype conversion or a non-safetensors checkpoint), so an offload folder is needed: set"
-                    + " DispatchOptions.offloadFolder. First: " + needFolder.get(0));
+            throw new SettingException(new SettingMessage("offload_folder", "DispatchOptions.offloadFolder",
+                    needFolder.size() + " weight(s) placed on disk must be rewritten (a dtype conversion or a"
+                    + " non-safetensors checkpoint), so an offload folder is needed: set ",
+                    ". First: " + needFolder.get(0)));
         }
         Set<String> unexpected = new LinkedHashSet<>(names);
         unexpected.removeAll(byCheckpointName.keySet());

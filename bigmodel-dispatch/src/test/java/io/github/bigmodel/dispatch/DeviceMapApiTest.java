@@ -101,8 +101,11 @@ class DeviceMapApiTest {
         DeviceMap map = DeviceMap.fromJson("{\"block1\": 0, \"block2.linear1\": 1, \"block2.linear2\": 1}");
         assertThatThrownBy(() -> map.checkDeviceMap(model))
                 .isInstanceOf(DeviceMapException.class)
-                .hasMessage("The device_map provided does not give any device for the following parameters:"
-                        + " block2.linear3.weight, block2.linear3.bias");
+                .hasMessage("The device_map provided does not give any device to 2 parameter(s), in the module(s):"
+                        + " block2.linear3")
+                .satisfies(e -> assertThat(((DeviceMapException) e).accelerateMessage()).isEqualTo(
+                        "The device_map provided does not give any device for the following parameters:"
+                                + " block2.linear3.weight, block2.linear3.bias"));
     }
 
     @Test
@@ -193,8 +196,8 @@ class DeviceMapApiTest {
         assertThatThrownBy(() -> DeviceMap.builder(model).put("transformer.embedding", 0)
                 .layers("transformer.encoder.layers", 1, 28, 0).build())
                 .isInstanceOf(DeviceMapException.class)
-                .hasMessage("The device_map provided does not give any device for the following parameters:"
-                        + " transformer.encoder.final_layernorm.weight, transformer.output_layer.weight");
+                .hasMessage("The device_map provided does not give any device to 2 parameter(s), in the module(s):"
+                        + " transformer.encoder.final_layernorm, transformer.output_layer");
     }
 
     @Test

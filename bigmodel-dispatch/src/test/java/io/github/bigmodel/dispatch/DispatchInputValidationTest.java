@@ -3,6 +3,10 @@ package io.github.bigmodel.dispatch;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.github.bigmodel.core.MemorySize;
+import io.github.bigmodel.core.SettingException;
+import io.github.bigmodel.safetensors.Checkpoint;
+import io.github.bigmodel.safetensors.SafetensorsHeader;
+import java.nio.file.Files;
 import io.github.bigmodel.safetensors.CheckpointException;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -38,6 +42,7 @@ class DispatchInputValidationTest {
     private static List<Case> cases() throws Exception {
         Map<String, Tensor> weights = new SyntheticStack(2, 8).randomWeights(1);
         Path ckpt = Checkpoints.singleFile(tmp.resolve("ckpt"), weights);
+        Path six = Checkpoints.singleFile(tmp.resolve("ckpt-six"), new SyntheticStack(6, 8).randomWeights(2));
         DispatchOptions cpu = DispatchOptions.builder().inventory(NO_GPU).deviceMap("{\"\": \"cpu\"}").build();
         List<Case> cases = new ArrayList<>(List.of(
                 new Case("MemorySize: negative", () -> MemorySize.parse("-5GiB"),
@@ -85,8 +90,69 @@ class DispatchInputValidationTest {
                         () -> BigModel.loadCheckpointAndDispatch(new SyntheticStack(2, 8), ckpt,
                                 DispatchOptions.builder().inventory(NO_GPU).dtype("float64")
                                         .deviceMap("{\"layers.0\": \"cpu\", \"layers.1\": \"disk\"}").build()),
-                        IllegalArgumentException.class, "offloadFolder")));
+                        SettingException.class, "set DispatchOptions.offloadFolder"),
+                new Case("MaxMemory: a device given twice", () -> MaxMemory.parse("cpu=10GiB,cpu=1GiB", NO_GPU),
+                        DeviceMapException.class, "cpu more than one budget (cpu=10GiB, cpu=1GiB)"),
+                new Case("MaxMemory: GPU 0 given as 0 and cuda:0",
+                        () -> MaxMemory.parse("0=1GiB,cuda:0=2GiB,cpu=1GiB", NO_GPU),
+                        DeviceMapException.class, "cuda:0 more than one budget"),
+                new Case("DeviceMap: missing modules listed as modules, not parameters",
+                        () -> BigModel.loadCheckpointAndDispatch(new SyntheticStack(6, 8), six,
+                                DispatchOptions.builder().inventory(NO_GPU).deviceMap("{\"layers.0\": \"cpu\","
+                                        + " \"layers.1.up\": \"cpu\"}").build()),
+                        DeviceMapException.class, "to 18 parameter(s), in the module(s): layers.1.down, layers.2..5")));
+        Path fifo = tmp.resolve("pipe.safetensors");
+        if (!Files.exists(fifo) && new ProcessBuilder("mkfifo", fifo.toString()).start().waitFor() == 0) {
+            cases.add(new Case("Checkpoint.open: a FIFO named .safetensors", () -> Checkpoint.open(fifo),
+                    CheckpointException.class, "not a regular file"));
+        }
+        Path zero = tmp.resolve("zero.safetensors");
+        if (Files.exists(Path.of("/dev/zero"))) {
+            if (!Files.exists(zero, java.nio.file.LinkOption.NOFOLLOW_LINKS)) {
+                Files.createSymbolicLink(zero, Path.of("/dev/zero"));
+            }
+            cases.add(new Case("Checkpoint.open: a link to /dev/zero named .safetensors", () -> Checkpoint.open(zero),
+                    CheckpointException.class, "not a regular file"));
+            cases.add(new Case("SafetensorsHeader.read: a link to /dev/zero", () -> SafetensorsHeader.read(zero),
+                    CheckpointException.class, "not a regular file"));
+        }
+        Path negative = tmp.resolve("negative.safetensors");
+        byte[] header = "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2,2],\"data_offsets\":[0,16]}}"
+                .getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        java.nio.ByteBuffer bytes = java.nio.ByteBuffer.allocate(8 + header.length + 16)
+                .order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        bytes.putLong(header.length).put(header);
+        Files.write(negative, bytes.array());
+        cases.add(new Case("Checkpoint.open: a negative dimension is a shape error", () -> Checkpoint.open(negative),
+                CheckpointException.class, "negative dimension"));
         return cases;
+    }
+
+    @org.junit.jupiter.api.Test
+    void negativeDimensionIsTaggedAsAShape() throws Exception {
+        Path negative = tmp.resolve("negative-tag.safetensors");
+        byte[] header = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,8]}}"
+                .getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        java.nio.ByteBuffer bytes = java.nio.ByteBuffer.allocate(8 + header.length + 8)
+                .order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        bytes.putLong(header.length).put(header);
+        Files.write(negative, bytes.array());
+        assertThatThrownBy(() -> Checkpoint.open(negative)).isInstanceOf(CheckpointException.class)
+                .satisfies(e -> org.assertj.core.api.Assertions.assertThat(((CheckpointException) e).reason())
+                        .isEqualTo(CheckpointException.Reason.INVALID_SHAPE));
+    }
+
+    @org.junit.jupiter.api.Test
+    void offloadFolderMessageNamesTheSettingInTheCallersWords() throws Exception {
+        Map<String, Tensor> weights = new SyntheticStack(2, 8).randomWeights(1);
+        Path ckpt = Checkpoints.singleFile(tmp.resolve("ckpt-setting"), weights);
+        SettingException e = org.junit.jupiter.api.Assertions.assertThrows(SettingException.class,
+                () -> BigModel.loadCheckpointAndDispatch(new SyntheticStack(2, 8), ckpt,
+                        DispatchOptions.builder().inventory(NO_GPU).dtype("float64")
+                                .deviceMap("{\"layers.0\": \"cpu\", \"layers.1\": \"disk\"}").build()));
+        org.assertj.core.api.Assertions.assertThat(e.settingMessage().setting()).isEqualTo("offload_folder");
+        org.assertj.core.api.Assertions.assertThat(e.message(s -> "--" + s.replace('_', '-')))
+                .contains("set --offload-folder. First: layers.1.").doesNotContain("DispatchOptions");
     }
 
     @TestFactory

@@ -91,7 +91,9 @@ public final class Checkpoint implements AutoCloseable {
                     "no checkpoint in the directory: looked for " + String.join(", ", DIRECTORY_CANDIDATES));
         }
         if (!Files.isRegularFile(path)) {
-            throw new CheckpointException(Reason.IO_ERROR, path, null, "no such file or directory");
+            // A FIFO would block the first read and /dev/zero never ends: refused by kind, before any read.
+            throw new CheckpointException(Reason.IO_ERROR, path, null, Files.exists(path)
+                    ? "not a regular file (a pipe, device or socket cannot hold a checkpoint)" : "no such file or directory");
         }
         if (path.getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".json")) {
             return openIndex(path);
@@ -187,7 +189,9 @@ public final class Checkpoint implements AutoCloseable {
                 String tensor = shardOf.entrySet().stream().filter(e -> e.getValue().equals(shard))
                         .map(Map.Entry::getKey).findFirst().orElse(null);
                 throw new CheckpointException(Reason.MISSING_SHARD, shard, tensor,
-                        "shard named by " + index.getFileName() + " does not exist");
+                        "shard named by " + index.getFileName() + (Files.exists(shard)
+                                ? " is not a regular file (a pipe, device or socket cannot hold a checkpoint)"
+                                : " does not exist"));
             }
         }
         LOG.debug("Index {}: {} tensors in {} shards", index, shardOf.size(), shards.size());

@@ -27,6 +27,8 @@ public class CheckpointException extends RuntimeException {
         HEADER_TOO_LARGE,
         /** The header or an index is not valid JSON, or not of the expected structure. */
         INVALID_JSON,
+        /** A tensor shape that no tensor can have: a negative dimension. */
+        INVALID_SHAPE,
         /** A dtype the format or bigmodel does not know. */
         UNKNOWN_DTYPE,
         /** Data offsets outside the data section or reversed. */

@@ -17,6 +17,7 @@ import java.nio.channels.FileChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
@@ -41,7 +42,8 @@ import java.util.Set;
  *     ({@link Reason#HEADER_TOO_LARGE}); {@code 8 + N <= file size} ({@link Reason#HEADER_LENGTH_OUT_OF_RANGE});</li>
  * <li>the header is UTF-8 text holding exactly one JSON object, no duplicate keys ({@link Reason#DUPLICATE_NAME}
  *     for a tensor name given twice, {@link Reason#INVALID_JSON} for anything else malformed);</li>
- * <li>per tensor: a known {@code dtype} ({@link Reason#UNKNOWN_DTYPE}), a {@code shape} of non-negative integers,
+ * <li>per tensor: a known {@code dtype} ({@link Reason#UNKNOWN_DTYPE}), a {@code shape} of non-negative integers
+ *     ({@link Reason#INVALID_SHAPE} for a negative one),
  *     {@code data_offsets} {@code [begin, end]} with {@code 0 <= begin <= end} ({@link Reason#OFFSET_OUT_OF_RANGE}),
  *     and {@code end - begin == numel * element size} ({@link Reason#SIZE_MISMATCH}, also when numel overflows);</li>
  * <li>sorted by begin: no two tensors share bytes ({@link Reason#OVERLAP});</li>
@@ -92,6 +94,10 @@ public final class SafetensorsHeader {
      * @throws CheckpointException for a damaged header or an I/O failure ({@link Reason#IO_ERROR})
      */
     public static SafetensorsHeader read(Path file) {
+        if (Files.exists(file) && !Files.isRegularFile(file)) {
+            throw new CheckpointException(Reason.IO_ERROR, file, null,
+                    "not a regular file (a pipe, device or socket cannot hold a checkpoint)");
+        }
         try (FileChannel channel = FileChannel.open(file, StandardOpenOption.READ)) {
             long fileSize = channel.size();
             ByteBuffer prefix = ByteBuffer.allocate((int) Math.min(8, fileSize));
@@ -292,7 +298,7 @@ public final class SafetensorsHeader {
                     for (int i = 0; i < shape.length; i++) {
                         BigInteger d = dims.get(i);
                         if (d.signum() < 0) {
-                            throw new CheckpointException(Reason.INVALID_JSON, file, name,
+                            throw new CheckpointException(Reason.INVALID_SHAPE, file, name,
                                     "shape " + dims + " has a negative dimension");
                         }
                         if (d.bitLength() > 63) {

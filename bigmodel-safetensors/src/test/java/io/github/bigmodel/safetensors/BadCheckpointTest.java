@@ -111,7 +111,7 @@ class BadCheckpointTest {
                 + ",\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}", 20), Reason.HOLE, "b"));
         cases.add(fileCase("trailing_bytes", st("{" + A8 + "}", 12), Reason.HOLE, "a"));
         cases.add(fileCase("negative_shape", st("{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,8]}}", 8),
-                Reason.INVALID_JSON, "a"));
+                Reason.INVALID_SHAPE, "a"));
         cases.add(fileCase("fractional_shape", st("{\"a\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8),
                 Reason.INVALID_JSON, "a"));
         cases.add(fileCase("huge_shape_numel_overflow", st("{\"a\":{\"dtype\":\"F32\","

@@ -161,6 +161,14 @@ public final class ChatStream implements Iterator<String>, AutoCloseable {
         return response;
     }
 
+    /**
+     * The ids generated so far, the stop token included once there was one: for a caller that must look at the
+     * raw reply before it ends (a server deciding whether ChatGLM3's first line names a tool).
+     */
+    public int[] generatedIds() {
+        return Arrays.copyOf(generated, count);
+    }
+
     /** Number of tokens generated so far. */
     public int generatedTokens() {
         return count;

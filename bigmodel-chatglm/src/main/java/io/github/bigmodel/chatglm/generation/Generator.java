@@ -1,5 +1,7 @@
 package io.github.bigmodel.chatglm.generation;
 
+import io.github.bigmodel.core.SettingException;
+import io.github.bigmodel.core.SettingMessage;
 import java.security.SecureRandom;
 import java.util.Arrays;
 import java.util.HashSet;
@@ -108,9 +110,10 @@ public final class Generator {
         }
         if (config.version() == ChatGLMConfig.Version.CHATGLM2
                 && (long) promptLength + request.maxNewTokens() > positions) {
-            throw new IllegalArgumentException("The prompt's " + promptLength + " tokens plus maxNewTokens "
-                    + request.maxNewTokens() + " exceed the model's seq_length " + positions
-                    + ": ask for at most " + (positions - promptLength) + " new tokens");
+            throw new SettingException(new SettingMessage("max_new_tokens", "maxNewTokens",
+                    "The prompt's " + promptLength + " tokens plus ", " " + request.maxNewTokens()
+                    + " exceed the model's seq_length " + positions + ": ask for at most "
+                    + (positions - promptLength) + " new tokens"));
         }
     }
 

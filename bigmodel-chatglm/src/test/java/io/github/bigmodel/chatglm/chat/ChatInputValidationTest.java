@@ -3,6 +3,8 @@ package io.github.bigmodel.chatglm.chat;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
+import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.ChatGLMConfigException;
 import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.chatglm.generation.GenerationRequest;
 import io.github.bigmodel.chatglm.generation.Generator;
@@ -113,7 +115,57 @@ class ChatInputValidationTest {
                         () -> new KvCache(new Device[] {Device.CPU}, -1, 8, 2, 16, DType.FLOAT32),
                         IllegalArgumentException.class, "batch=-1"),
                 new Case("ChatGLM.load: missing folder", () -> ChatGLM.load(Path.of("/nonexistent/chatglm3")),
-                        io.github.bigmodel.chatglm.ChatGLMConfigException.class, "/nonexistent/chatglm3"));
+                        io.github.bigmodel.chatglm.ChatGLMConfigException.class, "/nonexistent/chatglm3"),
+                new Case("chat: prompt longer than max_length", () -> glm.chat("晚上睡不着".repeat(3), List.of(),
+                        ChatOptions.builder().generation(GenerationConfig.builder().maxLength(8).build()).build()),
+                        PromptTooLongException.class, "raise max_length"),
+                new Case("config: hidden_size missing",
+                        () -> ChatGLMConfig.fromJsonString(SIZES.replace("\"hidden_size\": 64, ", "")),
+                        ChatGLMConfigException.class, "hidden_size is missing"),
+                new Case("config: hidden_size 1e12",
+                        () -> ChatGLMConfig.fromJsonString(SIZES.replace("\"hidden_size\": 64", "\"hidden_size\": 1e12")),
+                        ChatGLMConfigException.class, "hidden_size is too large: 1.0E12"),
+                new Case("config: hidden_size 10000000000",
+                        () -> ChatGLMConfig.fromJsonString(SIZES.replace("64", "10000000000")),
+                        ChatGLMConfigException.class, "hidden_size is too large"),
+                new Case("config: hidden_size 64.5",
+                        () -> ChatGLMConfig.fromJsonString(SIZES.replace("64", "64.5")),
+                        ChatGLMConfigException.class, "hidden_size must be an integer"),
+                new Case("config: ChatGLM-6B without inner_hidden_size",
+                        () -> ChatGLMConfig.fromJsonString("{\"num_layers\": 1, \"hidden_size\": 32,"
+                                + " \"num_attention_heads\": 2, \"vocab_size\": 100, \"position_encoding_2d\": true}"),
+                        ChatGLMConfigException.class, "inner_hidden_size is missing"));
+    }
+
+    /** A ChatGLM2/3 config that states every size, the base the config cases take one thing away from. */
+    private static final String SIZES = "{\"num_layers\": 1, \"hidden_size\": 64, \"num_attention_heads\": 4,"
+            + " \"kv_channels\": 16, \"ffn_hidden_size\": 96, \"padded_vocab_size\": 128}";
+
+    @org.junit.jupiter.api.Test
+    void configThatStatesItsSizesKeepsThudmDefaultsForTheRest() {
+        ChatGLMConfig c = ChatGLMConfig.fromJsonString(SIZES);
+        assertThat(c.hiddenSize()).isEqualTo(64);
+        // configuration_chatglm.py's defaults: seq_length 2048, layernorm_epsilon 1e-5, one query group.
+        assertThat(c.maxPositions()).isEqualTo(2048);
+        assertThat(c.layernormEpsilon()).isEqualTo(1e-5);
+        assertThat(c.kvHeads()).isEqualTo(4);
+    }
+
+    @org.junit.jupiter.api.Test
+    void promptTooLongNamesTheSettingInTheCallersWords() {
+        PromptTooLongException e = org.junit.jupiter.api.Assertions.assertThrows(PromptTooLongException.class,
+                () -> glm.chat("晚上睡不着".repeat(3), List.of(), ChatOptions.builder()
+                        .generation(GenerationConfig.builder().maxLength(8).build()).build()));
+        assertThat(e.settingMessage().setting()).isEqualTo("max_length");
+        assertThat(e.getMessage()).endsWith("raise max_length").contains("limit of 8 tokens");
+        assertThat(e.message(s -> "--" + s.replace('_', '-'))).endsWith("raise --max-length")
+                .doesNotContain("max_length");
+        // The model's own positions: no setting to name, the same words for everyone.
+        PromptTooLongException positions = org.junit.jupiter.api.Assertions.assertThrows(
+                PromptTooLongException.class, () -> glm.chat("晚上睡不着".repeat(40), List.of()));
+        assertThat(positions.settingMessage()).isNull();
+        assertThat(positions.message(s -> "--" + s)).isEqualTo(positions.getMessage())
+                .contains("the model's 64 positions").doesNotContain("max_length");
     }
 
     @TestFactory

@@ -1,5 +1,6 @@
 package io.github.bigmodel.dispatch.offload;
 
+import io.github.bigmodel.core.SettingMessage;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Path;
@@ -18,25 +19,38 @@ import io.github.bigmodel.dispatch.BigModel;
  * }
  * }</pre>
  */
-public final class OffloadSpaceException extends UncheckedIOException {
+public final class OffloadSpaceException extends UncheckedIOException implements SettingMessage.Carrier {
 
     private static final long serialVersionUID = 1L;
 
     private final transient Path folder;
     private final long neededBytes;
     private final long availableBytes;
+    private final transient SettingMessage settingMessage;
 
     /**
      * @param availableBytes usable bytes on the folder's file store, or -1 when they could not be read
      */
     public OffloadSpaceException(Path folder, long neededBytes, long availableBytes, IOException cause) {
-        super("Offload folder " + folder + " has no room: " + neededBytes + " bytes needed, "
-                + (availableBytes < 0 ? "free space unknown" : availableBytes + " bytes available")
-                + ". Free disk space there, choose another offloadFolder, or give the CPU a larger budget so that"
-                + " fewer weights go to disk", cause != null ? cause : new IOException("No space left on device"));
+        this(folder, neededBytes, availableBytes, cause, new SettingMessage("offload_folder", "offloadFolder",
+                "Offload folder " + folder + " has no room: " + neededBytes + " bytes needed, "
+                        + (availableBytes < 0 ? "free space unknown" : availableBytes + " bytes available")
+                        + ". Free disk space there, choose another ",
+                ", or give the CPU a larger budget so that fewer weights go to disk"));
+    }
+
+    private OffloadSpaceException(Path folder, long neededBytes, long availableBytes, IOException cause,
+            SettingMessage message) {
+        super(message.toString(), cause != null ? cause : new IOException("No space left on device"));
         this.folder = folder;
         this.neededBytes = neededBytes;
         this.availableBytes = availableBytes;
+        this.settingMessage = message;
+    }
+
+    @Override
+    public SettingMessage settingMessage() {
+        return settingMessage;
     }
 
     /** The offload folder. */

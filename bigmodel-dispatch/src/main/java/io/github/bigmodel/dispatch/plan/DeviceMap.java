@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Comparator;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
@@ -204,11 +205,60 @@ public final class DeviceMap {
         }
         warnings.forEach(w -> LOG.warn("{}", w));
         if (!uncovered.isEmpty()) {
-            throw new DeviceMapException("ValueError",
-                    "The device_map provided does not give any device for the following parameters: "
-                            + String.join(", ", uncovered));
+            String accelerateMessage = "The device_map provided does not give any device for the following parameters: "
+                    + String.join(", ", uncovered);
+            throw new DeviceMapException("ValueError", "The device_map provided does not give any device to "
+                    + uncovered.size() + " parameter(s), in the module(s): " + uncoveredModules(model, uncovered),
+                    accelerateMessage);
         }
         return warnings;
+    }
+
+    /**
+     * The uncovered parameters as the largest modules none of whose parameters has a device, numbered siblings
+     * collapsed ("layers.5..27"): a real model's list of parameters runs to kilobytes, its modules to a line.
+     */
+    private String uncoveredModules(Module model, List<String> uncovered) {
+        Set<String> partlyCovered = new HashSet<>();
+        for (String name : model.stateDict().keySet()) {
+            if (covered(name)) {
+                for (int dot = name.indexOf('.'); dot >= 0; dot = name.indexOf('.', dot + 1)) {
+                    partlyCovered.add(name.substring(0, dot));
+                }
+            }
+        }
+        Set<String> modules = new LinkedHashSet<>();
+        for (String name : uncovered) {
+            String top = name;
+            for (int dot = name.indexOf('.'); dot >= 0; dot = name.indexOf('.', dot + 1)) {
+                if (!partlyCovered.contains(name.substring(0, dot))) {
+                    top = name.substring(0, dot);
+                    break;
+                }
+            }
+            modules.add(top);
+        }
+        List<String> compact = new ArrayList<>();
+        List<String> list = new ArrayList<>(modules);
+        for (int i = 0; i < list.size(); ) {
+            String name = list.get(i);
+            int dot = name.lastIndexOf('.');
+            int first = dot < 0 ? -1 : index(name.substring(dot + 1));
+            int j = i;
+            while (first >= 0 && j + 1 < list.size() && list.get(j + 1).startsWith(name.substring(0, dot + 1))
+                    && index(list.get(j + 1).substring(dot + 1)) == first + (j + 1 - i)) {
+                j++;
+            }
+            compact.add(j > i ? name + ".." + (first + j - i) : name);
+            i = j + 1;
+        }
+        int shown = Math.min(compact.size(), 20);
+        return String.join(", ", compact.subList(0, shown))
+                + (shown < compact.size() ? " and " + (compact.size() - shown) + " more" : "");
+    }
+
+    private static int index(String s) {
+        return !s.isEmpty() && s.length() < 7 && s.chars().allMatch(Character::isDigit) ? Integer.parseInt(s) : -1;
     }
 
     private boolean covered(String name) {

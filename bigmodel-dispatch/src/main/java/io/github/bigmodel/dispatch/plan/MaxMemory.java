@@ -152,13 +152,16 @@ public final class MaxMemory {
         }
         Map<Device, Double> byDevice = new java.util.TreeMap<>();
         List<Object> unknown = new ArrayList<>();
+        Device twice = null;
         for (int i = 0; i < entries.size(); i++) {
             Device d = keyDevice(entries.get(i).getKey());
             if (d == null) {
                 unknown.add(entries.get(i).getKey());
                 continue;
             }
-            byDevice.put(d, values.get(i));
+            if (byDevice.put(d, values.get(i)) != null && twice == null) {
+                twice = d;
+            }
         }
         boolean anyGpu = byDevice.keySet().stream().anyMatch(Device::isCuda);
         if (anyGpu) {
@@ -176,6 +179,18 @@ public final class MaxMemory {
         if (!unknown.isEmpty()) {
             throw new DeviceMapException("ValueError", "Device " + unknown.get(0)
                     + " is not recognized, available devices are integers(for GPU/XPU), 'mps', 'cpu' and 'disk'");
+        }
+        if (twice != null) {
+            // "cpu=10GiB,cpu=1GiB" (or 0 and cuda:0): keeping either value would silently drop the other.
+            Device d = twice;
+            List<String> given = new ArrayList<>();
+            for (Map.Entry<Object, Object> e : entries) {
+                if (d.equals(keyDevice(e.getKey()))) {
+                    given.add(e.getKey() + "=" + e.getValue());
+                }
+            }
+            throw new DeviceMapException("ValueError", "max_memory gives " + d + " more than one budget ("
+                    + String.join(", ", given) + "): give each device once");
         }
         return new MaxMemory(new LinkedHashMap<>(byDevice));
     }
