@@ -6,7 +6,6 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.quant.Precision;
-import io.github.bigmodel.core.quant.PrecisionSizes;
 import io.github.bigmodel.dispatch.plan.DeviceMap;
 import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.DispatchOptions;
@@ -22,7 +21,7 @@ import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 /**
  * Planning with per-device precision on the chatglm3-6b preset (on meta, nothing allocated): a 6 GiB GPU at int4
  * takes every block, at fp16 only as many as fit next to the embedding and the reserve kept for the largest layer;
- * sizes at int4 agree with {@link PrecisionSizes}; mixed float types are refused by the options.
+ * sizes at int4 are those of the model planned int4 on meta; mixed float types are refused by the options.
  */
 class PrecisionPlanningTest {
 
@@ -56,9 +55,13 @@ class PrecisionPlanningTest {
         ModuleSizes int4 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.INT4);
         double block16 = fp16.size(BLOCKS + ".0");
         double block4 = int4.size(BLOCKS + ".0");
-        // Sizes at int4 are PrecisionSizes' (1/2 byte per weight + a half scale per row, fp16 elsewhere).
-        assertThat(block4).isEqualTo((double) PrecisionSizes.bytes(model.module(BLOCKS + ".0"), Precision.INT4));
-        assertThat(int4.total()).isEqualTo((double) PrecisionSizes.bytes(model, Precision.INT4));
+        // Sizes at int4 are those of the layers planned int4 on meta (what loading holds: 1/2 byte per weight and a
+        // half scale per row, fp16 elsewhere).
+        ChatGLMLanguageModel planned = ChatGLMLanguageModel.create(model.config(), DType.FLOAT16);
+        planned.planPrecisions(name -> Device.CPU, DType.FLOAT16, d -> Precision.INT4);
+        assertThat(block4).isEqualTo((double) planned.module(BLOCKS + ".0").byteSize());
+        assertThat(int4.total()).isEqualTo((double) planned.byteSize());
+        assertThat(block4).isLessThan(block16 / 3);
         assertThat(int4.size("transformer.output_layer")).isEqualTo(fp16.size("transformer.output_layer"));
 
         // Expected counts from the planner's rule (one GPU, so balancing keeps the whole 6 GiB): the GPU keeps room

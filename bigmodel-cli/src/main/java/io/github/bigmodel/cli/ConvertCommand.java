@@ -10,11 +10,10 @@ import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
-import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
-import io.github.bigmodel.core.quant.WeightQuantizer;
+import io.github.bigmodel.core.quant.WeightConversion;
 import io.github.bigmodel.safetensors.Checkpoint;
 import io.github.bigmodel.safetensors.SafetensorsWriter;
 import io.github.bigmodel.safetensors.ShardedCheckpointWriter;
@@ -37,7 +36,6 @@ import java.util.concurrent.Callable;
 import java.util.stream.Stream;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -288,21 +286,13 @@ final class ConvertCommand implements Callable<Integer> {
 
     /** A block's linear weight must be the [out, in] float the config describes, or int8 codes with scales. */
     private static void checkLinearWeight(Checkpoint checkpoint, TensorInfo t, QuantizedLinear linear) {
-        long out = linear.outFeatures();
-        long in = linear.inFeatures();
-        long[] shape = t.shape();
-        boolean ok;
-        if (t.dtype().isFloatingPoint()) {
-            ok = Arrays.equals(shape, new long[] {out, in});
-        } else {
-            String scale = t.name().substring(0, t.name().lastIndexOf('.') + 1) + QuantizedLinear.SCALE_NAME;
-            ok = (t.dtype() == DType.INT8 || t.dtype() == DType.UINT8) && checkpoint.contains(scale)
-                    && shape.length == 2 && shape[0] == out && (shape[1] == in || shape[1] * 2 == in);
-        }
-        if (!ok) {
-            throw new IllegalArgumentException("tensor '" + t.name() + "' is " + t.dtype().safetensorsName()
-                    + Arrays.toString(shape) + " but config.json makes it a [" + out + ", " + in
-                    + "] linear weight (or int8 codes with a weight_scale)");
+        String scale = t.name().substring(0, t.name().lastIndexOf('.') + 1) + QuantizedLinear.SCALE_NAME;
+        try {
+            WeightConversion.storedPrecision(t.name(), t.dtype(), t.shape(), checkpoint.contains(scale),
+                    linear.outFeatures(), linear.inFeatures());
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("config.json makes '" + t.name() + "' a linear weight: "
+                    + e.getMessage());
         }
     }
 
@@ -314,33 +304,20 @@ final class ConvertCommand implements Callable<Integer> {
             Tensor src = checkpoint.load(name);
             if (p.linear == null) {
                 DType dtype = p.entry.dtype();
-                writer.write(name, dtype == p.source.dtype() ? src : src.to(dtype.scalarType()).contiguous());
+                writer.write(name, dtype == p.source.dtype() ? src : WeightConversion.convert(src, null,
+                        WeightConversion.Target.tensor(dtype, Device.CPU)).tensor());
                 return;
             }
-            QuantizedWeight q = quantized(checkpoint, src, p, target, floatDtype);
-            // As loading does: codes as int8, scales in the model's float dtype, both contiguous on the CPU.
-            writer.write(name, q.packed().to(Tensors.toTorch(Device.CPU), ScalarType.Char).contiguous());
-            writer.write(p.scaleEntry.name(), q.scale().to(Tensors.toTorch(Device.CPU), floatDtype.scalarType())
-                    .contiguous());
+            // The one road, as loading with this precision does: quantized from floats, taken as stored, or
+            // re-quantized from other codes; codes int8, scales in the model's float dtype, on the CPU.
+            Tensor scale = DType.of(src.scalar_type()).isFloatingPoint() ? null
+                    : checkpoint.load(p.scaleEntry.name());
+            QuantizedLinear linear = p.linear;
+            QuantizedWeight q = WeightConversion.convert(src, scale, WeightConversion.Target.linearWeight(target,
+                    floatDtype, linear.outFeatures(), linear.inFeatures(), Device.CPU)).quantized();
+            writer.write(name, q.packed());
+            writer.write(p.scaleEntry.name(), q.scale());
         }
-    }
-
-    /** The weight at {@code target}: quantized from floats, taken as stored, or re-quantized from other codes. */
-    private static QuantizedWeight quantized(Checkpoint checkpoint, Tensor src, Planned p, Precision target,
-            DType floatDtype) {
-        QuantizedLinear linear = p.linear;
-        if (DType.of(src.scalar_type()).isFloatingPoint()) {
-            return WeightQuantizer.quantize(src.to(floatDtype.scalarType()), target);
-        }
-        Tensor codes = DType.of(src.scalar_type()) == DType.INT8 ? src : src.view(ScalarType.Char);
-        Tensor scale = checkpoint.load(p.scaleEntry.name());
-        Precision stored = Tensors.shape(codes)[1] == linear.inFeatures() ? Precision.INT8 : Precision.INT4;
-        QuantizedWeight storedWeight = new QuantizedWeight(codes, scale, stored, linear.inFeatures());
-        if (stored == target) {
-            return storedWeight;
-        }
-        Tensor dense = WeightQuantizer.dequantize(storedWeight, ScalarType.Float);
-        return WeightQuantizer.quantize(dense.to(floatDtype.scalarType()), target);
     }
 
     /**

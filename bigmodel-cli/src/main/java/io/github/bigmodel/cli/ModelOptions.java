@@ -1,7 +1,6 @@
 package io.github.bigmodel.cli;
 
 import io.github.bigmodel.core.DType;
-import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.dispatch.plan.DeviceMap;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import java.io.IOException;
@@ -11,6 +10,7 @@ import java.nio.file.Path;
 import java.util.Set;
 import io.github.bigmodel.core.NativeRuntime;
 import picocli.CommandLine;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** The options every command that loads weights shares: dtype, device map or strategy, budgets, offload. */
@@ -39,16 +39,8 @@ final class ModelOptions {
             description = "Offloaded blocks read ahead on a background thread (0 = off; default: ${DEFAULT-VALUE}).")
     int prefetch;
 
-    @Option(names = "--precision", paramLabel = "P",
-            description = "Weights of the blocks' linear layers on every device: fp32, bf16, fp16, int8 or int4 "
-                    + "(an int8/int4 folder written by 'bigmodel convert' loads as stored).")
-    String precision;
-
-    @Option(names = "--gpu-precision", paramLabel = "P", description = "As --precision, for GPUs only.")
-    String gpuPrecision;
-
-    @Option(names = "--cpu-precision", paramLabel = "P", description = "As --precision, for the CPU only.")
-    String cpuPrecision;
+    @Mixin
+    PrecisionOptions precisions = new PrecisionOptions();
 
     @Option(names = "--progress", description = "Draw a loading progress bar on stderr even when it is not a terminal.")
     boolean progress;
@@ -87,14 +79,7 @@ final class ModelOptions {
         if (progress != null) {
             b.progress(progress);
         }
-        String gpu = gpuPrecision != null ? gpuPrecision : precision;
-        String cpu = cpuPrecision != null ? cpuPrecision : precision;
-        if (gpu != null) {
-            b.gpuPrecision(Precision.parse(gpu));
-        }
-        if (cpu != null) {
-            b.cpuPrecision(Precision.parse(cpu));
-        }
+        b.gpuPrecision(precisions.gpu()).cpuPrecision(precisions.cpu());
         if (offloadFolder != null) {
             b.offloadFolder(offloadFolder);
         }

@@ -8,12 +8,15 @@ import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.MemorySize;
+import io.github.bigmodel.core.quant.Precision;
+import io.github.bigmodel.dispatch.StoredPrecisions;
 import io.github.bigmodel.dispatch.plan.DeviceInventory;
 import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.plan.DevicePlan;
 import io.github.bigmodel.dispatch.plan.MaxMemory;
-import io.github.bigmodel.dispatch.plan.ModuleSizes;
 import io.github.bigmodel.dispatch.plan.PlanOptions;
+import io.github.bigmodel.safetensors.Checkpoint;
+import io.github.bigmodel.safetensors.CheckpointException;
 import java.io.PrintWriter;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -62,8 +65,12 @@ final class PlanCommand implements Callable<Integer> {
     Source source;
 
     @Option(names = "--dtype", paramLabel = "DTYPE", defaultValue = "float16",
-            description = "float32, float16, bfloat16, int8 or int4 (default: ${DEFAULT-VALUE}).")
+            description = "float32, float16 or bfloat16 (default: ${DEFAULT-VALUE}); int8 or int4 mean THUDM's "
+                    + "recipe, --precision int8/int4 with everything else in float16.")
     String dtype;
+
+    @Mixin
+    PrecisionOptions precisions = new PrecisionOptions();
 
     @Option(names = "--max-memory", paramLabel = "BUDGETS",
             description = "Per-device budgets, e.g. \"0=10GiB,1=10GiB,cpu=30GiB\" (keys: GPU index, cuda:N, cpu, "
@@ -94,16 +101,20 @@ final class PlanCommand implements Callable<Integer> {
                 : source.model != null ? ChatGLMFamily.ofFolder(source.model)
                 : ChatGLMFamily.of(ChatGLMConfig.fromJson(source.config));
         ChatGLMConfig config = family.config();
-        DType target = DType.parse(dtype);
-        // The tree is built on meta in the float dtype; the planner sizes it for the target dtype.
-        ChatGLMLanguageModel model = family.createModel(
-                target.isFloatingPoint() ? target : DType.FLOAT16);
+        Sizing sizing = sizing(dtype, precisions);
+        // Built on meta in the float dtype; a pre-quantized folder's layers are planned as stored, as loading does.
+        ChatGLMLanguageModel model = family.createModel(sizing.floatDtype());
+        if (source.model != null) {
+            planStored(model, source.model, sizing.floatDtype());
+        }
         MaxMemory budget = maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
         // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
                 .noSplitModuleClasses(noSplitModuleClasses)
-                .dtype(target)
+                .dtype(sizing.floatDtype())
+                .gpuPrecision(sizing.gpu())
+                .cpuPrecision(sizing.cpu())
                 .reservation(reservation)
                 .build();
         // After every flag was checked: a refused command line gets its one error line only.
@@ -111,8 +122,14 @@ final class PlanCommand implements Callable<Integer> {
                 "planning it as asked");
         DevicePlan plan = DeviceMapPlanner.plan(model, strategy, budget, options);
         Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
-        ModuleSizes sizes = ModuleSizes.compute(model, target, Map.of());
-        Map<Device, Double> perDevice = new TreeMap<>(plan.deviceMap().bytesPerDevice(sizes));
+        // Weights per device at the precision of the device each module executes on: what loading holds.
+        Map<Device, Double> perDevice = new TreeMap<>();
+        for (DeviceMemory m : plan.memory().values()) {
+            if (m.weightBytes() > 0 || plan.deviceMap().devices().contains(m.device())) {
+                perDevice.put(m.device(), m.weightBytes());
+            }
+        }
+        String target = sizing.describe();
         PrintWriter out = spec.commandLine().getOut();
         if (json) {
             printJson(out, map, plan, perDevice, contextOptions.given());
@@ -122,6 +139,57 @@ final class PlanCommand implements Callable<Integer> {
             printTable(out, family, target, map, plan, perDevice);
         }
         return 0;
+    }
+
+    /** The float dtype of the model and the precision of each kind of device, from --dtype and the precision flags. */
+    record Sizing(DType floatDtype, Precision gpu, Precision cpu) {
+        String describe() {
+            String f = floatDtype.torchName();
+            if (gpu == null && cpu == null) {
+                return f;
+            }
+            String g = gpu == null ? f : gpu.name().toLowerCase(Locale.ROOT);
+            String c = cpu == null ? f : cpu.name().toLowerCase(Locale.ROOT);
+            return f + (g.equals(c) ? " + " + g + " linears" : " + linears " + g + " on GPUs, " + c + " on the CPU");
+        }
+    }
+
+    /**
+     * {@code --dtype int8/int4} is THUDM's recipe ({@code model.half().quantize(bits)}): {@code --precision} int8/int4
+     * with everything else in float16, exactly what loading with {@code --dtype float16 --precision int4} holds.
+     */
+    static Sizing sizing(String dtypeText, PrecisionOptions flags) {
+        DType d = DType.parse(dtypeText);
+        if (d.isFloatingPoint()) {
+            return new Sizing(d, flags.gpu(), flags.cpu());
+        }
+        if (d != DType.INT8 && d != DType.INT4) {
+            throw new IllegalArgumentException("--dtype: " + dtypeText + " is no weights dtype: use float32, float16,"
+                    + " bfloat16, or --precision int8/int4");
+        }
+        if (flags.given()) {
+            throw new IllegalArgumentException("--dtype " + dtypeText + " already means --precision "
+                    + d.torchName() + " with float16 elsewhere: give --dtype float16 with --precision/--gpu-precision/"
+                    + "--cpu-precision instead");
+        }
+        Precision p = Precision.of(d);
+        return new Sizing(DType.FLOAT16, p, p);
+    }
+
+    /** Plans, on meta, the layers a pre-quantized folder stores as int8/int4 codes (header only, nothing read). */
+    private static void planStored(ChatGLMLanguageModel model, Path dir, DType floatDtype) {
+        Checkpoint checkpoint;
+        try {
+            checkpoint = Checkpoint.open(dir);
+        } catch (CheckpointException e) {
+            if (e.reason() == CheckpointException.Reason.UNKNOWN_FORMAT) {
+                return; // a folder with only config.json plans like --config
+            }
+            throw e;
+        }
+        try (checkpoint) {
+            StoredPrecisions.plan(model, StoredPrecisions.of(model, checkpoint), floatDtype);
+        }
     }
 
     private static void printJson(PrintWriter out, Map<String, Device> map, DevicePlan plan,
@@ -174,11 +242,10 @@ final class PlanCommand implements Callable<Integer> {
         }
     }
 
-    private static void printTable(PrintWriter out, ChatGLMFamily family, DType target, Map<String, Device> map,
+    private static void printTable(PrintWriter out, ChatGLMFamily family, String target, Map<String, Device> map,
             DevicePlan plan, Map<Device, Double> perDevice) {
         out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", family.displayName(),
-                family.config().numLayers(),
-                target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
+                family.config().numLayers(), target, MemorySize.format(plan.modelSize()), target);
         Map<Device, List<String>> byDevice = new LinkedHashMap<>();
         map.forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
         out.printf(Locale.ROOT, "%-8s  %12s  %12s  %s%n", "device", "budget", "weights", "modules");
@@ -194,11 +261,10 @@ final class PlanCommand implements Callable<Integer> {
      * Per device: budget, weights, KV cache at the context, workspace of one step, offload buffer (the largest
      * offloaded layer, brought to the main device to run), free, then the modules placed there.
      */
-    private static void printMemoryTable(PrintWriter out, ChatGLMFamily family, DType target,
+    private static void printMemoryTable(PrintWriter out, ChatGLMFamily family, String target,
             Map<String, Device> map, DevicePlan plan, MemoryReservation reservation) {
         out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", family.displayName(),
-                family.config().numLayers(),
-                target.torchName(), MemorySize.format(plan.modelSize()), target.torchName());
+                family.config().numLayers(), target, MemorySize.format(plan.modelSize()), target);
         out.printf(Locale.ROOT, "room for generation: %s, %s in all; workspace %s per executing device%n",
                 reservation.description(), MemorySize.format(reservation.totalModuleBytes()),
                 MemorySize.format(reservation.workspaceBytes()));

@@ -2,8 +2,27 @@ package io.github.bigmodel.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.github.bigmodel.chatglm.ChatGLMConfig;
+import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.RandomCheckpoint;
+import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
+import io.github.bigmodel.chatglm.model.ForwardInput;
+import io.github.bigmodel.chatglm.chat.ChatGLM;
+import io.github.bigmodel.core.DType;
+import io.github.bigmodel.core.Module;
+import io.github.bigmodel.core.quant.Precision;
+import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.testing.ReferenceTree;
+import io.github.bigmodel.dispatch.DispatchOptions;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.StringJoiner;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.global.torch;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -40,5 +59,98 @@ class ConvertedFolderLoadTest {
             assertThat(offloaded.json().get("output_ids")).as(p + " offloaded")
                     .isEqualTo(fromOriginal.json().get("output_ids"));
         }
+    }
+
+    /**
+     * Regression: a converted int8/int4 folder used to load only through {@code ChatGLM.load(dir)}; every dispatch
+     * path without a precision skipped its 8 weight_scale tensors and failed with libtorch's "self and mat2 must
+     * have the same dtype". Now it loads as stored through every entry point, each giving the logits (greedy ids
+     * for the CLI) of quantizing the original at load time; asking a float precision dequantizes it.
+     */
+    @Test
+    void convertedFoldersLoadAsStoredThroughEveryEntryPoint(@TempDir Path dir) throws Exception {
+        // ChatGLM.load needs a tokenizer the model can embed: the reference tiny model's config with the fixture
+        // tokenizer's vocabulary, random weights.
+        Path source = dir.resolve("model");
+        Files.createDirectories(source);
+        Files.copy(ReferenceTree.tokenizer().resolve("tokenizer.model"), source.resolve("tokenizer.model"));
+        int vocab = ChatGLM3Tokenizer.load(source.resolve("tokenizer.model")).vocabSize();
+        ObjectNode json = (ObjectNode) new ObjectMapper().readTree(ReferenceTree.models()
+                .resolve("chatglm3-6b-tiny").resolve("config.json").toFile());
+        json.put("padded_vocab_size", vocab);
+        Files.writeString(source.resolve("config.json"), json.toString(), StandardCharsets.UTF_8);
+        ChatGLMConfig config = ChatGLMConfig.fromJson(source.resolve("config.json"));
+        RandomCheckpoint.write(ChatGLMLanguageModel.create(config, DType.FLOAT32), source, DType.FLOAT32, 256 << 10,
+                0.1, 5);
+        // Any ids inside the tree's vocabulary: spread over it, read from its config.
+        long[] ids = new long[8];
+        StringJoiner cliIds = new StringJoiner(",");
+        for (int i = 0; i < ids.length; i++) {
+            ids[i] = (long) (i + 1) * (config.vocabSize() / 9);
+            cliIds.add(Long.toString(ids[i]));
+        }
+        for (Precision p : new Precision[] {Precision.INT8, Precision.INT4}) {
+            String name = p.name().toLowerCase(java.util.Locale.ROOT);
+            Path out = dir.resolve(name);
+            CliTest.Run convert = CliTest.run("convert", source.toString(), out.toString(), "--precision", name);
+            assertThat(convert.code()).as(convert.err()).isZero();
+            try (PointerScope scope = new PointerScope()) {
+                Tensor expected;
+                try (ChatGLM atLoad = ChatGLM.load(source, DispatchOptions.builder().deviceMap("{\"\": \"cpu\"}")
+                        .dtype(DType.FLOAT32).cpuPrecision(p).build())) {
+                    expected = logits(atLoad, ids);
+                }
+                try (ChatGLM plain = ChatGLM.load(out)) {
+                    assertAllLinears(plain, p);
+                    assertThat(torch.equal(logits(plain, ids), expected)).as(name + " ChatGLM.load(dir)").isTrue();
+                }
+                try (ChatGLM mapped = ChatGLM.load(out, DispatchOptions.builder().deviceMap("{\"\": \"cpu\"}")
+                        .build())) {
+                    assertAllLinears(mapped, p);
+                    assertThat(torch.equal(logits(mapped, ids), expected)).as(name + " options, no precision")
+                            .isTrue();
+                }
+                try (ChatGLM offloaded = ChatGLM.load(out, DispatchOptions.builder().strategy("sequential")
+                        .maxMemory("cpu=100KB").offloadFolder(dir.resolve(name + "-offload")).build())) {
+                    assertAllLinears(offloaded, p);
+                    assertThat(offloaded.hfDeviceMap().devices()).as(name + " some blocks on disk")
+                            .contains(io.github.bigmodel.core.Device.DISK);
+                    assertThat(torch.equal(logits(offloaded, ids), expected)).as(name + " planned, on disk")
+                            .isTrue();
+                }
+                try (ChatGLM dequantized = ChatGLM.load(out, DispatchOptions.builder().deviceMap("{\"\": \"cpu\"}")
+                        .cpuPrecision(Precision.FP32).build())) {
+                    assertAllLinears(dequantized, Precision.FP32);
+                    // codes * scales in float32 are the quantized layer's own weights: same logits up to the
+                    // kernels' rounding.
+                    assertThat(torch.allclose(logits(dequantized, ids), expected, 1e-4, 1e-4, false))
+                            .as(name + " dequantized").isTrue();
+                }
+            }
+            CliTest.Run fromOriginal = CliTest.run("generate", "--model", source.toString(), "--ids",
+                    cliIds.toString(), "--greedy", "--ignore-eos", "--max-new-tokens", "6", "--precision", name,
+                    "--json");
+            assertThat(fromOriginal.code()).as(fromOriginal.err()).isZero();
+            CliTest.Run asStored = CliTest.run("generate", "--model", out.toString(), "--ids", cliIds.toString(),
+                    "--greedy", "--ignore-eos", "--max-new-tokens", "6", "--json");
+            assertThat(asStored.code()).as(asStored.err()).isZero();
+            assertThat(asStored.json().get("output_ids")).as(name + " CLI without --precision")
+                    .isEqualTo(fromOriginal.json().get("output_ids"));
+        }
+    }
+
+    private static Tensor logits(ChatGLM glm, long[] ids) {
+        return glm.model().forward(ForwardInput.builder(new long[][] {ids}).build());
+    }
+
+    private static void assertAllLinears(ChatGLM glm, Precision p) {
+        int n = 0;
+        for (Module m : glm.model().namedModules().values()) {
+            if (m instanceof QuantizedLinear) {
+                assertThat(((QuantizedLinear) m).precision()).isEqualTo(p);
+                n++;
+            }
+        }
+        assertThat(n).isEqualTo(4 * glm.model().config().numLayers());
     }
 }

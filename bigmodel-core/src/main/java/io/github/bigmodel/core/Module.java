@@ -84,6 +84,32 @@ public class Module {
     }
 
     /**
+     * Whether the buffer {@code stateDictName} is computed by the model itself once its weights are placed (for
+     * example a rotary table, made on the device its module executes on) rather than read from a checkpoint: memory
+     * planning counts it on that execution device. None by default.
+     */
+    public boolean isComputedBuffer(String stateDictName) {
+        return false;
+    }
+
+    /**
+     * Removes a parameter that holds no values (a slot planned on meta that the model no longer needs, such as
+     * the scales of a layer planned back to floating point).
+     *
+     * @throws IllegalStateException when the parameter holds values
+     */
+    protected final void removeParameter(String name) {
+        Parameter p = parameters.get(name);
+        if (p == null) {
+            return;
+        }
+        if (p.isMaterialized()) {
+            throw new IllegalStateException("'" + name + "' holds values and cannot be removed");
+        }
+        parameters.remove(name);
+    }
+
+    /**
      * Adds a buffer under {@code name}. A non-persistent buffer is part of the model's memory but not of its
      * {@code state_dict} (checkpoints do not hold it).
      */

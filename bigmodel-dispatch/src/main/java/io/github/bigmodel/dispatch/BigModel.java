@@ -3,6 +3,7 @@ package io.github.bigmodel.dispatch;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.NativeRuntime;
+import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.safetensors.Checkpoint;
 import java.nio.file.Path;
 import java.util.List;
@@ -86,20 +87,27 @@ public final class BigModel {
             throw new IllegalArgumentException("options must not be null: pass DispatchOptions.defaults()");
         }
         NativeRuntime.init();
-        DevicePlan plan = null;
-        DeviceMap map = options.deviceMap();
-        if (map == null) {
-            plan = DeviceMapPlanner.plan(model, options.strategy(), options.maxMemory(), options.plan());
-            map = plan.deviceMap();
-            LOG.info("Planned device map ({}): {}", options.strategy(), map);
-        }
-        Device main = Dispatcher.mainDevice(map, options.plan().executionDevice());
-        Dispatcher.validate(model, map, main, options.plan().inventory());
-        Dispatcher.planPrecisions(model, map, main, options);
-        List<Dispatcher.Placement> placements = Dispatcher.placements(model, map, main);
         Checkpoint ckpt = Checkpoint.open(checkpoint);
         Dispatcher.Placed placed;
+        DeviceMap map = options.deviceMap();
+        DevicePlan plan = null;
+        Device main;
+        List<Dispatcher.Placement> placements;
         try {
+            // A pre-quantized checkpoint loads as stored: its layers are planned at their stored precision before
+            // a map is planned (so the planner sizes them as they will be held), unless their device asks for
+            // another precision.
+            Map<String, Precision> stored = StoredPrecisions.of(model, ckpt);
+            StoredPrecisions.plan(model, stored, options.plan().floatDtype());
+            if (map == null) {
+                plan = DeviceMapPlanner.plan(model, options.strategy(), options.maxMemory(), options.plan());
+                map = plan.deviceMap();
+                LOG.info("Planned device map ({}): {}", options.strategy(), map);
+            }
+            main = Dispatcher.mainDevice(map, options.plan().executionDevice());
+            Dispatcher.validate(model, map, main, options.plan().inventory());
+            Dispatcher.planPrecisions(model, map, main, options, stored);
+            placements = Dispatcher.placements(model, map, main);
             placed = Dispatcher.loadFromCheckpoint(model, ckpt, placements, options);
         } catch (RuntimeException | Error e) {
             ckpt.close();

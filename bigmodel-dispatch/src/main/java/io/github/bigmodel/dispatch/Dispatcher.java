@@ -12,7 +12,7 @@ import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
-import io.github.bigmodel.core.quant.WeightQuantizer;
+import io.github.bigmodel.core.quant.WeightConversion;
 import io.github.bigmodel.safetensors.Checkpoint;
 import io.github.bigmodel.safetensors.TensorInfo;
 import java.nio.file.Path;
@@ -29,9 +29,7 @@ import java.util.Set;
 import java.util.function.Supplier;
 import java.util.stream.Collectors;
 import org.bytedeco.javacpp.PointerScope;
-import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import io.github.bigmodel.dispatch.hooks.AlignDevicesHook;
@@ -133,6 +131,10 @@ final class Dispatcher {
         Placement scale;
         /** For a quantized weight: the checkpoint stores it as integers (a quantized checkpoint). */
         boolean storedQuantized;
+        /** The quantizable linear layer this tensor is the weight of, whatever its precision, or null. */
+        QuantizedLinear linear;
+        /** A float-planned linear weight stored as int8/int4 codes: the checkpoint name of its scales. */
+        String storedScaleName;
 
         Placement(String name, Parameter parameter, String entry, Device placed, Device main) {
             this.name = name;
@@ -145,15 +147,13 @@ final class Dispatcher {
     }
 
     /**
-     * Sets, on meta, the precision of every {@link QuantizedLinear} from the device its module executes on
-     * ({@link DispatchOptions#precisionOf}); int8/int4 layers get {@code weight_scale} in the weights' float dtype.
-     * A layer whose device has no precision, or a float one, stays floating point.
+     * Sets, on meta, the precision of every {@link QuantizedLinear} with {@link WeightConversion#layerPrecision}:
+     * the precision of the device its module executes on ({@link DispatchOptions#precisionOf}), else the precision
+     * its checkpoint stores it in ({@code stored}, from {@link StoredPrecisions#of}); int8/int4 layers get
+     * {@code weight_scale} in the weights' float dtype. A layer that ends up floating point keeps its declared dtype.
      */
-    static void planPrecisions(Module model, DeviceMap map, Device main, DispatchOptions options) {
-        PlanOptions plan = options.plan();
-        if (!plan.hasPrecisions()) {
-            return;
-        }
+    static void planPrecisions(Module model, DeviceMap map, Device main, DispatchOptions options,
+            Map<String, Precision> stored) {
         for (Map.Entry<String, Module> e : model.namedModules().entrySet()) {
             if (!(e.getValue() instanceof QuantizedLinear)) {
                 continue;
@@ -161,18 +161,17 @@ final class Dispatcher {
             QuantizedLinear linear = (QuantizedLinear) e.getValue();
             String weightName = e.getKey().isEmpty() ? "weight" : e.getKey() + ".weight";
             Device exec = executionDevice(map.get(closestEntry(map, weightName)), main);
-            Precision p = plan.precisionOf(exec);
-            if (p == null || !p.isQuantized()) {
-                continue;
+            DType scaleDtype = StoredPrecisions.scaleDtype(linear, options.plan().floatDtype());
+            Precision p = WeightConversion.layerPrecision(options.plan().precisionOf(exec), stored.get(e.getKey()),
+                    scaleDtype);
+            if (p.isQuantized() == linear.isQuantized() && (!p.isQuantized() || p == linear.precision())) {
+                continue; // as planned already (a float layer keeps its declared dtype)
             }
-            DType declared = linear.weight().dtype();
-            DType scaleDtype = plan.floatDtype() != null ? plan.floatDtype()
-                    : declared.isFloatingPoint() ? declared : DType.FLOAT16;
             if (linear.weight().isMaterialized()) {
                 throw new IllegalArgumentException("Precisions apply while loading: " + weightName
                         + " already holds values");
             }
-            linear.planPrecision(p, scaleDtype);
+            linear.planPrecision(p.isQuantized() ? p : Precision.of(scaleDtype), scaleDtype);
         }
     }
 
@@ -190,6 +189,9 @@ final class Dispatcher {
                 entry = closestEntry(map, e.getKey());
             }
             Placement p = new Placement(e.getKey(), e.getValue(), entry, map.get(entry), main);
+            if (owner instanceof QuantizedLinear && e.getValue() == ((QuantizedLinear) owner).weight()) {
+                p.linear = (QuantizedLinear) owner;
+            }
             if (owner instanceof QuantizedLinear && ((QuantizedLinear) owner).isQuantized()
                     && (e.getValue() == ((QuantizedLinear) owner).weight()
                     || e.getValue() == ((QuantizedLinear) owner).weightScale())) {
@@ -348,20 +350,15 @@ final class Dispatcher {
         return ordered;
     }
 
-    /** A copy of {@code source} on {@code device} in {@code dtype} (always a new tensor). */
+    /** A copy of {@code source} on {@code device} in {@code dtype} (always a new tensor), by the one road. */
     static Tensor copyTo(Tensor source, Device device, DType dtype) {
-        return source.to(Tensors.toTorch(device), dtype.scalarType(), false, true, new MemoryFormatOptional());
-    }
-
-    /** The dtype a checkpoint tensor is loaded as: integers never change; floats take the load or declared dtype. */
-    static DType targetDtype(DType stored, DType loadDtype, DType declared) {
-        if (!stored.isFloatingPoint()) {
-            return stored;
+        Tensor value;
+        try (PointerScope scope = new PointerScope()) {
+            value = WeightConversion.convert(source, null, WeightConversion.Target.tensor(
+                    dtype.isFloatingPoint() ? dtype : null, device)).tensor();
+            value.retainReference(); // the caller owns it, whatever scope it runs in
         }
-        if (loadDtype != null) {
-            return loadDtype;
-        }
-        return declared.isFloatingPoint() ? declared : stored;
+        return value;
     }
 
     /** What placing the weights produced: offload sources per parameter and what must be released at the end. */
@@ -416,11 +413,25 @@ final class Dispatcher {
                 continue;
             }
             p.info = checkpoint.info(p.checkpointName);
-            if (!Arrays.equals(p.info.shape(), p.parameter.shape())) {
+            p.target = WeightConversion.dtypeFor(p.info.dtype(), options.plan().floatDtype(), p.parameter.dtype());
+            if (p.linear != null && !p.info.dtype().isFloatingPoint()) {
+                // A float-planned linear weight stored as codes (its device asks for a float precision):
+                // dequantized from the codes and the weight_scale beside them.
+                String scaleName = parent(p.checkpointName) + "." + QuantizedLinear.SCALE_NAME;
+                try {
+                    WeightConversion.storedPrecision(p.checkpointName, p.info.dtype(), p.info.shape(),
+                            names.contains(scaleName), p.linear.outFeatures(), p.linear.inFeatures());
+                    p.storedScaleName = scaleName;
+                    byCheckpointName.putIfAbsent(scaleName, null);
+                    p.target = WeightConversion.dtypeFor(DType.FLOAT32, options.plan().floatDtype(), p.parameter.dtype());
+                } catch (IllegalArgumentException e) {
+                    badShapes.add(e.getMessage());
+                    continue;
+                }
+            } else if (!Arrays.equals(p.info.shape(), p.parameter.shape())) {
                 badShapes.add(p.checkpointName + ": checkpoint " + Arrays.toString(p.info.shape()) + ", model "
                         + Arrays.toString(p.parameter.shape()));
             }
-            p.target = targetDtype(p.info.dtype(), options.plan().floatDtype(), p.parameter.dtype());
             boolean safetensors = p.info.file() != null
                     && p.info.file().getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".safetensors");
             p.inPlace = p.placed.isDisk() && safetensors && p.target == p.info.dtype();
@@ -526,22 +537,15 @@ final class Dispatcher {
                 out.sources.put(p.parameter, WeightSource.lazy(() -> checkpoint.load(name), p.info.byteLength()));
                 out.inPlace++;
             } else {
-                DType target = p.target;
-                out.sources.put(p.parameter, out.store.source(name, target, p.info.shape(), () -> {
-                    try (Tensor view = checkpoint.load(name)) {
-                        return copyTo(view, Device.CPU, target);
-                    }
-                }));
+                out.sources.put(p.parameter, out.store.source(name, p.target, p.parameter.shape(),
+                        () -> fromCheckpoint(p, checkpoint, Device.CPU, false)));
             }
             p.parameter.setPlannedDtype(p.target);
             p.parameter.markOffloaded();
             return;
         }
-        Tensor value;
-        try (Tensor view = checkpoint.load(name)) {
-            boolean keepView = p.placed.isCpu() && options.offloadStateDict() && p.target == p.info.dtype();
-            value = keepView ? view.alias() : copyTo(view, p.placed, p.target);
-        }
+        // offloadStateDict: a CPU tensor that needs no conversion stays a view of the mapped checkpoint.
+        Tensor value = fromCheckpoint(p, checkpoint, p.placed, p.placed.isCpu() && options.offloadStateDict());
         if (p.offloaded) {
             out.sources.put(p.parameter, WeightSource.of(value));
             out.resources.add(value);
@@ -550,6 +554,22 @@ final class Dispatcher {
         } else {
             p.parameter.set(value);
         }
+    }
+
+    /** A non-quantized tensor of the checkpoint as its parameter holds it, by the one road. */
+    private static Tensor fromCheckpoint(Placement p, Checkpoint checkpoint, Device device, boolean share) {
+        Tensor value;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor view = checkpoint.load(p.checkpointName);
+            Tensor scale = p.storedScaleName == null ? null : checkpoint.load(p.storedScaleName);
+            WeightConversion.Target t = p.storedScaleName != null
+                    ? WeightConversion.Target.linearWeight(Precision.of(p.target), p.target,
+                            p.linear.outFeatures(), p.linear.inFeatures(), device)
+                    : WeightConversion.Target.tensor(p.target.isFloatingPoint() ? p.target : null, device);
+            value = WeightConversion.convert(view, scale, share ? t.sharingStorage() : t).tensor();
+            value.retainReference(); // the caller owns it, whatever scope it runs in
+        }
+        return value;
     }
 
     /**
@@ -573,67 +593,32 @@ final class Dispatcher {
         }
         p.info = checkpoint.info(p.checkpointName);
         p.target = q.precision().dtype();
-        long[] shape = p.info.shape();
-        long out = q.outFeatures();
-        long in = q.inFeatures();
-        DType stored = p.info.dtype();
-        p.storedQuantized = !stored.isFloatingPoint();
-        boolean ok;
-        if (!p.storedQuantized) {
-            ok = Arrays.equals(shape, new long[] {out, in});
-        } else {
-            ok = (stored == DType.INT8 || stored == DType.UINT8) && shape.length == 2 && shape[0] == out
-                    && (shape[1] == in || (in % 2 == 0 && shape[1] == in / 2));
-            if (ok && p.scale.checkpointName == null) {
-                badShapes.add(p.checkpointName + ": an integer weight needs its weight_scale beside it, the checkpoint"
-                        + " has none");
-                return;
-            }
-        }
-        if (!ok) {
-            badShapes.add(p.checkpointName + ": checkpoint " + stored.torchName() + Arrays.toString(shape)
-                    + ", model " + Arrays.toString(new long[] {out, in}) + " floating point (or int8 [" + out + ", "
-                    + in + "] / [" + out + ", " + (in / 2) + "] with weight_scale)");
+        try {
+            p.storedQuantized = WeightConversion.storedPrecision(p.checkpointName, p.info.dtype(), p.info.shape(),
+                    p.scale.checkpointName != null, q.outFeatures(), q.inFeatures()) != null;
+        } catch (IllegalArgumentException e) {
+            badShapes.add(e.getMessage());
         }
     }
 
     /**
      * The quantized form (CPU tensors, THUDM's layout, scales in the layer's float type) of a quantized layer's
-     * weight: quantized here from a float checkpoint tensor, taken as stored from a quantized checkpoint of the same
-     * precision, or dequantized and quantized again for another one. The same arithmetic as ChatGLM's loader, so
-     * that codes and scales are identical whichever loads them.
+     * weight, by the one road ({@link WeightConversion#convert}): quantized from a float checkpoint tensor, taken
+     * as stored from a quantized checkpoint of the same precision, or re-quantized from other codes.
      */
-    private static QuantizedWeight quantizedFromCheckpoint(Placement p, Checkpoint checkpoint) {
+    private static QuantizedWeight quantizedFromCheckpoint(Placement p, Checkpoint checkpoint, Device device) {
         QuantizedLinear q = p.quantized;
-        Precision target = q.precision();
-        ScalarType floatType = q.weightScale().dtype().scalarType();
-        org.bytedeco.pytorch.Device cpu = Tensors.toTorch(Device.CPU);
-        Tensor packed;
-        Tensor scale;
+        QuantizedWeight made;
         try (PointerScope scope = new PointerScope()) {
             Tensor src = checkpoint.load(p.checkpointName);
-            QuantizedWeight made;
-            if (p.storedQuantized) {
-                Tensor signed = src.scalar_type() == ScalarType.Char ? src : src.view(ScalarType.Char);
-                Precision storedAs = Tensors.shape(src)[1] == q.inFeatures() ? Precision.INT8 : Precision.INT4;
-                QuantizedWeight stored = new QuantizedWeight(signed, checkpoint.load(p.scale.checkpointName), storedAs,
-                        q.inFeatures());
-                made = storedAs == target ? stored : WeightQuantizer.quantize(
-                        WeightQuantizer.dequantize(stored, ScalarType.Float).to(floatType), target);
-            } else {
-                made = WeightQuantizer.quantize(src.to(floatType), target);
-            }
-            packed = made.packed().to(cpu, ScalarType.Char).contiguous();
-            scale = made.scale().to(cpu, floatType).contiguous();
-            if (p.storedQuantized) {
-                // Taken as stored, .to() may have returned views of the mapped checkpoint: own copies instead.
-                packed = packed.clone();
-                scale = scale.clone();
-            }
-            packed.retainReference();
-            scale.retainReference();
+            Tensor scale = p.storedQuantized ? checkpoint.load(p.scale.checkpointName) : null;
+            made = WeightConversion.convert(src, scale, WeightConversion.Target.linearWeight(q.precision(),
+                    q.weightScale().dtype(), q.outFeatures(), q.inFeatures(), device)).quantized();
+            // The caller owns the result, whatever scope it runs in (an offload store's writer may open one).
+            made.packed().retainReference();
+            made.scale().retainReference();
         }
-        return new QuantizedWeight(packed, scale, target, q.inFeatures());
+        return made;
     }
 
     /**
@@ -646,24 +631,14 @@ final class Dispatcher {
         QuantizedLinear q = p.quantized;
         Placement s = p.scale;
         if (!p.offloaded) {
-            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint);
-            org.bytedeco.pytorch.Device device = Tensors.toTorch(p.placed);
-            if (p.placed.isCpu()) {
-                q.setQuantized(made);
-            } else {
-                QuantizedWeight moved = new QuantizedWeight(made.packed().to(device, ScalarType.Char).contiguous(),
-                        made.scale().to(device, made.scale().scalar_type()).contiguous(), made.precision(),
-                        made.inFeatures());
-                made.close();
-                q.setQuantized(moved);
-            }
+            q.setQuantized(quantizedFromCheckpoint(p, checkpoint, p.placed));
             return;
         }
         if (p.placed.isDisk()) {
             QuantizedWeight[] memo = new QuantizedWeight[1];
             Supplier<QuantizedWeight> lazy = () -> {
                 if (memo[0] == null) {
-                    memo[0] = quantizedFromCheckpoint(p, checkpoint);
+                    memo[0] = quantizedFromCheckpoint(p, checkpoint, Device.CPU);
                 }
                 return memo[0];
             };
@@ -679,7 +654,7 @@ final class Dispatcher {
                 }
             }
         } else {
-            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint);
+            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint, Device.CPU);
             out.sources.put(p.parameter, WeightSource.of(made.packed()));
             out.sources.put(s.parameter, WeightSource.of(made.scale()));
             out.resources.add(made);

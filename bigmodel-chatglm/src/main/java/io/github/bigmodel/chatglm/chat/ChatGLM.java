@@ -126,28 +126,23 @@ public final class ChatGLM implements AutoCloseable {
     }
 
     /**
-     * Loads {@code config.json}, the tokenizer (as {@link ChatGLMFamily#tokenizer(Path)} finds it) and every weight through
-     * {@link Checkpoint} onto the CPU in {@code dtype}.
+     * Loads {@code config.json}, the tokenizer (as {@link ChatGLMFamily#tokenizer(Path)} finds it) and every weight
+     * through {@link Checkpoint} onto the CPU in {@code dtype}. Weights go through dispatch with the one-entry map
+     * {@code {"": "cpu"}}: tensors that need no conversion stay zero-copy views of the mapped checkpoint, and a
+     * pre-quantized folder ({@code bigmodel convert --precision int8}) loads as stored.
+     *
+     * <pre>{@code
+     * try (ChatGLM glm = ChatGLM.load(Path.of("chatglm3-6b"), DType.BFLOAT16, null)) { ... }
+     * }</pre>
      *
      * @param format null to detect ({@link ChatGLMFamily#of(ChatGLMConfig)}); ChatGLM2 vs ChatGLM3 is the one
      *               choice the files cannot make (they share config and tokenizer files)
      */
     public static ChatGLM load(Path modelDir, DType dtype, ChatFormat format) {
-        ChatGLMFamily family = ChatGLMFamily.of(ChatGLMConfig.fromJson(modelDir.resolve("config.json")), format);
-        ChatFormat chosen = family.member();
-        ChatTokenizer tokenizer = family.tokenizer(modelDir);
         DType weightsDtype = dtype != null ? dtype : DType.FLOAT32;
-        ChatGLMLanguageModel model = family.createModel(weightsDtype);
-        try (Checkpoint checkpoint = Checkpoint.open(modelDir)) {
-            model.loadWeights(checkpoint::load, Device.CPU, weightsDtype);
-        }
-        LOG.info("Loaded {} as {} ({})", modelDir, chosen, weightsDtype.torchName());
-        try {
-            return new ChatGLM(model, tokenizer, true);
-        } catch (RuntimeException e) {
-            model.toMeta();
-            throw e;
-        }
+        DispatchOptions options = DispatchOptions.builder().deviceMap(DeviceMap.of(Map.of("", Device.CPU)))
+                .dtype(weightsDtype).offloadStateDict(true).prefetch(0).build();
+        return load(modelDir, options, 0, 0, format);
     }
 
     /**
@@ -202,7 +197,12 @@ public final class ChatGLM implements AutoCloseable {
      *     maximum positions
      */
     public static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch) {
-        ChatGLMFamily family = ChatGLMFamily.ofFolder(modelDir);
+        return load(modelDir, options, context, batch, null);
+    }
+
+    private static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch,
+            ChatFormat format) {
+        ChatGLMFamily family = ChatGLMFamily.of(ChatGLMConfig.fromJson(modelDir.resolve("config.json")), format);
         ChatGLMConfig config = family.config();
         // The float precision a device asks for (gpuPrecision(FP16)) is the model's dtype when none is given.
         DType weightsDtype = options.plan().floatDtype() != null ? options.plan().floatDtype() : DType.FLOAT32;

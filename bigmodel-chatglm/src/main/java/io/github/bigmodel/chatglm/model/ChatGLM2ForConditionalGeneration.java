@@ -54,7 +54,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
     }
 
     @Override
-    protected boolean isComputedBuffer(String name) {
+    public boolean isComputedBuffer(String name) {
         return INV_FREQ.equals(name);
     }
 

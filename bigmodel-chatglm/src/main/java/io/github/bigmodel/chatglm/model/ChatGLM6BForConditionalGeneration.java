@@ -70,7 +70,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
     }
 
     @Override
-    protected boolean isComputedBuffer(String name) {
+    public boolean isComputedBuffer(String name) {
         return name.endsWith(".attention.rotary_emb.inv_freq");
     }
 

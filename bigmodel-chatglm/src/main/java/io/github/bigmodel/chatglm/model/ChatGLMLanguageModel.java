@@ -10,7 +10,7 @@ import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
-import io.github.bigmodel.core.quant.WeightQuantizer;
+import io.github.bigmodel.core.quant.WeightConversion;
 import io.github.bigmodel.dispatch.DispatchedModel;
 import io.github.bigmodel.dispatch.report.MemoryReport;
 import io.github.bigmodel.safetensors.SafetensorsWriter;
@@ -31,7 +31,6 @@ import java.util.WeakHashMap;
 import java.util.function.Function;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
@@ -123,7 +122,8 @@ public abstract class ChatGLMLanguageModel extends Module {
     }
 
     /** State-dict names this model computes itself and does not need from a checkpoint (rotary inv_freq). */
-    protected abstract boolean isComputedBuffer(String name);
+    @Override
+    public abstract boolean isComputedBuffer(String name);
 
     /**
      * Where {@code module} computes; when it cannot tell (its weights are offloaded under a hook on an ancestor),
@@ -250,9 +250,10 @@ public abstract class ChatGLMLanguageModel extends Module {
                 if (device == null || !device.isTensorDevice() || device.isMeta()) {
                     throw new WeightLoadException(name, "No usable device for '" + name + "': " + device);
                 }
+                Tensor scaleSrc = null;
+                WeightConversion.Target target;
                 if (linear != null && p == linear.weight()) {
                     // Only an integer weight has scales beside it: float checkpoints are never asked for them.
-                    Tensor scaleSrc = null;
                     if (!DType.of(src.scalar_type()).isFloatingPoint()) {
                         String scaleName = name.substring(0, dot + 1) + QuantizedLinear.SCALE_NAME;
                         scaleSrc = source.apply(scaleName);
@@ -261,14 +262,25 @@ public abstract class ChatGLMLanguageModel extends Module {
                                     + "' beside it");
                         }
                     }
-                    try (PointerScope inner = new PointerScope()) {
-                        quantized += loadLinearWeight(name, src, scaleSrc, linear, device, dtype) ? 1 : 0;
-                    }
+                    target = WeightConversion.Target.linearWeight(linear.precision(), dtype, linear.outFeatures(),
+                            linear.inFeatures(), device);
                 } else {
-                    Tensor t = floatTensor(name, src, p.shape()).to(Tensors.toTorch(device), dtype.scalarType())
-                            .contiguous();
-                    t.retainReference();
-                    p.set(t);
+                    floatTensor(name, src, p.shape());
+                    target = WeightConversion.Target.tensor(dtype, device);
+                }
+                // The one road: the same conversion dispatch, offload and convert use; views of the source are
+                // kept where nothing changes, as a mapped checkpoint's tensors are.
+                try (PointerScope inner = new PointerScope()) {
+                    WeightConversion.Held held = WeightConversion.convert(src, scaleSrc, target.sharingStorage());
+                    if (held.quantized() != null) {
+                        linear.setQuantized(held.quantized());
+                        quantized += held.quantizedHere() ? 1 : 0;
+                    } else {
+                        held.tensor().retainReference();
+                        p.set(held.tensor());
+                    }
+                } catch (IllegalArgumentException bad) {
+                    throw new WeightLoadException(name, "Tensor '" + name + "': " + bad.getMessage());
                 }
                 loaded.add(p);
                 count++;
@@ -312,78 +324,6 @@ public abstract class ChatGLMLanguageModel extends Module {
             out.put(m.getKey(), linear);
         }
         return out;
-    }
-
-    /** Loads one block linear weight; returns whether it was quantized here (rather than taken as stored). */
-    private boolean loadLinearWeight(String name, Tensor src, Tensor scaleSrc, QuantizedLinear linear,
-            Device device, DType dtype) {
-        Precision target = linear.precision();
-        org.bytedeco.pytorch.Device torchDevice = Tensors.toTorch(device);
-        if (scaleSrc != null) {
-            QuantizedWeight stored = storedQuantized(name, src, scaleSrc, linear);
-            if (stored.precision() == target) {
-                linear.setQuantized(new QuantizedWeight(stored.packed().to(torchDevice, ScalarType.Char).contiguous(),
-                        stored.scale().to(torchDevice, dtype.scalarType()).contiguous(), target,
-                        linear.inFeatures()));
-                return false;
-            }
-            Tensor dense = WeightQuantizer.dequantize(stored, ScalarType.Float);
-            if (target.isQuantized()) {
-                linear.setQuantized(onDevice(WeightQuantizer.quantize(dense.to(dtype.scalarType()), target),
-                        torchDevice, dtype));
-                return true;
-            }
-            Tensor t = dense.to(torchDevice, dtype.scalarType()).contiguous();
-            t.retainReference();
-            linear.weight().set(t);
-            return false;
-        }
-        Tensor weight = floatTensor(name, src, new long[] {linear.outFeatures(), linear.inFeatures()});
-        if (!target.isQuantized()) {
-            Tensor t = weight.to(torchDevice, dtype.scalarType()).contiguous();
-            t.retainReference();
-            linear.weight().set(t);
-            return false;
-        }
-        // Quantize where the tensor already is (the checkpoint's mapping), then move only the small result.
-        linear.setQuantized(onDevice(WeightQuantizer.quantize(weight.to(dtype.scalarType()), target), torchDevice,
-                dtype));
-        return true;
-    }
-
-    private static QuantizedWeight onDevice(QuantizedWeight q, org.bytedeco.pytorch.Device device, DType dtype) {
-        return new QuantizedWeight(q.packed().to(device, ScalarType.Char).contiguous(),
-                q.scale().to(device, dtype.scalarType()).contiguous(), q.precision(), q.inFeatures());
-    }
-
-    /** The stored int8/int4 weight of a pre-quantized checkpoint, its precision told by the packed width. */
-    private static QuantizedWeight storedQuantized(String name, Tensor packed, Tensor scale, QuantizedLinear linear) {
-        DType packedType = DType.of(packed.scalar_type());
-        if (packedType != DType.INT8 && packedType != DType.UINT8) {
-            throw new WeightLoadException(name, "Quantized weight '" + name + "' is " + packedType.torchName()
-                    + ", expected int8 beside its weight_scale");
-        }
-        if (!DType.of(scale.scalar_type()).isFloatingPoint()) {
-            throw new WeightLoadException(name, "weight_scale of '" + name + "' must be floating point");
-        }
-        long[] shape = Tensors.shape(packed);
-        long in = linear.inFeatures();
-        long out = linear.outFeatures();
-        Precision stored;
-        if (shape.length == 2 && shape[0] == out && shape[1] == in) {
-            stored = Precision.INT8;
-        } else if (shape.length == 2 && shape[0] == out && in % 2 == 0 && shape[1] == in / 2) {
-            stored = Precision.INT4;
-        } else {
-            throw new WeightLoadException(name, "Quantized weight '" + name + "' has shape " + Arrays.toString(shape)
-                    + ", expected [" + out + ", " + in + "] (int8) or [" + out + ", " + (in / 2) + "] (int4)");
-        }
-        try {
-            Tensor signed = packedType == DType.INT8 ? packed : packed.view(ScalarType.Char);
-            return new QuantizedWeight(signed, scale, stored, in);
-        } catch (IllegalArgumentException e) {
-            throw new WeightLoadException(name, "Quantized weight '" + name + "': " + e.getMessage());
-        }
     }
 
     /** A floating-point tensor of the expected shape from the source. */

@@ -10,7 +10,6 @@ import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.quant.Precision;
-import io.github.bigmodel.core.quant.PrecisionSizes;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
 import io.github.bigmodel.core.testing.ReferenceTree;
@@ -323,9 +322,9 @@ class QuantizedModelTest {
     void chatglm3PresetPlansAtInt4AndInt8() {
         ChatGLMLanguageModel model = ChatGLMLanguageModel.create(ChatGLMConfig.preset("chatglm3-6b"), DType.FLOAT16);
         double gib = 1024.0 * 1024 * 1024;
-        double int4 = PrecisionSizes.bytes(model, Precision.INT4) / gib;
-        double int8 = PrecisionSizes.bytes(model, Precision.INT8) / gib;
-        double fp16 = PrecisionSizes.bytes(model, Precision.FP16) / gib;
+        double int4 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.INT4).total() / gib;
+        double int8 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.INT8).total() / gib;
+        double fp16 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.FP16).total() / gib;
         LOG.info("chatglm3-6b weights: int4 {} GiB, int8 {} GiB, fp16 {} GiB", int4, int8, fp16);
         assertThat(int4).isBetween(3.4, 3.9);
         assertThat(int8).isBetween(6.2, 6.9);
@@ -335,8 +334,7 @@ class QuantizedModelTest {
         double planned = ModuleSizes.compute(model, DType.FLOAT16, Map.of()).total() / gib;
         assertThat(planned).isCloseTo(int4, org.assertj.core.data.Offset.offset(1e-9));
         double block = ModuleSizes.compute(model, DType.FLOAT16, Map.of()).size("transformer.encoder.layers.0");
-        assertThat(block).isEqualTo((double) PrecisionSizes.bytes(model.module("transformer.encoder.layers.0"),
-                Precision.INT4));
+        assertThat(block).isEqualTo((double) model.module("transformer.encoder.layers.0").byteSize());
     }
 
     /** The loader's source contract: null for a name the checkpoint does not hold. */

@@ -8,8 +8,9 @@ import java.util.Locale;
  * integer quantization (symmetric, one scale per output row) with 8 or 4 bits per weight.
  *
  * <p>For the integer precisions everything that is not a quantized linear weight (embeddings, norms, the output
- * layer, biases) stays floating point in the model's own dtype; the memory planner counts it at 16 bits
- * ({@link #companionDtype()}), as a half-precision model carries it.
+ * layer, biases) stays floating point in the model's own dtype (THUDM's recipe: {@code model.half().quantize(bits)}
+ * keeps them in float16). Which precision a layer is held in is decided by
+ * {@link WeightConversion#layerPrecision}, for planning and loading alike.
  *
  * <pre>{@code
  * Precision gpu = Precision.parse("int4");
@@ -54,11 +55,6 @@ public enum Precision {
             throw new IllegalStateException(this + " is not an integer precision");
         }
         return (1 << (bits - 1)) - 1;
-    }
-
-    /** The dtype of the floating-point tensors beside the weights: this dtype for floats, FLOAT16 for integers. */
-    public DType companionDtype() {
-        return isQuantized() ? DType.FLOAT16 : dtype;
     }
 
     /** Bytes of the stored weights of one row of {@code inFeatures} (int4 rounds up to whole bytes). */

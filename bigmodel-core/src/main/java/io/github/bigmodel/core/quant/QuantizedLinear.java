@@ -89,18 +89,18 @@ public class QuantizedLinear extends Linear {
     /**
      * Chooses the weight's precision before loading (the weight must be on meta). An integer precision makes the
      * weight int8/int4 and registers {@code weight_scale} in {@code scaleDtype}; a float precision sets the
-     * weight's dtype. Once quantized a layer stays quantized (its state dict has {@code weight_scale}).
+     * weight's dtype (and drops a {@code weight_scale} planned earlier).
      *
-     * @throws IllegalStateException when the weight holds values, or when asked to go back to floating point
+     * @throws IllegalStateException when the weight or its scales hold values
      */
     public void planPrecision(Precision target, DType scaleDtype) {
-        if (weight().isMaterialized()) {
+        if (weight().isMaterialized() || (weightScale != null && weightScale.isMaterialized())) {
             throw new IllegalStateException("The precision of a linear layer is chosen before its weight is loaded");
         }
         if (!target.isQuantized()) {
-            if (precision.isQuantized()) {
-                throw new IllegalStateException("This layer is already planned as " + precision
-                        + "; its state dict has weight_scale and cannot go back to " + target);
+            if (weightScale != null) {
+                removeParameter(SCALE_NAME);
+                weightScale = null;
             }
             weight().setPlannedDtype(target.dtype());
             precision = target;

@@ -17,8 +17,9 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * {@code scale[r] = max|w[r]| / (2^(bits-1) - 1)}, {@code q = round(w / scale)}; int4 values are packed two per
  * byte with the first of each pair in the high nibble.
  *
- * <p>Every method works on the tensors' own device and returns new tensors; the arithmetic runs in float32 so
- * that half-precision inputs round the same way on every device.
+ * <p>Every method works on the tensors' own device and returns new tensors. The codes are THUDM's bit for bit:
+ * each division runs in float32 and its quotient is rounded to the weight's own dtype (what libtorch does for a
+ * half-precision division on every device) before rounding half to even.
  *
  * <pre>{@code
  * try (QuantizedWeight q = WeightQuantizer.quantize(weight, Precision.INT8);
@@ -57,17 +58,22 @@ public final class WeightQuantizer {
         Tensor packed;
         Tensor scale;
         try (PointerScope scope = new PointerScope()) {
+            ScalarType own = weight.scalar_type();
             Tensor w = weight.to(ScalarType.Float);
-            // The scale is rounded to the dtype it is stored in first, and the codes are computed against that
-            // stored scale (as THUDM's quantize does with its half scales), so codes * stored scale is the
-            // nearest grid point; codes of the unrounded float32 scale would carry the scale's rounding error
-            // (up to 2^-9 relative per row for bfloat16) into every dequantized weight.
+            // THUDM: weight_scale = weight.abs().max(dim=-1).values / (2**(bits-1)-1), in the weight's dtype:
+            // libtorch computes a half division in float32 and rounds the quotient to half, as done here.
             Tensor stored = w.abs().amax(new long[] {1}, false).div(new Scalar((double) precision.maxQuantized()))
-                    .to(weight.scalar_type());
+                    .to(own);
             Tensor scale32 = stored.to(ScalarType.Float);
-            // An all-zero row has scale 0: divide by 1 instead so its codes are 0, not NaN.
+            // An all-zero row has scale 0: divide by 1 instead so its codes are 0 (THUDM's 0/0 would be NaN).
             Tensor divisor = torch.where(scale32.eq(new Scalar(0.0)), torch.ones_like(scale32), scale32);
-            Tensor q = w.div(divisor.unsqueeze(1)).round()
+            // THUDM: torch.round(weight / weight_scale[:, None]) on tensors of the weight's dtype, so the quotient
+            // is rounded to that dtype (float32 division, rounded once) before round-half-to-even; for a float32
+            // weight the second cast changes nothing.
+            Tensor quotient = w.div(divisor.unsqueeze(1)).to(own).to(ScalarType.Float);
+            // A bfloat16 int8 quotient can round up to max+1 (127.5 -> 128), which THUDM's .to(torch.int8) leaves
+            // to the platform's cast; the codes here saturate to max (docs/quantization.md, "Bit for bit").
+            Tensor q = quotient.round()
                     .clamp(new ScalarOptional(new Scalar(-precision.maxQuantized() - 1.0)),
                             new ScalarOptional(new Scalar((double) precision.maxQuantized())))
                     .to(ScalarType.Char);

@@ -651,7 +651,13 @@ public final class DeviceMapPlanner {
             Device exec = d.isCuda() ? d : main;
             ModuleSizes s = options.precisionOf(exec) == options.precisionOf(main) ? mainSizes
                     : sizesFor(model, options, exec);
-            weights.merge(d, s.size(e.getKey()), Double::sum);
+            // Buffers the model computes (rotary tables) are made where the module executes, so an offloaded
+            // entry's are held on its execution device, not where its weights are.
+            double computed = d.equals(exec) ? 0 : computedBufferBytes(model, e.getKey(), s);
+            weights.merge(d, s.size(e.getKey()) - computed, Double::sum);
+            if (computed > 0) {
+                weights.merge(exec, computed, Double::sum);
+            }
             executing.add(exec);
             if (!d.equals(exec)) {
                 Module m = e.getKey().isEmpty() ? model : model.findModule(e.getKey());
@@ -679,6 +685,26 @@ public final class DeviceMapPlanner {
                     d.equals(main) ? buffer : 0, limit));
         }
         return out;
+    }
+
+    /**
+     * Bytes of the buffers the model computes itself (non-persistent ones and {@link Module#isComputedBuffer}) at or
+     * below {@code entry} (a module or tensor name; "" = all).
+     */
+    private static double computedBufferBytes(Module model, String entry, ModuleSizes sizes) {
+        double sum = 0;
+        for (Map.Entry<String, Module> m : model.namedModules().entrySet()) {
+            for (String b : m.getValue().buffers().keySet()) {
+                String full = m.getKey().isEmpty() ? b : m.getKey() + "." + b;
+                if (m.getValue().isPersistentBuffer(b) && !model.isComputedBuffer(full)) {
+                    continue;
+                }
+                if (entry.isEmpty() || full.equals(entry) || full.startsWith(entry + ".")) {
+                    sum += sizes.size(full);
+                }
+            }
+        }
+        return sum;
     }
 
     /**

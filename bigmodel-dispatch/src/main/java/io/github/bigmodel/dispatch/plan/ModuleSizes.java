@@ -50,7 +50,8 @@ public final class ModuleSizes {
      * Sizes as {@link #compute(Module, DType, Map)}, with the weight of every {@link QuantizedLinear} held at
      * {@code precision}: for int8/int4 {@code out * rowBytes(in)} (1 or 0.5 byte per weight) plus one scale per
      * row in the weights' float type ({@code dtype}, else the weight's own), its {@code weight_scale} counted with
-     * it; for a float precision, or null, exactly {@link #compute(Module, DType, Map)}.
+     * it; for a float precision {@code out * in} elements of that precision's dtype (what loading holds); for null
+     * exactly {@link #compute(Module, DType, Map)} (layers planned at a stored precision count as planned).
      *
      * <pre>{@code
      * ModuleSizes int4 = ModuleSizes.compute(model, DType.FLOAT16, Map.of(), Precision.INT4);
@@ -73,12 +74,29 @@ public final class ModuleSizes {
     static ModuleSizes compute(Module model, Double dtypeBytes, Map<String, Double> specialBytes, boolean buffersOnly,
             Precision precision) {
         Map<Parameter, Double> quantized = new IdentityHashMap<>();
+        if (precision != null && !precision.isQuantized()) {
+            // A float precision holds every quantizable weight in its dtype, also a layer a pre-quantized
+            // checkpoint had planned at its stored precision (loading dequantizes it).
+            for (Module m : model.namedModules().values()) {
+                if (m instanceof QuantizedLinear) {
+                    QuantizedLinear q = (QuantizedLinear) m;
+                    quantized.put(q.weight(), (double) q.outFeatures() * q.inFeatures()
+                            * bytesPerElement(precision.dtype()));
+                    if (q.weightScale() != null) {
+                        quantized.put(q.weightScale(), 0.0);
+                    }
+                }
+            }
+        }
         if (precision != null && precision.isQuantized()) {
             for (Module m : model.namedModules().values()) {
                 if (m instanceof QuantizedLinear) {
                     QuantizedLinear q = (QuantizedLinear) m;
                     Parameter w = q.weight();
+                    // As loading holds them (StoredPrecisions.scaleDtype): the load dtype, else the planned
+                    // scales' or the weight's float dtype, else THUDM's float16.
                     double scaleBytes = dtypeBytes != null ? dtypeBytes
+                            : q.weightScale() != null ? bytesPerElement(q.weightScale().dtype())
                             : w.dtype().isFloatingPoint() ? bytesPerElement(w.dtype()) : 2.0;
                     quantized.put(w, (double) q.outFeatures() * precision.rowBytes(q.inFeatures())
                             + q.outFeatures() * scaleBytes);
