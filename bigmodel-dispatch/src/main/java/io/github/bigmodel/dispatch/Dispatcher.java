@@ -748,64 +748,15 @@ final class Dispatcher {
     static <M extends Module> DispatchedModel<M> attach(M model, DeviceMap map, Device main, DevicePlan plan,
             Placed placed, int prefetch) {
         Map<String, Device> targets = hookTargets(model, map, main);
-        boolean anyOffloaded = !placed.sources.isEmpty();
-        boolean severalDevices = new LinkedHashSet<>(targets.values()).size() > 1;
         List<HookHandle> handles = new ArrayList<>();
         Prefetcher prefetcher = null;
-        if (anyOffloaded || severalDevices) {
-            // Each offloaded slot is brought in by the deepest hook target above the module holding it. A tied
-            // tensor is placed once, under its first name, but every module holding it (an output layer tied to
-            // the embedding) brings it in for its own forward.
-            Map<String, Map<Parameter, WeightSource>> byTarget = new LinkedHashMap<>();
-            for (Map.Entry<String, Module> m : model.namedModules().entrySet()) {
-                List<Parameter> held = new ArrayList<>(m.getValue().parameters().values());
-                held.addAll(m.getValue().buffers().values());
-                for (Parameter p : held) {
-                    WeightSource s = placed.sources.get(p);
-                    if (s != null) {
-                        byTarget.computeIfAbsent(targetOf(targets.keySet(), m.getKey()),
-                                k -> new LinkedHashMap<>()).putIfAbsent(p, s);
-                    }
-                }
-            }
-            List<String> order = new ArrayList<>(targets.keySet());
-            Map<String, OffloadedWeights> weights = new LinkedHashMap<>();
-            List<OffloadedWeights> stages = new ArrayList<>();
-            Map<String, Integer> stageOf = new LinkedHashMap<>();
-            for (String t : order) {
-                Map<Parameter, WeightSource> srcs = byTarget.get(t);
-                if (srcs != null) {
-                    Map<Parameter, QuantizedLinear> owners = new IdentityHashMap<>();
-                    for (Module sub : model.module(t).namedModules().values()) {
-                        if (sub instanceof QuantizedLinear && ((QuantizedLinear) sub).isQuantized()
-                                && srcs.containsKey(((QuantizedLinear) sub).weight())) {
-                            owners.put(((QuantizedLinear) sub).weight(), (QuantizedLinear) sub);
-                        }
-                    }
-                    OffloadedWeights w = new OffloadedWeights(t, targets.get(t), srcs, owners);
-                    weights.put(t, w);
-                    stageOf.put(t, stages.size());
-                    stages.add(w);
-                }
-            }
+        boolean severalDevices = new LinkedHashSet<>(targets.values()).size() > 1;
+        if (!placed.sources.isEmpty() || severalDevices) {
+            Map<String, OffloadedWeights> stages = offloadedStages(model, targets, placed);
             if (prefetch > 0 && !stages.isEmpty()) {
-                prefetcher = new Prefetcher(stages, prefetch);
+                prefetcher = new Prefetcher(new ArrayList<>(stages.values()), prefetch);
             }
-            try {
-                for (String t : order) {
-                    Module m = model.module(t);
-                    AlignDevicesHook hook = new AlignDevicesHook(targets.get(t), weights.get(t), prefetcher,
-                            stageOf.getOrDefault(t, -1));
-                    handles.add(m.addForwardHook(hook));
-                }
-            } catch (RuntimeException | Error e) {
-                handles.forEach(HookHandle::remove);
-                if (prefetcher != null) {
-                    prefetcher.close();
-                }
-                release(model, placed);
-                throw e;
-            }
+            installHooks(model, targets, stages, prefetcher, handles, placed);
             LOG.info("Dispatched {}: {} hooks, {} offloaded modules, main device {}, prefetch {}", model.className(),
                     handles.size(), stages.size(), main, prefetcher == null ? 0 : prefetcher.depth());
         }
@@ -816,6 +767,68 @@ final class Dispatcher {
                 store == null ? 0 : store.tensorsWritten(), store == null ? 0 : store.bytesWritten(),
                 store == null ? 0 : store.tensorsReused(), placed.inPlace);
         return new DispatchedModel<>(model, map, main, plan, handles, prefetcher, placed.resources, stats);
+    }
+
+    /**
+     * Step 1 of {@link #attach}: the offloaded weights each hook target brings in, in module order (the order the
+     * prefetcher reads ahead in). Each offloaded slot belongs to the deepest hook target above the module holding
+     * it; a tied tensor is placed once, under its first name, but every module holding it (an output layer tied to
+     * the embedding) brings it in for its own forward.
+     */
+    private static Map<String, OffloadedWeights> offloadedStages(Module model, Map<String, Device> targets,
+            Placed placed) {
+        Map<String, Map<Parameter, WeightSource>> byTarget = new LinkedHashMap<>();
+        for (Map.Entry<String, Module> m : model.namedModules().entrySet()) {
+            List<Parameter> held = new ArrayList<>(m.getValue().parameters().values());
+            held.addAll(m.getValue().buffers().values());
+            for (Parameter p : held) {
+                WeightSource s = placed.sources.get(p);
+                if (s != null) {
+                    byTarget.computeIfAbsent(targetOf(targets.keySet(), m.getKey()),
+                            k -> new LinkedHashMap<>()).putIfAbsent(p, s);
+                }
+            }
+        }
+        Map<String, OffloadedWeights> stages = new LinkedHashMap<>();
+        for (String t : targets.keySet()) {
+            Map<Parameter, WeightSource> srcs = byTarget.get(t);
+            if (srcs == null) {
+                continue;
+            }
+            // int8/int4 weights arrive in THUDM's portable layout and are laid out for the kernel of the layer.
+            Map<Parameter, QuantizedLinear> owners = new IdentityHashMap<>();
+            for (Module sub : model.module(t).namedModules().values()) {
+                if (sub instanceof QuantizedLinear && ((QuantizedLinear) sub).isQuantized()
+                        && srcs.containsKey(((QuantizedLinear) sub).weight())) {
+                    owners.put(((QuantizedLinear) sub).weight(), (QuantizedLinear) sub);
+                }
+            }
+            stages.put(t, new OffloadedWeights(t, targets.get(t), srcs, owners));
+        }
+        return stages;
+    }
+
+    /**
+     * Step 2 of {@link #attach}: one {@link AlignDevicesHook} per target, in module order; on failure the hooks
+     * already added, the prefetcher and the placed weights are released.
+     */
+    private static void installHooks(Module model, Map<String, Device> targets, Map<String, OffloadedWeights> stages,
+            Prefetcher prefetcher, List<HookHandle> handles, Placed placed) {
+        List<String> stageOrder = new ArrayList<>(stages.keySet());
+        try {
+            for (String t : targets.keySet()) {
+                AlignDevicesHook hook = new AlignDevicesHook(targets.get(t), stages.get(t), prefetcher,
+                        stageOrder.indexOf(t));
+                handles.add(model.module(t).addForwardHook(hook));
+            }
+        } catch (RuntimeException | Error e) {
+            handles.forEach(HookHandle::remove);
+            if (prefetcher != null) {
+                prefetcher.close();
+            }
+            release(model, placed);
+            throw e;
+        }
     }
 
     private static long numel(long[] shape) {
