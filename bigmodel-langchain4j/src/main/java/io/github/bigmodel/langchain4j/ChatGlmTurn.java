@@ -122,24 +122,8 @@ final class ChatGlmTurn {
 
     /** Temperature 0 is greedy; what the request leaves out takes THUDM's chat defaults. */
     private static GenerationConfig generation(ChatGLM glm, ChatRequestParameters p, Long seed) {
-        GenerationConfig defaults = GenerationConfig.chatDefaults(glm.model().config().version());
-        GenerationConfig.Builder b = GenerationConfig.builder();
-        double temperature = p.temperature() != null ? p.temperature() : defaults.temperature();
-        if (temperature == 0) {
-            b.doSample(false);
-        } else {
-            b.doSample(true).temperature(temperature).topP(p.topP() != null ? p.topP() : defaults.topP());
-            if (p.topK() != null) {
-                b.topK(p.topK());
-            }
-        }
-        if (p.maxOutputTokens() != null) {
-            b.maxNewTokens(p.maxOutputTokens());
-        }
-        if (seed != null) {
-            b.seed(seed);
-        }
-        return b.build();
+        return GenerationConfig.ofRequest(glm.model().config().version(), p.temperature(), p.topP(), p.topK(),
+                p.maxOutputTokens(), seed);
     }
 
     private static ArrayNode toolsJson(List<ToolSpecification> specs) {

@@ -86,21 +86,8 @@ final class Completions {
      * THUDM's chat defaults for what the request leaves out (ChatGLM2/3: 0.8 and 0.8; ChatGLM-6B: 0.95 and 0.7).
      */
     private GenerationConfig generation(CompletionRequest req) {
-        GenerationConfig defaults = GenerationConfig.chatDefaults(glm.model().config().version());
-        GenerationConfig.Builder b = GenerationConfig.builder();
-        double temperature = req.temperature() != null ? req.temperature() : defaults.temperature();
-        if (temperature == 0) {
-            b.doSample(false);
-        } else {
-            b.doSample(true).temperature(temperature).topP(req.topP() != null ? req.topP() : defaults.topP());
-        }
-        if (req.maxTokens() != null) {
-            b.maxNewTokens(req.maxTokens());
-        }
-        if (req.seed() != null) {
-            b.seed(req.seed());
-        }
-        return b.build();
+        return GenerationConfig.ofRequest(glm.model().config().version(), req.temperature(), req.topP(), null,
+                req.maxTokens(), req.seed());
     }
 
     void run(HttpExchange ex, Prepared p) throws IOException {

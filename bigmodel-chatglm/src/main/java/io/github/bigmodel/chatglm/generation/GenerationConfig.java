@@ -67,6 +67,39 @@ public final class GenerationConfig {
         return builder().doSample(true).topP(0.8).temperature(0.8).maxLength(8192).build();
     }
 
+    /**
+     * The settings of an OpenAI-style request (the server's {@code /v1/chat/completions}, the LangChain4j adapter):
+     * temperature 0 is greedy; otherwise sampling with the request's temperature, top_p and top_k, and
+     * {@link #chatDefaults THUDM's chat defaults} for the temperature and top_p it leaves out. Every argument may be
+     * null (not in the request).
+     *
+     * <pre>{@code
+     * GenerationConfig g = GenerationConfig.ofRequest(ChatGLMConfig.Version.CHATGLM2, 0.0, null, null, 64, 7L);
+     * g.doSample();      // false: temperature 0 is greedy
+     * }</pre>
+     */
+    public static GenerationConfig ofRequest(ChatGLMConfig.Version version, Double temperature, Double topP,
+            Integer topK, Integer maxNewTokens, Long seed) {
+        GenerationConfig defaults = chatDefaults(version);
+        Builder b = builder();
+        double t = temperature != null ? temperature : defaults.temperature();
+        if (t == 0) {
+            b.doSample(false);
+        } else {
+            b.doSample(true).temperature(t).topP(topP != null ? topP : defaults.topP());
+            if (topK != null) {
+                b.topK(topK);
+            }
+        }
+        if (maxNewTokens != null) {
+            b.maxNewTokens(maxNewTokens);
+        }
+        if (seed != null) {
+            b.seed(seed);
+        }
+        return b.build();
+    }
+
     /** A builder holding these settings, to change some. */
     public Builder toBuilder() {
         Builder b = new Builder();
