@@ -3,23 +3,16 @@ package io.github.bigmodel.chatglm.chat;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
-import io.github.bigmodel.chatglm.ChatGLMConfig;
-import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
-import io.github.bigmodel.chatglm.model.RandomCheckpoint;
 import io.github.bigmodel.chatglm.generation.GenerationConfig;
-import io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.ForwardHook;
 import io.github.bigmodel.core.HookHandle;
 import io.github.bigmodel.core.ModelClosedException;
 import io.github.bigmodel.core.Module;
-import io.github.bigmodel.core.testing.ReferenceTree;
 import io.github.bigmodel.dispatch.DispatchOptions;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.Locale;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -42,19 +35,8 @@ class ChatGLMCloseTest {
 
     @BeforeAll
     static void writeModel() throws Exception {
-        model = dir.resolve("model");
-        Files.createDirectories(model);
-        Files.copy(ReferenceTree.tokenizer().resolve("tokenizer.model"), model.resolve("tokenizer.model"));
-        int vocab = ChatGLM3Tokenizer.load(model.resolve("tokenizer.model")).vocabSize();
-        Files.writeString(model.resolve("config.json"), String.format(Locale.ROOT, "{\"num_layers\": 2,"
-                + " \"hidden_size\": 64, \"ffn_hidden_size\": 128, \"kv_channels\": 16, \"num_attention_heads\": 4,"
-                + " \"multi_query_attention\": true, \"multi_query_group_num\": 2, \"padded_vocab_size\": %d,"
-                + " \"seq_length\": 512, \"rmsnorm\": true, \"add_bias_linear\": false, \"add_qkv_bias\": true,"
-                + " \"torch_dtype\": \"float32\"}", vocab), StandardCharsets.UTF_8);
-        ChatGLMLanguageModel meta = ChatGLMLanguageModel.create(ChatGLMConfig.fromJson(model.resolve("config.json")),
-                DType.FLOAT32);
         // float16 on disk, float32 in the model: disk entries are rewritten into the offload folder (mapped views).
-        RandomCheckpoint.write(meta, model, DType.FLOAT16, 1L << 20, 0.1, 3);
+        model = ChatTestSupport.writeSmallChatGLM3(dir.resolve("model"), 512, DType.FLOAT16, 3);
     }
 
     @Test

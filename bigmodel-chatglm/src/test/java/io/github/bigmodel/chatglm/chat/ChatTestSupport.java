@@ -30,6 +30,28 @@ final class ChatTestSupport {
     private ChatTestSupport() {
     }
 
+    /**
+     * A small ChatGLM3 model folder in {@code folder}: the fixture tokenizer, a 2-layer config over its vocabulary with
+     * {@code seqLength} positions, random weights stored as {@code stored} (the model computes in float32).
+     */
+    static java.nio.file.Path writeSmallChatGLM3(java.nio.file.Path folder, int seqLength, DType stored, long seed)
+            throws IOException {
+        java.nio.file.Files.createDirectories(folder);
+        java.nio.file.Files.copy(ReferenceTree.tokenizer().resolve("tokenizer.model"), folder.resolve("tokenizer.model"));
+        int vocab = io.github.bigmodel.chatglm.tokenizer.ChatGLM3Tokenizer.load(folder.resolve("tokenizer.model"))
+                .vocabSize();
+        java.nio.file.Files.writeString(folder.resolve("config.json"), String.format(java.util.Locale.ROOT,
+                "{\"num_layers\": 2, \"hidden_size\": 64, \"ffn_hidden_size\": 128, \"kv_channels\": 16,"
+                + " \"num_attention_heads\": 4, \"multi_query_attention\": true, \"multi_query_group_num\": 2,"
+                + " \"padded_vocab_size\": %d, \"seq_length\": %d, \"rmsnorm\": true, \"add_bias_linear\": false,"
+                + " \"add_qkv_bias\": true, \"torch_dtype\": \"float32\"}", vocab, seqLength),
+                java.nio.charset.StandardCharsets.UTF_8);
+        ChatGLMLanguageModel meta = ChatGLMLanguageModel.create(ChatGLMConfig.fromJson(folder.resolve("config.json")),
+                DType.FLOAT32);
+        io.github.bigmodel.chatglm.model.RandomCheckpoint.write(meta, folder, stored, 1L << 20, 0.1, seed);
+        return folder;
+    }
+
     static JsonNode fixture(String name) {
         try {
             return MAPPER.readTree(ReferenceTree.tokenizer().resolve(name).toFile());
