@@ -1,5 +1,6 @@
 package io.github.bigmodel.core;
 
+import io.github.bigmodel.core.kernel.HalfGemv;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.global.torch;
@@ -44,12 +45,21 @@ public class Linear extends Module {
     /**
      * Applies the layer. Without hooks the input must be on the weight's device and in its dtype; an
      * alignment hook moves it there.
+     *
+     * <p>The kernel is chosen here, for every floating-point linear layer: one row of activations against a
+     * bfloat16/float16 weight on the CPU (a decode step) runs {@link HalfGemv} when the JVM has the Vector API
+     * module; everything else (prompts, float32, GPUs) runs libtorch's {@code linear}.
      */
     public Tensor forward(Tensor input) {
         try (ForwardScope f = enterForward()) {
             Tensor x = f.input(input);
-            Tensor y = bias == null ? torch.linear(x, weight.data())
-                    : torch.linear(x, weight.data(), new TensorOptional(bias.data()));
+            Tensor w = weight.data();
+            Tensor y;
+            if (HalfGemv.applies(x, w)) {
+                y = HalfGemv.linear(x, w, bias == null ? null : bias.data());
+            } else {
+                y = bias == null ? torch.linear(x, w) : torch.linear(x, w, new TensorOptional(bias.data()));
+            }
             return f.output(y);
         }
     }
