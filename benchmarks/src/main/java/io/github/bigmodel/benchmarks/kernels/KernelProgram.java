@@ -238,6 +238,38 @@ public final class KernelProgram {
             int4.put("int4-bf16act", step((c, i) -> QuantKernels.int4Mm(xb[i], tiles[c][i], groups[i], sz[c][i]),
                     output::run));
             report("int4 weights (output layer bf16)", int4, copies, repeats, LAYERS * layerParams() / 2.0 + outBytes);
+            // What a float16 model's quantized layers ran before they switched to bf16 activations: one layer only,
+            // the fp16 kernels being an order of magnitude slower.
+            Tensor[] xh = new Tensor[4];
+            Tensor[] s8h = new Tensor[4];
+            Tensor[] szh = new Tensor[4];
+            for (int i = 0; i < 4; i++) {
+                xh[i] = xb[i].to(ScalarType.Half);
+                s8h[i] = s8[0][i].to(ScalarType.Half);
+                szh[i] = sz[0][i].to(ScalarType.Half);
+            }
+            Map<String, Runnable> layer = new LinkedHashMap<>();
+            layer.put("int8 bf16 activations", () -> {
+                for (int i = 0; i < 4; i++) {
+                    QuantKernels.int8Mm(xb[i], w8[0][i], s8[0][i]);
+                }
+            });
+            layer.put("int8 fp16 activations", () -> {
+                for (int i = 0; i < 4; i++) {
+                    QuantKernels.int8Mm(xh[i], w8[0][i], s8h[i]);
+                }
+            });
+            layer.put("int4 bf16 activations", () -> {
+                for (int i = 0; i < 4; i++) {
+                    QuantKernels.int4Mm(xb[i], tiles[0][i], groups[i], sz[0][i]);
+                }
+            });
+            layer.put("int4 fp16 activations", () -> {
+                for (int i = 0; i < 4; i++) {
+                    QuantKernels.int4Mm(xh[i], tiles[0][i], groups[i], szh[i]);
+                }
+            });
+            timeLayer("one layer's four quantized linears, batch 1, by activation dtype", layer, 3);
         }
     }
 
@@ -274,27 +306,30 @@ public final class KernelProgram {
                     }
                 });
             }
-            Map<String, double[]> times = new LinkedHashMap<>();
-            c.keySet().forEach(k -> times.put(k, new double[repeats]));
-            for (int r = 0; r <= repeats; r++) {
-                for (Map.Entry<String, Runnable> e : c.entrySet()) {
-                    long t0 = System.nanoTime();
-                    try (PointerScope s = new PointerScope()) {
-                        e.getValue().run();
-                    }
-                    if (r > 0) {
-                        times.get(e.getKey())[r - 1] = (System.nanoTime() - t0) / 1e6;
-                    }
+            timeLayer("prompt of " + m + " rows, one layer's four linears", c, repeats);
+        }
+    }
+
+    /** Runs each candidate {@code repeats} times after a warm-up, interleaved; prints medians per layer and x28. */
+    static void timeLayer(String title, Map<String, Runnable> c, int repeats) {
+        Map<String, double[]> times = new LinkedHashMap<>();
+        c.keySet().forEach(k -> times.put(k, new double[repeats]));
+        for (int r = 0; r <= repeats; r++) {
+            for (Map.Entry<String, Runnable> e : c.entrySet()) {
+                long t0 = System.nanoTime();
+                try (PointerScope s = new PointerScope()) {
+                    e.getValue().run();
+                }
+                if (r > 0) {
+                    times.get(e.getKey())[r - 1] = (System.nanoTime() - t0) / 1e6;
                 }
             }
-            System.out.printf(Locale.ROOT, "%n## prompt of %d rows, one layer's four linears (ms, median [min-max])%n",
-                    m);
-            for (Map.Entry<String, double[]> e : times.entrySet()) {
-                double[] t = e.getValue().clone();
-                Arrays.sort(t);
-                System.out.printf(Locale.ROOT, "%-22s %9.1f [%.1f-%.1f]  x28 layers: %.0f ms%n", e.getKey(),
-                        t[t.length / 2], t[0], t[t.length - 1], 28 * t[t.length / 2]);
-            }
+        }
+        System.out.printf(Locale.ROOT, "%n## %s (ms, median [min-max])%n", title);
+        for (Map.Entry<String, double[]> e : times.entrySet()) {
+            double[] t = e.getValue();
+            System.out.printf(Locale.ROOT, "%-22s %9.1f [%.1f-%.1f]  x28 layers: %.0f ms%n", e.getKey(), median(t),
+                    min(t), max(t), LAYERS * median(t));
         }
     }
 

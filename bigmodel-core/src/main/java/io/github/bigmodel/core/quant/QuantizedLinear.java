@@ -20,7 +20,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * ({@code [out]}, floating point). Until {@link #planPrecision} asks for an integer precision it is a plain
  * floating-point {@code Linear}.
  *
- * <p>Kernels: on the CPU, libtorch's weight-only kernels ({@link QuantKernels}) in the activations' dtype, the int4
+ * <p>Kernels: on the CPU, libtorch's weight-only kernels ({@link QuantKernels}) in the activations' dtype (bfloat16
+ * for float16 activations, which the kernels do not vectorize), the int4
  * weight kept in the CPU kernel's tiled layout (same size as the packed one) plus a small scale table; elsewhere
  * (CUDA) the weight is dequantized into the activations' dtype for each call and {@code torch.linear} runs on it.
  *
@@ -282,9 +283,13 @@ public class QuantizedLinear extends Linear {
         }
         boolean cpu = device.isCpu();
         if (cpu && (cpuTiles || (precision == Precision.INT8 && QuantKernels.hasInt8Cpu()))) {
-            Tensor x2 = x.reshape(-1, in).contiguous();
+            // float16 activations run the kernel in bfloat16: libtorch's CPU kernels vectorize bf16 only and ran 8x
+            // (int8) to 30x (int4) slower in fp16 (docs/benchmarks.md, Kernels); the weight's quantization error
+            // (about 2^-8 of a row's scale) is larger than bf16's rounding of the activations (2^-9).
+            ScalarType kernelType = type.value == ScalarType.Half.value ? ScalarType.BFloat16 : type;
+            Tensor x2 = x.reshape(-1, in).to(kernelType).contiguous();
             Tensor y2;
-            KernelTable t = table(type);
+            KernelTable t = table(kernelType);
             if (cpuTiles) {
                 y2 = QuantKernels.int4Mm(x2, w, t.group(), t.table());
             } else {
