@@ -30,6 +30,9 @@ public final class Tensors {
         if (device.isDisk()) {
             throw new IllegalArgumentException("disk is an offload location, not a libtorch device");
         }
+        if (device.isRemote()) {
+            throw new IllegalArgumentException("remote is held by another pipeline stage, not a libtorch device");
+        }
         return new org.bytedeco.pytorch.Device(device.toString());
     }
 

@@ -590,7 +590,7 @@ public final class DeviceMapPlanner {
     /**
      * The device reserved module {@code name} executes on under {@code map}: the device of its entry (or its
      * first part's, in module order, when it is split) when that is a GPU, else the main device. Null when the map
-     * does not place it.
+     * does not place it or places it {@code remote}.
      */
     static Device executionDeviceOf(String name, DeviceMap orderedMap, Device main) {
         Device placed = orderedMap.deviceOf(name);
@@ -602,8 +602,8 @@ public final class DeviceMapPlanner {
                 }
             }
         }
-        if (placed == null) {
-            return null;
+        if (placed == null || placed.isRemote()) {
+            return null; // a remote module executes on another stage
         }
         return placed.isCuda() ? placed : main;
     }
@@ -637,7 +637,7 @@ public final class DeviceMapPlanner {
         PlanOptions options = planOptions.forModel(model);
         List<Device> devices = new ArrayList<>(budget.devices());
         for (Device d : map.devices()) {
-            if (!devices.contains(d)) {
+            if (!devices.contains(d) && !d.isRemote()) {
                 devices.add(d);
             }
         }
@@ -648,6 +648,9 @@ public final class DeviceMapPlanner {
         List<Entry> offloaded = new ArrayList<>();
         for (Map.Entry<String, Device> e : map.asMap().entrySet()) {
             Device d = e.getValue();
+            if (d.isRemote()) {
+                continue; // another stage holds it: nothing of it is on this host
+            }
             Device exec = d.isCuda() ? d : main;
             ModuleSizes s = options.precisionOf(exec) == options.precisionOf(main) ? mainSizes
                     : sizesFor(model, options, exec);

@@ -342,7 +342,7 @@ public final class PlanOptions {
          * modules placed on {@code cpu}/{@code disk} execute on the main device and are sized at its precision.
          */
         public Builder precision(Device device, Precision precision) {
-            if (device == null || device.isDisk() || device.isMeta()) {
+            if (device == null || device.isDisk() || device.isMeta() || device.isRemote()) {
                 throw new IllegalArgumentException("A precision belongs to a device that executes modules (cpu or"
                         + " cuda:N), got " + device + ": modules on disk take their execution device's precision");
             }
@@ -373,7 +373,7 @@ public final class PlanOptions {
          * @throws IllegalArgumentException for {@code disk} or {@code meta}
          */
         public Builder executionDevice(Device device) {
-            if (device != null && (device.isDisk() || device.isMeta())) {
+            if (device != null && (device.isDisk() || device.isMeta() || device.isRemote())) {
                 throw new IllegalArgumentException("A model cannot execute on " + device);
             }
             executionDevice = device;
