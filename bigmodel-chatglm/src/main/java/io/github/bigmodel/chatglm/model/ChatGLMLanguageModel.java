@@ -227,9 +227,63 @@ public abstract class ChatGLMLanguageModel extends Module {
 
     /** Whether this stage holds the weight {@code name} (a state-dict name). */
     final boolean holds(String name) {
-        StageSpan s = stage();
+        return holds(name, stage());
+    }
+
+    /**
+     * Whether a stage with {@code span} holds the weight {@code name} (a state-dict name of this model); weights
+     * outside the embedding, the blocks and the head (none in ChatGLM) are held by every stage.
+     */
+    public final boolean holds(String name, StageSpan span) {
         int part = partOf(name);
-        return part >= 0 ? s.holdsLayer(part) : part == -1 ? s.embedding() : part == -2 ? s.head() : true;
+        return part >= 0 ? span.holdsLayer(part) : part == -1 ? span.embedding() : part == -2 ? span.head() : true;
+    }
+
+    /**
+     * The span of the weights for which {@code held} is true (state-dict names; e.g. those a device map places on
+     * one host): a whole embedding, a run of consecutive whole blocks, a whole head.
+     *
+     * <pre>{@code
+     * StageSpan s = model.spanWhere(name -> "box-b".equals(hostMap.hostOf(name)));
+     * }</pre>
+     *
+     * @throws IllegalArgumentException when a part is held only in part, or the held blocks are not consecutive
+     */
+    public StageSpan spanWhere(java.util.function.Predicate<String> held) {
+        int n = config.numLayers();
+        Map<Integer, Boolean> parts = new java.util.HashMap<>();
+        for (String name : stateDict().keySet()) {
+            int part = partOf(name);
+            if (part == -3 || isComputedBuffer(name)) {
+                continue;
+            }
+            boolean h = held.test(name);
+            Boolean before = parts.put(part, h);
+            if (before != null && before != h) {
+                throw new IllegalArgumentException("A stage holds " + (part >= 0 ? "block " + part : part == -1
+                        ? "the embedding" : "the head") + " only in part (" + name + ")");
+            }
+        }
+        int first = -1;
+        int end = -1;
+        for (int i = 0; i < n; i++) {
+            if (Boolean.TRUE.equals(parts.get(i))) {
+                if (end >= 0 && end != i) {
+                    throw new IllegalArgumentException("A stage's blocks must be consecutive: block " + i
+                            + " follows a gap after block " + (end - 1));
+                }
+                first = first < 0 ? i : first;
+                end = i + 1;
+            }
+        }
+        boolean embedding = Boolean.TRUE.equals(parts.get(-1));
+        boolean head = Boolean.TRUE.equals(parts.get(-2));
+        if (first < 0) {
+            // No blocks: an empty run where the stage sits (after the last block when it holds only the head).
+            first = embedding ? 0 : n;
+            end = first;
+        }
+        return new StageSpan(embedding, first, end, head);
     }
 
     /**
