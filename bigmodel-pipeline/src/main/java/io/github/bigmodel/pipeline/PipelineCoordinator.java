@@ -187,8 +187,8 @@ public final class PipelineCoordinator implements AutoCloseable {
                     "The pipeline group did not form: " + String.join("; ", v.refusals()));
         }
         try {
-            group = GlooGroup.join(store, Rendezvous.groupPrefix(g), 0, plan.world(), options.bindAddress(),
-                    options.joinTimeout());
+            group = GlooGroup.join(options.storeHost(), options.storePort(), Rendezvous.groupPrefix(g), 0,
+                    plan.world(), options.bindAddress(), options.joinTimeout());
         } catch (RuntimeException e) {
             throw new PipelineException(PipelineException.Kind.UNAVAILABLE, "The pipeline group " + g
                     + " did not form: " + e.getMessage(), e);

@@ -162,8 +162,9 @@ public final class PipelineWorker implements AutoCloseable {
                 }
                 GlooGroup group;
                 try {
-                    group = GlooGroup.join(store, Rendezvous.groupPrefix(verdict[0]), options.rank(),
-                            options.world(), options.bindAddress(), options.joinTimeout());
+                    group = GlooGroup.join(options.storeHost(), options.storePort(),
+                            Rendezvous.groupPrefix(verdict[0]), options.rank(), options.world(),
+                            options.bindAddress(), options.joinTimeout());
                 } catch (RuntimeException e) {
                     LOG.warn("Rank {}: group {} did not form: {}", options.rank(), verdict[0], e.getMessage());
                     continue;

@@ -5,7 +5,6 @@ import org.bytedeco.javacpp.chrono.Milliseconds;
 import org.bytedeco.pytorch.GlooDeviceVector;
 import org.bytedeco.pytorch.PrefixStore;
 import org.bytedeco.pytorch.ProcessGroupGloo;
-import org.bytedeco.pytorch.Store;
 import org.bytedeco.pytorch.TCPStore;
 import org.bytedeco.pytorch.TCPStoreOptions;
 import org.bytedeco.pytorch.Tensor;
@@ -51,16 +50,52 @@ public final class GlooGroup implements AutoCloseable {
     }
 
     /**
-     * Forms (joins) the group of {@code world} ranks under {@code prefix} of {@code store}: returns once every rank
-     * has joined, or throws when they have not within {@code timeout}. {@code bindAddress}: the address of this
-     * host's interface the other ranks reach it by.
+     * Forms (joins) the group of {@code world} ranks under {@code prefix} of the store at {@code host:port}: returns
+     * once every rank has joined, or throws when they have not within {@code timeout}. {@code bindAddress}: the
+     * address of this host's interface the other ranks reach it by.
+     *
+     * <p>The group gets a store connection of its own: libtorch takes ownership of the store handed to a
+     * PrefixStore or a process group (an intrusive pointer made from it), so a store object is handed over once and
+     * never used by Java again; the rendezvous keeps its own connection.
      */
-    public static GlooGroup join(Store store, String prefix, int rank, int world, String bindAddress,
+    public static GlooGroup join(String host, int port, String prefix, int rank, int world, String bindAddress,
+            Duration timeout) {
+        // Formed on a thread of its own: a caller inside a PointerScope (a forward pass that re-forms the group)
+        // would otherwise have the group's native objects released when its scope closes.
+        java.util.concurrent.CompletableFuture<GlooGroup> formed = new java.util.concurrent.CompletableFuture<>();
+        Thread t = new Thread(() -> {
+            try {
+                formed.complete(form(host, port, prefix, rank, world, bindAddress, timeout));
+            } catch (Throwable e) {
+                formed.completeExceptionally(e);
+            }
+        }, "gloo-join-rank" + rank);
+        t.setDaemon(true);
+        t.start();
+        try {
+            return formed.get(timeout.toMillis() + 30_000, java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.ExecutionException e) {
+            Throwable cause = e.getCause();
+            throw cause instanceof RuntimeException r ? r : new IllegalStateException(cause);
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw new GroupBrokenException("Rank " + rank + ": forming group " + prefix + " took longer than "
+                    + timeout);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new GroupBrokenException("Rank " + rank + ": interrupted while forming group " + prefix);
+        }
+    }
+
+    private static GlooGroup form(String host, int port, String prefix, int rank, int world, String bindAddress,
             Duration timeout) {
         ProcessGroupGloo.Options options = ProcessGroupGloo.Options.create(new Milliseconds(timeout.toMillis()));
         options.devices(new GlooDeviceVector(ProcessGroupGloo.createDeviceForHostname(bindAddress)));
         options.threads(2);
-        PrefixStore scoped = new PrefixStore(prefix, store);
+        TCPStore own = store(host, port, false, timeout);
+        PrefixStore scoped = new PrefixStore(prefix, own);
+        // Owned by libtorch from here on (released with the group), never by Java's deallocator.
+        own.deallocate(false);
+        scoped.deallocate(false);
         ProcessGroupGloo pg = new ProcessGroupGloo(scoped, rank, world, options);
         LOG.debug("Rank {} of {} joined group {}", rank, world, prefix);
         return new GlooGroup(pg, rank, world);
@@ -81,20 +116,23 @@ public final class GlooGroup implements AutoCloseable {
 
     /** Sends a contiguous CPU tensor to {@code dst}, waiting at most {@code timeout} for it to leave. */
     public void send(Tensor t, int dst, Duration timeout) {
-        run(group.send(new TensorVector(t), dst, TAG), "send to rank " + dst, timeout);
+        run(() -> group.send(new TensorVector(t), dst, TAG), "send to rank " + dst, timeout);
     }
 
     /** Receives into a contiguous CPU tensor of the right shape and dtype from {@code src}, within {@code timeout}. */
     public void recv(Tensor t, int src, Duration timeout) {
-        run(group.recv(new TensorVector(t), src, TAG), "receive from rank " + src, timeout);
+        run(() -> group.recv(new TensorVector(t), src, TAG), "receive from rank " + src, timeout);
     }
 
-    private void run(Work work, String what, Duration timeout) {
+    private void run(java.util.function.Supplier<Work> post, String what, Duration timeout) {
         if (broken) {
             throw new GroupBrokenException("The group is broken: " + what + " not attempted");
         }
         boolean done;
+        Work work;
         try {
+            // Posting fails at once when the peer's connection is already closed; waiting fails or times out later.
+            work = post.get();
             done = work._wait(new Milliseconds(timeout.toMillis()));
         } catch (RuntimeException e) {
             broken = true;

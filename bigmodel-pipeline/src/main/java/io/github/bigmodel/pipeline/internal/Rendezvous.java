@@ -102,6 +102,13 @@ public final class Rendezvous {
                     : refusals.isEmpty() ? "ok" : "retry: " + String.join("; ", refusals);
             store.set(prefix + "verdict/" + r, bytes(v));
         }
+        if (!refusals.isEmpty()) {
+            // The refused hear why before the store may go away with the coordinator (a few seconds at most).
+            long seenBy = System.nanoTime() + Math.min(wait.toNanos(), 5_000_000_000L);
+            for (int r = 1; r < world; r++) {
+                waitFor(store, prefix + "seen/" + r, seenBy);
+            }
+        }
         return new Verdicts(refusals);
     }
 
@@ -131,7 +138,9 @@ public final class Rendezvous {
         if (!waitFor(store, key, deadline)) {
             return new String[] {generation, "retry: no verdict from the coordinator within " + wait};
         }
-        return new String[] {generation, new String(store.get(key).get(), StandardCharsets.UTF_8)};
+        String verdict = new String(store.get(key).get(), StandardCharsets.UTF_8);
+        store.set(prefix + "seen/" + hello.rank(), bytes("yes"));
+        return new String[] {generation, verdict};
     }
 
     /** The store prefix of a generation's Gloo group. */

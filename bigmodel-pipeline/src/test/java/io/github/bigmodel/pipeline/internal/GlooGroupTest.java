@@ -27,9 +27,9 @@ class GlooGroupTest {
         int port = freePort();
         Duration t = Duration.ofSeconds(20);
         TCPStore server = GlooGroup.store("127.0.0.1", port, true, t);
-        CompletableFuture<GlooGroup> other = CompletableFuture.supplyAsync(() -> GlooGroup.join(
-                GlooGroup.store("127.0.0.1", port, false, t), "g0", 1, 2, "127.0.0.1", t));
-        GlooGroup zero = GlooGroup.join(server, "g0", 0, 2, "127.0.0.1", t);
+        CompletableFuture<GlooGroup> other = CompletableFuture.supplyAsync(() -> GlooGroup.join("127.0.0.1", port,
+                "g0", 1, 2, "127.0.0.1", t));
+        GlooGroup zero = GlooGroup.join("127.0.0.1", port, "g0", 0, 2, "127.0.0.1", t);
         GlooGroup one = other.get(30, TimeUnit.SECONDS);
         Tensor sent = torch.arange(new Scalar(12)).to(torch.ScalarType.Float).reshape(3, 4);
         Tensor got = torch.zeros(3, 4);
@@ -42,5 +42,20 @@ class GlooGroupTest {
                 .isInstanceOf(GlooGroup.GroupBrokenException.class);
         assertThat(System.nanoTime() - start).isLessThan(TimeUnit.SECONDS.toNanos(10));
         assertThat(zero.isBroken()).isTrue();
+        // A second generation under a new prefix of the same store, after the first is released.
+        zero.close();
+        one.close();
+        CompletableFuture<GlooGroup> again = CompletableFuture.supplyAsync(() -> GlooGroup.join("127.0.0.1", port,
+                "g1", 1, 2, "127.0.0.1", t));
+        GlooGroup zero2 = GlooGroup.join("127.0.0.1", port, "g1", 0, 2, "127.0.0.1", t);
+        GlooGroup one2 = again.get(30, TimeUnit.SECONDS);
+        Tensor back = torch.zeros(3, 4);
+        CompletableFuture<Void> receive2 = CompletableFuture.runAsync(() -> zero2.recv(back, 1, t));
+        one2.send(sent, 0, t);
+        receive2.get(30, TimeUnit.SECONDS);
+        assertThat(back.equal(sent)).isTrue();
+        zero2.close();
+        one2.close();
+        server.close();
     }
 }
