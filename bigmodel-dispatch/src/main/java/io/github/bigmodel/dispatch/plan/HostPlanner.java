@@ -17,10 +17,12 @@ import org.slf4j.LoggerFactory;
  * Hosts as one level above devices: cuts the model's planning units (whole no-split blocks and leaf modules, in
  * module order) into consecutive runs, one per host in pipeline order, and plans each run over its host's devices
  * with {@link DeviceMapPlanner} itself (the strategy, budgets, reserves and ties of one machine). A run "fits" a
- * host when that plan puts nothing on disk. Hosts are filled in order, each taking the longest run that fits; when
- * the hosts' memory cannot hold the model, the last host that may use its disk takes what the others cannot hold
- * (the hosts before it filled in order, the hosts after it taking the longest runs that end the model), its
- * overflow going to disk as on one machine.
+ * host when that plan puts nothing on disk. Hosts are filled in order, each taking the longest run that fits, in
+ * up to three rounds, each used only when the one before cannot hold the model: (1) memory that executes: a host's
+ * GPUs, or its CPU when it has no GPU; (2) every memory budget, so a host with a GPU also offloads to its CPU
+ * memory; (3) disk: the last host that may use its disk takes what the others cannot hold (the hosts before it
+ * filled in order, the hosts after it taking the longest runs that end the model), its overflow going to disk as
+ * on one machine.
  */
 final class HostPlanner {
 
@@ -32,6 +34,8 @@ final class HostPlanner {
     private final HostBudgets hosts;
     private final List<String> units;
     private final Map<String, DevicePlan> trials = new HashMap<>();
+    /** 1: executing memory only; 2: CPU offload next to GPUs too (and disk for the disk host, see {@link #run}). */
+    private int round = 1;
 
     private HostPlanner(Module model, Strategy strategy, PlanOptions options) {
         this.model = model;
@@ -53,6 +57,13 @@ final class HostPlanner {
         List<String> warnings = new ArrayList<>();
         Map<String, int[]> runs = new LinkedHashMap<>();
         int end = fillForward(names, 0, runs, warnings);
+        if (end < units.size()) {
+            // The GPUs cannot hold it: hosts with a GPU offload to their CPU memory too.
+            round = 2;
+            warnings.clear();
+            runs.clear();
+            end = fillForward(names, 0, runs, warnings);
+        }
         String diskHost = null;
         if (end < units.size()) {
             for (String h : names) {
@@ -127,8 +138,9 @@ final class HostPlanner {
 
     private String emptyHostWarning(String host, int unit) {
         String name = units.get(unit);
-        return "Host " + host + " holds nothing: its budget (" + hosts.describe(host) + ") cannot hold '" + name
-                + "' (" + MemorySize.format(unitSizes().size(name)) + ") beside the reserve its devices keep";
+        return "Host " + host + " holds nothing: its budget (" + hosts.describe(host) + (round == 1
+                && !hosts.budget(host).gpus().isEmpty() ? ", GPUs only while they suffice" : "") + ") cannot hold '"
+                + name + "' (" + MemorySize.format(unitSizes().size(name)) + ") beside the reserve its devices keep";
     }
 
     /** The largest end such that units {@code from..end-1} fit {@code host} (galloping, then bisection). */
@@ -198,9 +210,20 @@ final class HostPlanner {
 
     /** Whether {@code host}'s memory holds units {@code from..to-1}: its plan puts nothing on disk. */
     private boolean fits(String host, int from, int to) {
-        DevicePlan p = trials.computeIfAbsent(host + "/" + from + "/" + to,
+        DevicePlan p = trials.computeIfAbsent(round + "/" + host + "/" + from + "/" + to,
                 k -> planRun(host, from, to, options.toBuilder().offloadBuffers(true).build()));
         return !p.deviceMap().asMap().containsValue(Device.DISK);
+    }
+
+    /** The budget {@code host} plans under in this round: in round 1 a host with GPUs gives only their budgets. */
+    private MaxMemory roundBudget(String host) {
+        MaxMemory full = hosts.budget(host);
+        if (round > 1 || full.gpus().isEmpty()) {
+            return full;
+        }
+        Map<Device, Double> gpus = new LinkedHashMap<>();
+        full.gpus().forEach(d -> gpus.put(d, full.get(d)));
+        return MaxMemory.ofBytes(gpus);
     }
 
     /**
@@ -212,7 +235,7 @@ final class HostPlanner {
         Module view = view(units.subList(from, to));
         PlanOptions o = base.toBuilder().hosts(null).executionDevice(null).cleanResult(false)
                 .reservation(reservationOf(units.subList(from, to))).build();
-        MaxMemory budget = DeviceMapPlanner.budgetFor(view, strategy, hosts.budget(host), o);
+        MaxMemory budget = DeviceMapPlanner.budgetFor(view, strategy, roundBudget(host), o);
         DevicePlan p = DeviceMapPlanner.planWithin(view, budget, o);
         return new DevicePlan(unitsOf(p.deviceMap(), units.subList(from, to)), p.budget(), p.modelSize(),
                 p.largestLayer(), p.memory());

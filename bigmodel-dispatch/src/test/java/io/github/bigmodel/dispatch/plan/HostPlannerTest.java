@@ -148,6 +148,29 @@ class HostPlannerTest {
     }
 
     @Test
+    void gpusComeFirstAndAHostOffloadsToItsCpuOnlyWhenTheGpusCannotHoldTheModel() {
+        Module model = glm6b(false);
+        long front = bytes(model, "transformer.word_embeddings") + bytes(model, "transformer.rotary_pos_emb");
+        long block = bytes(model, layer(0));
+        // a's GPU holds the front and 5 blocks (the last one placed needs no reserve); its CPU memory stays unused
+        // while b's CPU, which executes what it holds, can take the rest.
+        PipelinePlan p = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
+                options("a=cuda:0:" + (front + 5 * block) + ",cpu:1GiB", "b=cpu:1GiB").build());
+        assertThat(p.stage("a").last()).isEqualTo(layer(4));
+        assertThat(p.stage("a").plan().deviceMap().devices()).containsExactly(Device.cuda(0));
+        assertThat(p.stage("a").plan().budget().devices()).containsExactly(Device.cuda(0));
+        assertThat(p.stage("b").first()).isEqualTo(layer(5));
+        // When the GPUs and CPU-only hosts cannot hold it, a's CPU memory takes offloaded blocks.
+        long tail = bytes(model, "transformer.final_layernorm") + bytes(model, "lm_head");
+        PipelinePlan tight = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
+                options("a=cuda:0:" + (front + 5 * block) + ",cpu:" + 4 * block, "b=cpu:" + (4 * block + tail))
+                        .build());
+        assertThat(tight.stage("a").plan().deviceMap().asMap()).containsValue(Device.CPU);
+        assertThat(tight.stage("b").modules()).containsExactly(layer(8), layer(9), layer(10), layer(11),
+                "transformer.final_layernorm", "lm_head");
+    }
+
+    @Test
     void oneHostIsExactlyTheOneMachinePlan() {
         Module model = glm6b(false);
         long block = bytes(model, layer(0));
