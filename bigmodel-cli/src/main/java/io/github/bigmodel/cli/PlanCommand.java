@@ -328,7 +328,8 @@ final class PlanCommand implements Callable<Integer> {
                         "free", "modules");
                 for (DeviceMemory m : plan.memory().values()) {
                     boolean unlimited = Double.isInfinite(m.budgetBytes());
-                    out.printf(Locale.ROOT, row, m.device(), unlimited ? "unlimited" : MemorySize.format(m.budgetBytes()),
+                    out.printf(Locale.ROOT, row, m.device(),
+                            unlimited ? "unlimited" : MemorySize.format(m.budgetBytes()),
                             MemorySize.format(m.weightBytes()), MemorySize.format(m.reservedBytes()),
                             MemorySize.format(m.workspaceBytes()), MemorySize.format(m.offloadBuffer()),
                             unlimited ? "-" : MemorySize.format(m.freeBytes()),

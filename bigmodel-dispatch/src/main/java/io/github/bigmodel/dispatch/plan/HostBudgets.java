@@ -11,8 +11,8 @@ import java.util.Objects;
 
 /**
  * The hosts of a pipeline, in pipeline order, each with the memory budget of its own devices ({@link MaxMemory},
- * GPU numbers being that host's) and whether it may put weights on its disk. Given to {@link PlanOptions.Builder#hosts},
- * it makes {@link DeviceMapPlanner#planHosts} split a model into consecutive runs of blocks, one run per host.
+ * GPU numbers being that host's) and whether it may put weights on its disk. Given to
+ * {@link PlanOptions.Builder#hosts}, it makes {@link DeviceMapPlanner#planHosts} split a model into consecutive runs of blocks, one run per host.
  *
  * <pre>{@code
  * HostBudgets hosts = HostBudgets.parse(List.of("box-a=cuda:0:6GiB,cpu:8GiB", "box-b=cpu:16GiB,disk"));

@@ -270,6 +270,27 @@ class HostPlannerTest {
     }
 
     @Test
+    void aThousandLayersSplitOverThreeHostsByTheirBudgets() {
+        Module model = new Module("Seed");
+        ModuleList<Linear> layers = model.registerModule("layers", new ModuleList<>());
+        for (int i = 0; i < 1000; i++) {
+            layers.add(new Linear(10000, 10000, true, DType.FLOAT32));
+        }
+        double layer = bytes(model, "layers.0");
+        PipelinePlan p = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL, PlanOptions.builder()
+                .hosts(HostBudgets.parse(List.of("a=cpu:100GiB", "b=cpu:30GiB", "c=cpu:300GiB"))).build());
+        // CPU-only hosts execute what they hold: each takes as many whole layers as its budget holds.
+        int a = (int) Math.floor(100.0 * (1L << 30) / layer);
+        int b = (int) Math.floor(30.0 * (1L << 30) / layer);
+        assertThat(p.stage("a").modules()).hasSize(a);
+        assertThat(p.stage("b").first()).isEqualTo("layers." + a);
+        assertThat(p.stage("b").modules()).hasSize(b);
+        assertThat(p.stage("c").modules()).hasSize(1000 - a - b);
+        assertThat(p.stage("c").last()).isEqualTo("layers.999");
+        assertThat(p.deviceMap().hostOf("layers." + (a + b))).isEqualTo("c");
+    }
+
+    @Test
     void hostBudgetsParseAndRefuseBadInput() {
         HostBudgets h = HostBudgets.parse(List.of("box-a=cuda:0:6GiB,cpu:8GiB", "box-b=1:2GiB,cpu:16GiB,disk"));
         assertThat(h.hosts()).containsExactly("box-a", "box-b");
