@@ -33,7 +33,8 @@ class RemotePlacementTest {
     private static final int HIDDEN = 16;
     private static final DeviceInventory NO_GPU = DeviceInventory.simulated(List.of(), 8L << 30);
     /** Blocks 0..2 on box-a, 3..5 on box-b (block 5 on box-b's disk). */
-    private static final DeviceMap PIPELINE = DeviceMap.fromJson("{\"layers.0\":\"box-a/cpu\",\"layers.1\":\"box-a/cpu\","
+    private static final DeviceMap PIPELINE = DeviceMap.fromJson("{\"layers.0\":\"box-a/cpu\","
+            + "\"layers.1\":\"box-a/cpu\","
             + "\"layers.2\":\"box-a/cpu\",\"layers.3\":\"box-b/cpu\",\"layers.4\":\"box-b/cpu\","
             + "\"layers.5\":\"box-b/disk\"}");
 

@@ -172,7 +172,7 @@ public final class DeviceMap {
         }
     }
 
-    /** Name to device, in order; for a map that names hosts, the device part of each value (see {@link #placements()}). */
+    /** Name to device, in order; in a map that names hosts, each value's device part (see {@link #placements()}). */
     public Map<String, Device> asMap() {
         return entries;
     }
@@ -416,7 +416,7 @@ public final class DeviceMap {
 
     @Override
     public boolean equals(Object o) {
-        return o instanceof DeviceMap && ((DeviceMap) o).entries.equals(entries) && ((DeviceMap) o).hostOf.equals(hostOf);
+        return o instanceof DeviceMap other && other.entries.equals(entries) && other.hostOf.equals(hostOf);
     }
 
     @Override
@@ -529,6 +529,18 @@ public final class DeviceMap {
          *     1..number of children, or it overlaps entries already given
          */
         public Builder layers(String listPath, int first, int last, Device device) {
+            if (device == null || device.isMeta()) {
+                throw new IllegalArgumentException("Layers " + first + ".." + last + " of '" + listPath
+                        + "' need a GPU, cpu or disk, got " + device);
+            }
+            return layers(listPath, first, last, HostDevice.local(device));
+        }
+
+        /**
+         * {@link #layers(String, int, int, Device)} with a placement that may name a host
+         * ({@code HostDevice.parse("box-b/cpu")}).
+         */
+        public Builder layers(String listPath, int first, int last, HostDevice placement) {
             Module list = model.findModule(listPath);
             if (list == null) {
                 throw new IllegalArgumentException("No module '" + listPath + "' in " + model.className()
@@ -541,7 +553,7 @@ public final class DeviceMap {
             }
             String prefix = listPath.isEmpty() ? "" : listPath + ".";
             for (int i = first; i <= last; i++) {
-                put(prefix + children.get(i - 1), device);
+                put(prefix + children.get(i - 1), placement);
             }
             return this;
         }

@@ -108,6 +108,12 @@ class DeviceMapHostsTest {
         assertThat(map.hosts()).containsExactly("box-a", "box-b");
         assertThat(b.warnings()).anyMatch(w -> w.contains("returns to host box-a at 'layers.1'")
                 && w.contains("box-a -> box-b -> box-a"));
+        DeviceMap ranges = DeviceMap.builder(model).put("embed", "box-a/cuda:0")
+                .layers("layers", 1, 2, HostDevice.parse("box-a/cpu"))
+                .layers("layers", 3, 3, HostDevice.parse("box-b/disk"))
+                .put("head", "box-b/cpu").build();
+        assertThat(ranges.toJson()).isEqualTo("{\"embed\":\"box-a/cuda:0\",\"layers.0\":\"box-a/cpu\","
+                + "\"layers.1\":\"box-a/cpu\",\"layers.2\":\"box-b/disk\",\"head\":\"box-b/cpu\"}");
         DeviceMap.Builder mixed = DeviceMap.builder(model).put("embed", "box-a/cuda:0").put("layers", Device.CPU)
                 .put("head", "box-a/cpu");
         assertThatThrownBy(mixed::build).isInstanceOf(IllegalArgumentException.class)
