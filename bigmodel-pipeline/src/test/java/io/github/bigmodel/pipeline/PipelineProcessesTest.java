@@ -38,14 +38,51 @@ class PipelineProcessesTest {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    private static final List<String> MODELS = List.of("chatglm3-6b-tiny", "chatglm-6b-tiny");
+    private static final int[] WORLDS = {2, 3};
+
     @TempDir
-    Path tmp;
+    static Path tmp;
+
+    /** Every configuration's workers, started at once so that their JVMs load side by side. */
+    private static Workers workers;
+    private static final java.util.Map<String, int[]> PORTS = new java.util.HashMap<>();
+    private static final java.util.Map<String, Path> MAPS = new java.util.HashMap<>();
+
+    @org.junit.jupiter.api.BeforeAll
+    static void startWorkers() throws Exception {
+        workers = new Workers(tmp);
+        for (String name : MODELS) {
+            Path folder = ReferenceTree.models().resolve(name);
+            int layers = io.github.bigmodel.chatglm.ChatGLMConfig.fromJson(folder.resolve("config.json")).numLayers();
+            for (int world : WORLDS) {
+                String key = name + "/" + world;
+                Path map = PipelineTestSupport.hostMap(folder, spans(layers, world), tmp);
+                int port = Workers.freePort();
+                MAPS.put(key, map);
+                PORTS.put(key, new int[] {port});
+                for (int r = 1; r < world; r++) {
+                    workers.start(port, r, world, folder, map, 240, 60);
+                }
+            }
+        }
+    }
+
+    @org.junit.jupiter.api.AfterAll
+    static void stopWorkers() throws Exception {
+        try {
+            // Every configuration shut its workers down: they all exit 0 (bounded wait).
+            assertThat(workers.awaitExit(60)).as("workers shut down cleanly:\n" + workers.allLogs()).isTrue();
+        } finally {
+            workers.close();
+        }
+    }
 
     @TestFactory
     Stream<DynamicTest> processesGiveTheSameBits() {
         List<DynamicTest> tests = new ArrayList<>();
-        for (String name : List.of("chatglm3-6b-tiny", "chatglm-6b-tiny")) {
-            for (int world : new int[] {2, 3}) {
+        for (String name : MODELS) {
+            for (int world : WORLDS) {
                 tests.add(DynamicTest.dynamicTest(name + " in " + world + " processes",
                         () -> run(ReferenceTree.models().resolve(name), world)));
             }
@@ -63,27 +100,20 @@ class PipelineProcessesTest {
     }
 
     private void run(Path folder, int world) throws Exception {
+        String key = folder.getFileName() + "/" + world;
+        Path map = MAPS.get(key);
+        int port = PORTS.get(key)[0];
         ChatGLMLanguageModel whole = PipelineTestSupport.wholeModel(folder);
-        int layers = whole.config().numLayers();
-        Path map = PipelineTestSupport.hostMap(folder, spans(layers, world), tmp);
-        int port = Workers.freePort();
-        try (Workers workers = new Workers(tmp)) {
-            for (int r = 1; r < world; r++) {
-                workers.start(port, r, world, folder, map, 120, 60);
-            }
-            PipelineCoordinator.Options o = PipelineCoordinator.Options.of("127.0.0.1", port)
-                    .withTimeouts(Duration.ofSeconds(120), Duration.ofSeconds(60));
-            try (PipelineCoordinator c = PipelineCoordinator.start(folder,
-                    DeviceMap.fromJson(Files.readString(map)), o);
-                 DispatchedModel<ChatGLMLanguageModel> first = c.loadModel(DispatchOptions.builder().build())) {
-                assertThat(c.plan().world()).isEqualTo(world);
-                compare(folder, whole, first.model());
-                assertThat(c.ping()).as("round trip ms").isPositive();
-                c.shutdownWorkers();
-                assertThat(workers.awaitExit(30)).as("workers shut down cleanly:\n" + workers.allLogs()).isTrue();
-            } catch (RuntimeException | AssertionError e) {
-                throw new AssertionError(e.getMessage() + "\nworker logs:\n" + workers.allLogs(), e);
-            }
+        PipelineCoordinator.Options o = PipelineCoordinator.Options.of("127.0.0.1", port)
+                .withTimeouts(Duration.ofSeconds(240), Duration.ofSeconds(60));
+        try (PipelineCoordinator c = PipelineCoordinator.start(folder, DeviceMap.fromJson(Files.readString(map)), o);
+             DispatchedModel<ChatGLMLanguageModel> first = c.loadModel(DispatchOptions.builder().build())) {
+            assertThat(c.plan().world()).isEqualTo(world);
+            compare(folder, whole, first.model());
+            assertThat(c.ping()).as("round trip ms").isPositive();
+            c.shutdownWorkers();
+        } catch (RuntimeException | AssertionError e) {
+            throw new AssertionError(e.getMessage() + "\nworker logs:\n" + workers.allLogs(), e);
         } finally {
             whole.toMeta();
         }

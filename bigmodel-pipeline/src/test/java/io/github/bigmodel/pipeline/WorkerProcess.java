@@ -9,7 +9,7 @@ import java.time.Duration;
 
 /**
  * A worker in a JVM of its own, as the tests start it: {@code storeHost port rank world modelDir mapFile
- * joinSeconds stepSeconds}. Exits 0 when shut down, 3 when refused at join, 4 on any other failure; the reason goes
+ * joinSeconds stepSeconds [bindAddress]}. Exits 0 when shut down, 3 when refused at join, 4 on any other failure; the reason goes
  * to stderr.
  */
 public final class WorkerProcess {
@@ -25,7 +25,7 @@ public final class WorkerProcess {
         try {
             DeviceMap map = DeviceMap.fromJson(Files.readString(Path.of(args[5])));
             PipelineWorker.Options o = new PipelineWorker.Options(args[0], Integer.parseInt(args[1]),
-                    Integer.parseInt(args[2]), Integer.parseInt(args[3]), "127.0.0.1",
+                    Integer.parseInt(args[2]), Integer.parseInt(args[3]), args.length > 8 ? args[8] : "127.0.0.1",
                     Duration.ofSeconds(Long.parseLong(args[6])), Duration.ofSeconds(Long.parseLong(args[7])));
             try (PipelineWorker w = PipelineWorker.load(Path.of(args[4]), map, DispatchOptions.builder().build(), o)) {
                 System.err.println("worker rank " + o.rank() + " loaded " + w.span());

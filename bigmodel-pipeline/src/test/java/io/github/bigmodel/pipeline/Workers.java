@@ -15,9 +15,20 @@ final class Workers implements AutoCloseable {
     private final List<Process> processes = new ArrayList<>();
     private final List<Path> logs = new ArrayList<>();
     private final Path dir;
+    /** Put before the java command (e.g. {@code ip netns exec NS}), and the store host and bind address. */
+    private final List<String> prefix;
+    private final String storeHost;
+    private final String bindAddress;
 
     Workers(Path dir) {
+        this(dir, List.of(), "127.0.0.1", "127.0.0.1");
+    }
+
+    Workers(Path dir, List<String> prefix, String storeHost, String bindAddress) {
         this.dir = dir;
+        this.prefix = prefix;
+        this.storeHost = storeHost;
+        this.bindAddress = bindAddress;
     }
 
     static int freePort() throws IOException {
@@ -29,7 +40,7 @@ final class Workers implements AutoCloseable {
     /** Starts a worker; {@code jvmArgs} go before the class name. */
     Process start(int port, int rank, int world, Path model, Path map, int joinSeconds, int stepSeconds,
             String... jvmArgs) throws IOException {
-        List<String> cmd = new ArrayList<>();
+        List<String> cmd = new ArrayList<>(prefix);
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         cmd.add("-Xmx1g");
         // The same intra-op threads as this JVM: a reduction split differently would round differently.
@@ -39,8 +50,9 @@ final class Workers implements AutoCloseable {
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));
         cmd.add(WorkerProcess.class.getName());
-        cmd.addAll(List.of("127.0.0.1", Integer.toString(port), Integer.toString(rank), Integer.toString(world),
-                model.toString(), map.toString(), Integer.toString(joinSeconds), Integer.toString(stepSeconds)));
+        cmd.addAll(List.of(storeHost, Integer.toString(port), Integer.toString(rank), Integer.toString(world),
+                model.toString(), map.toString(), Integer.toString(joinSeconds), Integer.toString(stepSeconds),
+                bindAddress));
         Path log = dir.resolve("worker-" + processes.size() + "-rank" + rank + ".log");
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         processes.add(p);
