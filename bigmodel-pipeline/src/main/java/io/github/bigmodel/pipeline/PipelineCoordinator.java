@@ -290,8 +290,11 @@ public final class PipelineCoordinator implements AutoCloseable {
                                 + "result, got operation " + back.op());
                     }
                     Tensor out = Wire.recvTensor(g, DType.values()[back.dtype()].scalarType(), back.shape(), last, t);
+                    // Logits stay where Gloo put them, on the CPU (as a CPU head's would be); a hidden state goes
+                    // back to the device of the stage that sent it, where this stage's head runs.
                     Device device = Tensors.deviceOf(hidden);
-                    return device.isCuda() ? out.to(Tensors.toTorch(device), out.scalar_type()) : out;
+                    return !back.carriesLogits() && device.isCuda()
+                            ? out.to(Tensors.toTorch(device), out.scalar_type()) : out;
                 } catch (GlooGroup.GroupBrokenException e) {
                     throw unavailable(e);
                 }

@@ -246,7 +246,8 @@ public final class PipelineWorker implements AutoCloseable {
             int dtype = DType.of(out.scalar_type()).ordinal();
             if (next == 0) {
                 Wire.sendHeader(g, new Wire.Header(Wire.RESULT, h.session(), h.batch(), h.length(), h.past(),
-                        h.capacity(), h.lastLogitOnly(), span.endLayer(), 0, false, dtype, shape, 0), 0, t);
+                        h.capacity(), h.lastLogitOnly(), span.endLayer(), span.head() ? 1 : 0, false, dtype, shape,
+                        0), 0, t);
             } else {
                 Wire.sendHeader(g, new Wire.Header(Wire.FORWARD, h.session(), h.batch(), h.length(), h.past(),
                         h.capacity(), h.lastLogitOnly(), span.endLayer(), h.positionRows(), h.hasMask(), dtype,

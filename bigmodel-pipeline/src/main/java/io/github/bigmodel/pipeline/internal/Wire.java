@@ -17,7 +17,8 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  *
  * <pre>
  * FORWARD  header, positions (int64 [B,L] or [B,2,L]), mask (uint8 [B,1,L,past+L], when present), hidden [L,B,H]
- * RESULT   header, payload (the hidden state or the logits, dtype and shape in the header)
+ * RESULT   header, payload (the hidden state or the logits, dtype and shape in the header; the header's position
+ *          rows slot is 1 for logits, 0 for a hidden state)
  * ERROR    header, message (uint8, UTF-8)
  * FREE, PING, SHUTDOWN   header only
  * </pre>
@@ -62,6 +63,11 @@ public final class Wire {
     public record Header(int op, long session, int batch, int length, long past, long capacity,
             boolean lastLogitOnly, int fromLayer, int positionRows, boolean hasMask, int dtype, long[] shape,
             int messageBytes) {
+
+        /** Whether a RESULT carries logits (else the hidden state after the last block). */
+        public boolean carriesLogits() {
+            return op == RESULT && positionRows == 1;
+        }
 
         public static Header control(int op, long session) {
             return new Header(op, session, 0, 0, 0, 0, false, 0, 0, false, 0, new long[3], 0);
