@@ -801,7 +801,10 @@ public abstract class ChatGLMLanguageModel extends Module {
                 }
             }
             return inOwnScope(() -> {
-                Tensor out = runBlocks(step, hidden, s.firstLayer(), s.endLayer(), cache);
+                // A handed-over hidden state arrives in host memory: onto this stage's device first (a no-op on the
+                // CPU: x.to() of the same device and dtype is x itself).
+                Tensor onStage = hidden.to(Tensors.toTorch(stageDevice()), hidden.scalar_type());
+                Tensor out = runBlocks(step, onStage, s.firstLayer(), s.endLayer(), cache);
                 if (s.head()) {
                     out = head(out, step.lastLogitOnly());
                 }
