@@ -40,8 +40,9 @@ import org.slf4j.LoggerFactory;
  * }</pre>
  *
  * <p>Failures: a worker that dies or stops answering fails the step under way with a {@link PipelineException} of
- * kind {@link PipelineException.Kind#UNAVAILABLE} within {@link Options#stepTimeout()}; the next step first forms the
- * group again (a new generation, a new store prefix), so once the worker is back the pipeline serves again. Steps
+ * kind {@link PipelineException.Kind#UNAVAILABLE} within {@link Options#stepTimeout()}; the next request first forms
+ * the group again (a new generation, a new store prefix), waiting up to the step timeout for the workers, so once the
+ * worker is back the pipeline serves again; {@link #reform()} does the same waiting up to the join timeout. Steps
  * are carried one at a time (sessions interleave step by step).
  */
 public final class PipelineCoordinator implements AutoCloseable {
@@ -170,6 +171,11 @@ public final class PipelineCoordinator implements AutoCloseable {
      * @throws PipelineException as {@link #start}
      */
     public synchronized void reform() {
+        reform(options.joinTimeout());
+    }
+
+    /** {@link #reform()} waiting at most {@code wait} for the workers. */
+    private void reform(Duration wait) {
         if (closed) {
             throw new IllegalStateException("The coordinator is closed");
         }
@@ -179,12 +185,12 @@ public final class PipelineCoordinator implements AutoCloseable {
         }
         generation++;
         String g = instance + "-" + generation;
-        Rendezvous.Verdicts v = Rendezvous.judge(store, g, plan.world(), Wire.MAGIC, VERSION, fingerprints,
-                options.joinTimeout());
+        Rendezvous.Verdicts v = Rendezvous.judge(store, g, plan.world(), Wire.MAGIC, VERSION, fingerprints, wait);
         if (!v.accepted()) {
             boolean refused = v.refusals().stream().anyMatch(s -> s.contains("refused"));
             throw new PipelineException(refused ? PipelineException.Kind.REFUSED : PipelineException.Kind.UNAVAILABLE,
-                    "The pipeline group did not form: " + String.join("; ", v.refusals()));
+                    (refused ? "" : "A pipeline stage is unavailable: ") + "the pipeline group did not form: "
+                            + String.join("; ", v.refusals()));
         }
         try {
             group = GlooGroup.join(options.storeHost(), options.storePort(), Rendezvous.groupPrefix(g), 0,
@@ -227,8 +233,9 @@ public final class PipelineCoordinator implements AutoCloseable {
             throw new PipelineException(PipelineException.Kind.UNAVAILABLE, "The pipeline coordinator is closed");
         }
         if (group == null || group.isBroken()) {
+            // Inside a request: wait for the workers no longer than a step may take; reform() waits longer.
             LOG.info("The pipeline group is broken: forming it again");
-            reform();
+            reform(options.stepTimeout());
         }
         return group;
     }

@@ -28,7 +28,36 @@ class PipelineFaultsTest {
     private static final Duration STEP = Duration.ofSeconds(4);
 
     @TempDir
-    Path tmp;
+    static Path tmp;
+
+    /** Every worker of this class, started at once so that their JVMs load side by side. */
+    private static Workers workers;
+    private static Path map;
+    private static int layers;
+    private static final int[] PORTS = new int[4];
+    private static final Process[] STARTED = new Process[4];
+
+    @org.junit.jupiter.api.BeforeAll
+    static void startWorkers() throws Exception {
+        layers = io.github.bigmodel.chatglm.ChatGLMConfig.fromJson(folder().resolve("config.json")).numLayers();
+        map = PipelineTestSupport.hostMap(folder(), PipelineProcessesTest.spans(layers, 2), tmp);
+        workers = new Workers(tmp);
+        for (int i = 0; i < PORTS.length; i++) {
+            PORTS[i] = Workers.freePort();
+        }
+        // 0: the one killed and stopped; 1: another checkpoint; 2: another world size; 3: another version.
+        STARTED[0] = workers.start(PORTS[0], 1, 2, folder(), map, 120, (int) STEP.toSeconds());
+        STARTED[1] = workers.start(PORTS[1], 1, 2, ReferenceTree.models().resolve("chatglm3-6b-tiny-bf16"), map,
+                120, 10);
+        STARTED[2] = workers.start(PORTS[2], 1, 3, folder(), map, 120, 10);
+        STARTED[3] = workers.start(PORTS[3], 1, 2, folder(), map, 120, 10,
+                "-Dbigmodel.pipeline.version=protocol-1/0.0.0-other");
+    }
+
+    @org.junit.jupiter.api.AfterAll
+    static void stopWorkers() throws Exception {
+        workers.close();
+    }
 
     private static Path folder() {
         return ReferenceTree.models().resolve("chatglm3-6b-tiny");
@@ -47,32 +76,34 @@ class PipelineFaultsTest {
     @Test
     void aKilledAndAHungWorkerFailTheRequestInTimeAndTheGroupFormsAgain() throws Exception {
         ChatGLMLanguageModel whole = PipelineTestSupport.wholeModel(folder());
-        int layers = whole.config().numLayers();
-        Path map = PipelineTestSupport.hostMap(folder(), PipelineProcessesTest.spans(layers, 2), tmp);
-        int port = Workers.freePort();
         GenerationRequest request = request(whole);
-        try (Workers workers = new Workers(tmp)) {
-            Process worker = workers.start(port, 1, 2, folder(), map, 120, STEP.toSecondsPart());
+        int port = PORTS[0];
+        Process worker = STARTED[0];
+        try {
             PipelineCoordinator.Options o = PipelineCoordinator.Options.of("127.0.0.1", port)
                     .withTimeouts(Duration.ofSeconds(120), STEP);
             try (PipelineCoordinator c = PipelineCoordinator.start(folder(), DeviceMap.fromJson(Files.readString(map)),
                     o); DispatchedModel<ChatGLMLanguageModel> first = c.loadModel(DispatchOptions.builder().build())) {
                 PipelineProcessesTest.assertSameGeneration(whole, first.model(), request, "before any fault");
 
-                // Killed: the next request fails as a whole, quickly.
+                // Killed: the request under way fails as a whole, quickly; so does the next one while the worker
+                // is still away (it tries to form the group again for at most a step's time).
                 worker.destroyForcibly();
                 assertThat(worker.waitFor(10, TimeUnit.SECONDS)).isTrue();
                 assertUnavailableInTime(() -> new Generator(first.model()).generate(request));
+                assertUnavailableInTime(() -> new Generator(first.model()).generate(request));
 
-                // Back: a new worker process; the next request forms the group again and is answered right.
-                Process second = workers.start(port, 1, 2, folder(), map, 120, STEP.toSecondsPart());
+                // Back: a new worker process; the coordinator forms the group again and answers right.
+                Process second = workers.start(port, 1, 2, folder(), map, 120, (int) STEP.toSeconds());
+                c.reform();
                 PipelineProcessesTest.assertSameGeneration(whole, first.model(), request, "after a restart");
 
                 // Hung (stopped, its sockets open): the request fails within the step timeout.
                 Workers.signal(second, "STOP");
                 assertUnavailableInTime(() -> new Generator(first.model()).generate(request));
-                // Continued: it finds its group gone and joins the next generation.
+                // Continued: the next group's forming closes the old one, and the worker joins the new generation.
                 Workers.signal(second, "CONT");
+                c.reform();
                 PipelineProcessesTest.assertSameGeneration(whole, first.model(), request, "after a hang");
 
                 c.shutdownWorkers();
@@ -98,30 +129,18 @@ class PipelineFaultsTest {
 
     @Test
     void anotherCheckpointWorldSizeOrVersionIsRefusedAtJoin() throws Exception {
-        Path other = ReferenceTree.models().resolve("chatglm3-6b-tiny-bf16");
-        int layers = PipelineTestSupport.wholeModel(folder()).config().numLayers();
-        Path map = PipelineTestSupport.hostMap(folder(), PipelineProcessesTest.spans(layers, 2), tmp);
-        int[] ports = {Workers.freePort(), Workers.freePort(), Workers.freePort()};
-        try (Workers workers = new Workers(tmp)) {
-            // All three start at once (their JVMs load in parallel); each meets a coordinator of its own.
-            Process checkpoint = workers.start(ports[0], 1, 2, other, map, 120, 10);
-            Process world = workers.start(ports[1], 1, 3, folder(), map, 120, 10);
-            Process version = workers.start(ports[2], 1, 2, folder(), map, 120, 10,
-                    "-Dbigmodel.pipeline.version=protocol-1/0.0.0-other");
-            String[] reasons = {"different checkpoint", "world size 3", "version protocol-1/0.0.0-other"};
-            Process[] processes = {checkpoint, world, version};
-            for (int i = 0; i < 3; i++) {
-                PipelineCoordinator.Options o = PipelineCoordinator.Options.of("127.0.0.1", ports[i])
-                        .withTimeouts(Duration.ofSeconds(120), STEP);
-                String reason = reasons[i];
-                assertThatThrownBy(() -> PipelineCoordinator.start(folder(), DeviceMap.fromJson(Files.readString(map)),
-                        o)).isInstanceOfSatisfying(PipelineException.class,
-                                e -> assertThat(e.kind()).isEqualTo(PipelineException.Kind.REFUSED))
-                        .hasMessageContaining("rank 1 refused").hasMessageContaining(reason);
-                assertThat(processes[i].waitFor(30, TimeUnit.SECONDS)).isTrue();
-                assertThat(processes[i].exitValue()).as(workers.log(i)).isEqualTo(WorkerProcess.REFUSED);
-                assertThat(workers.log(i)).contains("refused").contains(reason);
-            }
+        String[] reasons = {"different checkpoint", "world size 3", "version protocol-1/0.0.0-other"};
+        for (int i = 1; i <= 3; i++) {
+            PipelineCoordinator.Options o = PipelineCoordinator.Options.of("127.0.0.1", PORTS[i])
+                    .withTimeouts(Duration.ofSeconds(120), STEP);
+            String reason = reasons[i - 1];
+            assertThatThrownBy(() -> PipelineCoordinator.start(folder(), DeviceMap.fromJson(Files.readString(map)), o))
+                    .isInstanceOfSatisfying(PipelineException.class,
+                            e -> assertThat(e.kind()).isEqualTo(PipelineException.Kind.REFUSED))
+                    .hasMessageContaining("rank 1 refused").hasMessageContaining(reason);
+            assertThat(STARTED[i].waitFor(30, TimeUnit.SECONDS)).isTrue();
+            assertThat(STARTED[i].exitValue()).as(workers.log(i)).isEqualTo(WorkerProcess.REFUSED);
+            assertThat(workers.log(i)).contains("refused").contains(reason);
         }
     }
 }

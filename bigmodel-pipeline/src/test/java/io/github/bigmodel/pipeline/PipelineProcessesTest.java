@@ -123,6 +123,7 @@ class PipelineProcessesTest {
         JsonNode expected = JSON.readTree(folder.resolve("expected.json").toFile());
         int forwards = 0;
         int greedy = 0;
+        List<GenerationRequest> requests = new ArrayList<>();
         for (JsonNode c : expected.get("cases")) {
             String what = folder.getFileName() + " " + c.get("name").asText();
             switch (c.get("kind").asText()) {
@@ -140,6 +141,7 @@ class PipelineProcessesTest {
                             .maxNewTokens(c.get("max_new_tokens").asInt()).stopAtEos(false).keepStepScores(true)
                             .build();
                     assertSameGeneration(whole, first, request, what);
+                    requests.add(request);
                     greedy++;
                 }
                 default -> {
@@ -149,6 +151,45 @@ class PipelineProcessesTest {
         }
         assertThat(forwards).as("forward cases").isPositive();
         assertThat(greedy).as("greedy cases").isPositive();
+        assertInterleavedSessions(folder, whole, first, requests);
+    }
+
+    /** Sessions stepped in turn (each step of one between two of the others) give each one's own answer. */
+    static void assertInterleavedSessions(Path folder, ChatGLMLanguageModel whole, ChatGLMLanguageModel first,
+            List<GenerationRequest> requests) {
+        assertThat(requests).as("greedy requests to interleave").hasSizeGreaterThan(1);
+        List<GenerationResult> want = new ArrayList<>();
+        for (GenerationRequest r : requests) {
+            want.add(new Generator(whole).generate(r));
+        }
+        List<Generator.Session> sessions = new ArrayList<>();
+        Generator generator = new Generator(first);
+        try {
+            for (GenerationRequest r : requests) {
+                sessions.add(generator.start(r));
+            }
+            boolean running = true;
+            while (running) {
+                running = false;
+                for (Generator.Session session : sessions) {
+                    if (!session.isFinished()) {
+                        session.step();
+                        running = true;
+                    }
+                }
+            }
+            for (int i = 0; i < sessions.size(); i++) {
+                GenerationResult got = sessions.get(i).result();
+                String what = folder.getFileName() + " interleaved session " + i;
+                assertThat(got.newIds()).as(what + " ids").isDeepEqualTo(want.get(i).newIds());
+                for (int step = 0; step < got.stepScores().length; step++) {
+                    assertThat(Arrays.equals(got.stepScores()[step][0], want.get(i).stepScores()[step][0]))
+                            .as(what + " step " + step + " logits bit-identical").isTrue();
+                }
+            }
+        } finally {
+            sessions.forEach(Generator.Session::close);
+        }
     }
 
     static void assertSameGeneration(ChatGLMLanguageModel whole, ChatGLMLanguageModel first,
