@@ -35,7 +35,7 @@ import org.slf4j.LoggerFactory;
  * DeviceMap map = DeviceMap.fromJson(Files.readString(Path.of("pipeline.json")));
  * try (PipelineCoordinator c = PipelineCoordinator.start(dir, map, PipelineCoordinator.Options.of("0.0.0.0", 29500));
  *      ChatGLM glm = c.loadChat(DispatchOptions.builder().build(), 0, 0)) {
- *     System.out.println(glm.chat(List.of(ChatMessage.user("Hello"))).text());
+ *     System.out.println(glm.chat("Hello", List.of()).text());
  * }
  * }</pre>
  *
