@@ -270,6 +270,29 @@ class HostPlannerTest {
     }
 
     @Test
+    void eachHostReservesTheCacheOfItsOwnBlocksOnly() {
+        Module model = glm6b(false);
+        long front = bytes(model, "transformer.word_embeddings") + bytes(model, "transformer.rotary_pos_emb");
+        long block = bytes(model, layer(0));
+        long cache = 1000;
+        long workspace = 300;
+        MemoryReservation.Builder r = MemoryReservation.builder("test cache").workspace(workspace);
+        for (int i = 0; i < LAYERS; i++) {
+            r.module(layer(i), cache);
+        }
+        // Exactly four blocks with their caches and one workspace: a host counting every block's cache (12) would
+        // hold fewer, one counting none would hold a fifth.
+        PipelinePlan p = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
+                options("a=cpu:" + (front + 4 * (block + cache) + workspace + block / 2), "b=cpu:1GiB")
+                        .reservation(r.build()).build());
+        assertThat(p.stage("a").last()).isEqualTo(layer(3));
+        DeviceMemory a = p.stage("a").plan().memory().get(Device.CPU);
+        assertThat(a.reservedBytes()).isEqualTo(4 * cache);
+        assertThat(a.workspaceBytes()).isEqualTo(workspace);
+        assertThat(p.stage("b").plan().memory().get(Device.CPU).reservedBytes()).isEqualTo((LAYERS - 4) * cache);
+    }
+
+    @Test
     void aThousandLayersSplitOverThreeHostsByTheirBudgets() {
         Module model = new Module("Seed");
         ModuleList<Linear> layers = model.registerModule("layers", new ModuleList<>());
