@@ -85,7 +85,8 @@ final class HostPlanner {
                 String h = names.get(i);
                 int start = extendBackward(h, from, to);
                 if (start == to) {
-                    warnings.add(emptyHostWarning(h, to - 1));
+                    warnings.add(to == from ? "Host " + h + " holds nothing: the other hosts hold the whole model"
+                            : emptyHostWarning(h, to - 1));
                 }
                 after.put(h, new int[] {start, to});
                 to = start;

@@ -239,6 +239,13 @@ class HostPlannerTest {
         assertThat(b.deviceMap().asMap()).containsValue(Device.DISK);
         assertThat(b.memory().get(Device.CPU).weightBytes()).isLessThanOrEqualTo(2.0 * block);
         assertThat(p.deviceMap().placements().get(layer(10))).isEqualTo(HostDevice.parse("b/disk"));
+        // A host after the disk host too small for the model's last unit gets nothing; the disk host takes all.
+        PipelinePlan first = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
+                options("a=cpu:" + 3 * block + ",disk", "b=cpu:100").build());
+        assertThat(first.stage("b").isEmpty()).isTrue();
+        assertThat(first.warnings()).singleElement().asString().contains("Host b holds nothing").contains("'lm_head'");
+        assertThat(first.stage("a").modules()).hasSize(HostPlanner.units(model, List.of("GLMBlock")).size());
+        assertThat(first.deviceMap().asMap()).containsValue(Device.DISK);
         // A model that fits in memory leaves the disk unused, the hosts filled in order.
         PipelinePlan roomy = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
                 options("a=cpu:1GiB,disk", "b=cpu:1GiB").build());
