@@ -142,7 +142,7 @@ final class PlanCommand implements Callable<Integer> {
             PipelinePlan pipeline = DeviceMapPlanner.planHosts(model, Strategy.parse(strategy), options);
             PrintWriter out = spec.commandLine().getOut();
             if (json) {
-                printPipelineJson(out, model, pipeline, contextOptions.given());
+                printPipelineJson(out, pipeline, contextOptions.given());
             } else {
                 printPipeline(out, family, sizing.describe(), model, pipeline, reservation, contextOptions.given());
             }
@@ -243,8 +243,8 @@ final class PlanCommand implements Callable<Integer> {
      * and last, weights and the figures of a one-machine plan ({@code max_memory}, {@code device_bytes}, with
      * {@code --context} also {@code device_memory}).
      */
-    private static void printPipelineJson(PrintWriter out, ChatGLMLanguageModel model, PipelinePlan pipeline,
-            boolean withMemory) throws Exception {
+    private static void printPipelineJson(PrintWriter out, PipelinePlan pipeline, boolean withMemory)
+            throws Exception {
         ObjectMapper mapper = new ObjectMapper();
         ObjectNode root = mapper.createObjectNode();
         ObjectNode dm = root.putObject("device_map");

@@ -40,6 +40,8 @@ class DeviceTest {
         assertThat(Device.CPU.isRemote()).isFalse();
         assertThatThrownBy(() -> Tensors.toTorch(Device.REMOTE)).isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("another pipeline stage");
+        assertThatThrownBy(() -> Tensors.toTorch(null)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("No device to run on");
     }
 
     @Test

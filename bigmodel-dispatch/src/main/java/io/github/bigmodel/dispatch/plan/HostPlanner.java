@@ -36,6 +36,8 @@ final class HostPlanner {
     private final Map<String, DevicePlan> trials = new HashMap<>();
     /** 1: executing memory only; 2: CPU offload next to GPUs too (and disk for the disk host, see {@link #run}). */
     private int round = 1;
+    /** Sizes of the whole model for messages, at the last host's main device precision; made when first needed. */
+    private ModuleSizes unitSizes;
 
     private HostPlanner(Module model, Strategy strategy, PlanOptions options) {
         this.model = model;
@@ -85,7 +87,8 @@ final class HostPlanner {
                 String h = names.get(i);
                 int start = extendBackward(h, from, to);
                 if (start == to) {
-                    warnings.add(emptyHostWarning(h, to - 1));
+                    warnings.add(to == from ? "Host " + h + " holds nothing: the other hosts hold the whole model"
+                            : emptyHostWarning(h, to - 1));
                 }
                 after.put(h, new int[] {start, to});
                 to = start;
@@ -278,8 +281,6 @@ final class HostPlanner {
         });
         return b.build();
     }
-
-    private ModuleSizes unitSizes;
 
     private ModuleSizes unitSizes() {
         if (unitSizes == null) {

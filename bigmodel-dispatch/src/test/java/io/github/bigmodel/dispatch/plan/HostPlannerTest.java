@@ -239,6 +239,13 @@ class HostPlannerTest {
         assertThat(b.deviceMap().asMap()).containsValue(Device.DISK);
         assertThat(b.memory().get(Device.CPU).weightBytes()).isLessThanOrEqualTo(2.0 * block);
         assertThat(p.deviceMap().placements().get(layer(10))).isEqualTo(HostDevice.parse("b/disk"));
+        // A host after the disk host too small for the model's last unit gets nothing; the disk host takes all.
+        PipelinePlan first = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
+                options("a=cpu:" + 3 * block + ",disk", "b=cpu:100").build());
+        assertThat(first.stage("b").isEmpty()).isTrue();
+        assertThat(first.warnings()).singleElement().asString().contains("Host b holds nothing").contains("'lm_head'");
+        assertThat(first.stage("a").modules()).hasSize(HostPlanner.units(model, List.of("GLMBlock")).size());
+        assertThat(first.deviceMap().asMap()).containsValue(Device.DISK);
         // A model that fits in memory leaves the disk unused, the hosts filled in order.
         PipelinePlan roomy = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
                 options("a=cpu:1GiB,disk", "b=cpu:1GiB").build());
@@ -267,6 +274,29 @@ class HostPlannerTest {
         // On one host the tie keeps both ends together, as the one-machine planner does.
         PipelinePlan one = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL, options("solo=cpu:1GiB").build());
         assertThat(one.deviceMap().toJson()).isEqualTo("{\"\":\"solo/cpu\"}");
+    }
+
+    @Test
+    void eachHostReservesTheCacheOfItsOwnBlocksOnly() {
+        Module model = glm6b(false);
+        long front = bytes(model, "transformer.word_embeddings") + bytes(model, "transformer.rotary_pos_emb");
+        long block = bytes(model, layer(0));
+        long cache = 1000;
+        long workspace = 300;
+        MemoryReservation.Builder r = MemoryReservation.builder("test cache").workspace(workspace);
+        for (int i = 0; i < LAYERS; i++) {
+            r.module(layer(i), cache);
+        }
+        // Exactly four blocks with their caches and one workspace: a host counting every block's cache (12) would
+        // hold fewer, one counting none would hold a fifth.
+        PipelinePlan p = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL,
+                options("a=cpu:" + (front + 4 * (block + cache) + workspace + block / 2), "b=cpu:1GiB")
+                        .reservation(r.build()).build());
+        assertThat(p.stage("a").last()).isEqualTo(layer(3));
+        DeviceMemory a = p.stage("a").plan().memory().get(Device.CPU);
+        assertThat(a.reservedBytes()).isEqualTo(4 * cache);
+        assertThat(a.workspaceBytes()).isEqualTo(workspace);
+        assertThat(p.stage("b").plan().memory().get(Device.CPU).reservedBytes()).isEqualTo((LAYERS - 4) * cache);
     }
 
     @Test
