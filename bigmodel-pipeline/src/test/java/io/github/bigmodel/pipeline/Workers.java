@@ -46,6 +46,10 @@ final class Workers implements AutoCloseable {
         // The same intra-op threads as this JVM: a reduction split differently would round differently.
         cmd.add("-D" + NativeRuntime.THREADS + "=" + NativeRuntime.threads());
         cmd.add("-Dorg.slf4j.simpleLogger.defaultLogLevel=info");
+        // The same matmul kernels as this JVM (core.kernel.HalfGemv rounds bf16/fp16 decode steps its own way).
+        if (ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent()) {
+            cmd.addAll(List.of("--add-modules", "jdk.incubator.vector"));
+        }
         cmd.addAll(List.of(jvmArgs));
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));
