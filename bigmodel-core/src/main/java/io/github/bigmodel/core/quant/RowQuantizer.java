@@ -11,7 +11,6 @@ import java.util.concurrent.ForkJoinPool;
 import java.util.concurrent.RecursiveAction;
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * THUDM's per-row quantization of a CPU weight, computed in one read of the weight's bytes straight into the codes
@@ -43,8 +42,9 @@ final class RowQuantizer {
         if (!Tensors.deviceOf(weight).isCpu()) {
             return false;
         }
-        ScalarType t = weight.scalar_type();
-        return t == ScalarType.Float || t == ScalarType.BFloat16 || t == ScalarType.Half;
+        // By DType: the enum constants libtorch hands back are not always the same objects as ScalarType's.
+        DType t = DType.of(weight.scalar_type());
+        return t == DType.FLOAT32 || t == DType.BFLOAT16 || t == DType.FLOAT16;
     }
 
     /**
@@ -151,8 +151,9 @@ final class RowQuantizer {
 
         /** {@code bytes} bytes at {@code offset} from {@code base}, in native order (a view, no copy). */
         private static ByteBuffer buffer(BytePointer base, long offset, long bytes) {
-            // A new pointer per call: position and limit are per object, and several threads read one base.
-            return new BytePointer(base).position(offset).limit(offset + bytes).asByteBuffer()
+            // A new pointer per call: position and limit are per object, and several threads read one base. The
+            // buffer JavaCPP makes starts at the base with its position at the offset: slice() starts it there.
+            return new BytePointer(base).position(offset).limit(offset + bytes).asByteBuffer().slice()
                     .order(ByteOrder.nativeOrder());
         }
 

@@ -52,9 +52,12 @@ class RowQuantizerTest {
         try (PointerScope scope = new PointerScope()) {
             for (ScalarType stored : FLOATS) {
                 Tensor w = edgeWeight(67, 96, 5).to(stored);
+                assertThat(RowQuantizer.accepts(w)).as("a CPU %s weight takes the CPU road", stored).isTrue();
                 for (ScalarType own : FLOATS) {
                     for (Precision p : new Precision[] {Precision.INT8, Precision.INT4}) {
-                        QuantizedWeight fast = WeightQuantizer.quantize(w, DType.of(own), p);
+                        QuantizedWeight fast = RowQuantizer.quantize(w, DType.of(own), p);
+                        QuantizedWeight front = WeightQuantizer.quantize(w, DType.of(own), p);
+                        assertThat(bytes(front.packed())).isEqualTo(bytes(fast.packed()));
                         QuantizedWeight ref = WeightQuantizer.withTorch(w, DType.of(own), p);
                         String what = stored + " as " + own + " " + p;
                         assertThat(fast.scale().scalar_type().value).as(what).isEqualTo(own.value);
@@ -75,7 +78,7 @@ class RowQuantizerTest {
             QuantizedWeight ref = WeightQuantizer.withTorch(w, DType.BFLOAT16, Precision.INT4);
             for (int threads : new int[] {1, 3}) {
                 NativeRuntime.setThreads(threads);
-                QuantizedWeight fast = WeightQuantizer.quantize(w, Precision.INT4);
+                QuantizedWeight fast = RowQuantizer.quantize(w, DType.BFLOAT16, Precision.INT4);
                 assertThat(bytes(fast.packed())).as(threads + " threads").isEqualTo(bytes(ref.packed()));
                 assertThat(bytes(fast.scale())).isEqualTo(bytes(ref.scale()));
             }
