@@ -114,6 +114,20 @@ public final class QuantKernels {
     }
 
     /**
+     * {@link #int4ToCpuTiles} of THUDM-packed int4 bytes {@code [N, K/2]}, unpacked straight into the operator's
+     * unsigned int32 input in one pass (loading a model converts every int4 weight: a chain of whole-tensor integer
+     * ops took ten times longer).
+     */
+    public static Tensor int4PackedToCpuTiles(Tensor packed) {
+        Tensor out;
+        try (PointerScope scope = new PointerScope()) {
+            out = call(INT4_CONVERT, new IValue(RowQuantizer.unsignedInt4(packed)), new IValue(2L));
+            out.retainReference();
+        }
+        return Scopes.handOut(out);
+    }
+
+    /**
      * The scale-and-zero table {@code [K/group, N, 2]} of the CPU int4 kernel for per-row {@code scales [N]}:
      * every group of a row repeats the row's scale, and zero points are 0 because the codes are symmetric.
      */

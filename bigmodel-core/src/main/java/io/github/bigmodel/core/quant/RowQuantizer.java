@@ -61,22 +61,65 @@ final class RowQuantizer {
         Tensor packed = Tensors.empty(DType.INT8, Device.CPU, rows, storedCols);
         Tensor scale = Tensors.empty(own, Device.CPU, rows);
         Job job = new Job(src, packed, scale, DType.of(src.scalar_type()), own, precision, cols);
+        forRows(rows, job::rows);
+        return new QuantizedWeight(packed, scale, precision, cols);
+    }
+
+    /**
+     * The codes of THUDM-packed int4 bytes {@code [out, in/2]} as int32 {@code [out, in]} stored unsigned
+     * ({@code code + 8}, in {@code [0, 15]}): what libtorch's CPU int4 packing operator reads, in one pass on the
+     * intra-op threads instead of a chain of whole-tensor integer ops. Runs inside the caller's pointer scope.
+     */
+    static Tensor unsignedInt4(Tensor packed) {
+        long[] shape = Tensors.shape(packed);
+        long rows = shape[0];
+        long half = shape[1];
+        Tensor src = packed.is_contiguous() ? packed : packed.contiguous();
+        Tensor out = Tensors.empty(DType.INT32, Device.CPU, rows, half * 2);
+        BytePointer in = new BytePointer(src.data_ptr());
+        BytePointer to = new BytePointer(out.data_ptr());
+        RowRange unpack = (r0, r1) -> {
+            int n = Math.toIntExact(half);
+            byte[] bytes = new byte[n];
+            int[] codes = new int[2 * n];
+            for (long r = r0; r < r1; r++) {
+                Job.buffer(in, r * half, half).get(bytes);
+                for (int j = 0; j < n; j++) {
+                    int b = bytes[j];
+                    // high nibble first; flipping the sign bit of a 4-bit two's complement value adds 8
+                    codes[2 * j] = ((b >>> 4) & 0xf) ^ 8;
+                    codes[2 * j + 1] = (b & 0xf) ^ 8;
+                }
+                Job.buffer(to, r * half * 8, half * 8).asIntBuffer().put(codes);
+            }
+        };
+        forRows(rows, unpack);
+        return out;
+    }
+
+    /** Work on a range of rows {@code [r0, r1)}. */
+    @FunctionalInterface
+    private interface RowRange {
+        void rows(long r0, long r1);
+    }
+
+    /** Runs {@code work} over {@code rows} rows in tasks of {@link #ROWS_PER_TASK} on the intra-op threads. */
+    private static void forRows(long rows, RowRange work) {
         int threads = Math.max(1, NativeRuntime.threads());
         long tasks = (rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
         if (threads == 1 || tasks == 1) {
-            job.rows(0, rows);
-        } else {
-            try {
-                pool(threads).submit(new Rows(job, 0, tasks)).get();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException("Interrupted while quantizing a weight", e);
-            } catch (ExecutionException e) {
-                throw e.getCause() instanceof RuntimeException ? (RuntimeException) e.getCause()
-                        : new IllegalStateException("Quantizing a weight failed", e.getCause());
-            }
+            work.rows(0, rows);
+            return;
         }
-        return new QuantizedWeight(packed, scale, precision, cols);
+        try {
+            pool(threads).submit(new Rows(work, rows, 0, tasks)).get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("Interrupted while converting a weight", e);
+        } catch (ExecutionException e) {
+            throw e.getCause() instanceof RuntimeException ? (RuntimeException) e.getCause()
+                    : new IllegalStateException("Converting a weight failed", e.getCause());
+        }
     }
 
     private static ForkJoinPool pool;
@@ -101,12 +144,14 @@ final class RowQuantizer {
     /** Splits task indexes {@code [from, to)} in halves down to one task of {@link #ROWS_PER_TASK} rows. */
     private static final class Rows extends RecursiveAction {
         private static final long serialVersionUID = 1L;
-        private final transient Job job;
+        private final transient RowRange work;
+        private final long rowCount;
         private final long from;
         private final long to;
 
-        Rows(Job job, long from, long to) {
-            this.job = job;
+        Rows(RowRange work, long rowCount, long from, long to) {
+            this.work = work;
+            this.rowCount = rowCount;
             this.from = from;
             this.to = to;
         }
@@ -115,11 +160,11 @@ final class RowQuantizer {
         protected void compute() {
             if (to - from == 1) {
                 long r0 = from * ROWS_PER_TASK;
-                job.rows(r0, Math.min(job.rowCount, r0 + ROWS_PER_TASK));
+                work.rows(r0, Math.min(rowCount, r0 + ROWS_PER_TASK));
                 return;
             }
             long mid = (from + to) >>> 1;
-            invokeAll(new Rows(job, from, mid), new Rows(job, mid, to));
+            invokeAll(new Rows(work, rowCount, from, mid), new Rows(work, rowCount, mid, to));
         }
     }
 
@@ -133,7 +178,6 @@ final class RowQuantizer {
         private final DType own;
         private final Precision precision;
         private final long cols;
-        private final long rowCount;
         private final float max;
 
         Job(Tensor src, Tensor packed, Tensor scale, DType stored, DType own, Precision precision, long cols) {
@@ -145,12 +189,11 @@ final class RowQuantizer {
             this.own = own;
             this.precision = precision;
             this.cols = cols;
-            this.rowCount = src.size(0);
             this.max = precision.maxQuantized();
         }
 
         /** {@code bytes} bytes at {@code offset} from {@code base}, in native order (a view, no copy). */
-        private static ByteBuffer buffer(BytePointer base, long offset, long bytes) {
+        static ByteBuffer buffer(BytePointer base, long offset, long bytes) {
             // A new pointer per call: position and limit are per object, and several threads read one base. The
             // buffer JavaCPP makes starts at the base with its position at the offset: slice() starts it there.
             return new BytePointer(base).position(offset).limit(offset + bytes).asByteBuffer().slice()

@@ -88,6 +88,27 @@ class RowQuantizerTest {
     }
 
     @Test
+    void packedInt4UnpacksToTheCpuKernelsInputAndTiles() {
+        int before = NativeRuntime.threads();
+        try (PointerScope scope = new PointerScope()) {
+            QuantizedWeight q = RowQuantizer.quantize(edgeWeight(208, 128, 13), DType.FLOAT32, Precision.INT4);
+            Tensor want = WeightQuantizer.unpackInt4(q.packed()).to(ScalarType.Int).add(new Scalar(8));
+            for (int threads : new int[] {1, 2}) {
+                NativeRuntime.setThreads(threads);
+                Tensor got = RowQuantizer.unsignedInt4(q.packed());
+                assertThat(got.scalar_type().value).isEqualTo(ScalarType.Int.value);
+                assertThat(torch.equal(got, want)).as(threads + " threads").isTrue();
+                if (QuantKernels.hasInt4Cpu()) {
+                    assertThat(bytes(QuantKernels.int4PackedToCpuTiles(q.packed())))
+                            .isEqualTo(bytes(QuantKernels.int4ToCpuTiles(WeightQuantizer.unpackInt4(q.packed()))));
+                }
+            }
+        } finally {
+            NativeRuntime.setThreads(before);
+        }
+    }
+
+    @Test
     void sixteenBitRoundingIsLibtorchsOnBoundaries() {
         try (PointerScope scope = new PointerScope()) {
             // float32 values around every 16-bit float's neighbours: the value, the midpoints and one ulp off
