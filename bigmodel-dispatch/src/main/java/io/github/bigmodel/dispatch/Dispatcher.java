@@ -501,7 +501,7 @@ final class Dispatcher {
             for (Placement p : ordered) {
                 keepsCheckpoint |= p.inPlace;
                 if (isQuantizedWeight(p)) {
-                    placeQuantized(p, checkpoint, out);
+                    placeQuantized(p, checkpoint, out, options);
                 } else {
                     placeFromCheckpoint(p, checkpoint, options, out);
                 }
@@ -606,14 +606,17 @@ final class Dispatcher {
      * weight, by the one road ({@link WeightConversion#convert}): quantized from a float checkpoint tensor, taken
      * as stored from a quantized checkpoint of the same precision, or re-quantized from other codes.
      */
-    private static QuantizedWeight quantizedFromCheckpoint(Placement p, Checkpoint checkpoint, Device device) {
+    private static QuantizedWeight quantizedFromCheckpoint(Placement p, Checkpoint checkpoint, Device device,
+            boolean share) {
         QuantizedLinear q = p.quantized;
         QuantizedWeight made;
         try (PointerScope scope = new PointerScope()) {
             Tensor src = checkpoint.load(p.checkpointName);
             Tensor scale = p.storedQuantized ? checkpoint.load(p.scale.checkpointName) : null;
-            made = WeightConversion.convert(src, scale, WeightConversion.Target.linearWeight(q.precision(),
-                    q.weightScale().dtype(), q.outFeatures(), q.inFeatures(), device)).quantized();
+            WeightConversion.Target target = WeightConversion.Target.linearWeight(q.precision(),
+                    q.weightScale().dtype(), q.outFeatures(), q.inFeatures(), device);
+            // Codes taken as stored stay views of the mapped checkpoint when sharing is allowed.
+            made = WeightConversion.convert(src, scale, share ? target.sharingStorage() : target).quantized();
             // The caller owns the result, whatever scope it runs in (an offload store's writer may open one).
             made.packed().retainReference();
             made.scale().retainReference();
@@ -627,18 +630,19 @@ final class Dispatcher {
      * codes {@code [out, in]} or packed {@code [out, in/2]}, scales in the float type), which the hook converts to
      * the layout of the execution device for each forward. For a reused offload folder nothing is quantized.
      */
-    private static void placeQuantized(Placement p, Checkpoint checkpoint, Placed out) {
+    private static void placeQuantized(Placement p, Checkpoint checkpoint, Placed out, DispatchOptions options) {
         QuantizedLinear q = p.quantized;
         Placement s = p.scale;
+        boolean share = p.placed.isCpu() && options.offloadStateDict();
         if (!p.offloaded) {
-            q.setQuantized(quantizedFromCheckpoint(p, checkpoint, p.placed));
+            q.setQuantized(quantizedFromCheckpoint(p, checkpoint, p.placed, share));
             return;
         }
         if (p.placed.isDisk()) {
             QuantizedWeight[] memo = new QuantizedWeight[1];
             Supplier<QuantizedWeight> lazy = () -> {
                 if (memo[0] == null) {
-                    memo[0] = quantizedFromCheckpoint(p, checkpoint, Device.CPU);
+                    memo[0] = quantizedFromCheckpoint(p, checkpoint, Device.CPU, false);
                 }
                 return memo[0];
             };
@@ -654,7 +658,7 @@ final class Dispatcher {
                 }
             }
         } else {
-            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint, Device.CPU);
+            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint, Device.CPU, share);
             out.sources.put(p.parameter, WeightSource.of(made.packed()));
             out.sources.put(s.parameter, WeightSource.of(made.scale()));
             out.resources.add(made);
