@@ -103,6 +103,13 @@ class RowQuantizerTest {
                             .isEqualTo(bytes(QuantKernels.int4ToCpuTiles(WeightQuantizer.unpackInt4(q.packed()))));
                 }
             }
+            if (QuantKernels.hasInt4Cpu()) {
+                // more rows than one conversion chunk, and a last chunk that is not full: the chunks' tiles are
+                // the whole weight's
+                QuantizedWeight tall = RowQuantizer.quantize(edgeWeight(2112, 64, 17), DType.BFLOAT16, Precision.INT4);
+                assertThat(bytes(QuantKernels.int4PackedToCpuTiles(tall.packed())))
+                        .isEqualTo(bytes(QuantKernels.int4ToCpuTiles(WeightQuantizer.unpackInt4(tall.packed()))));
+            }
         } finally {
             NativeRuntime.setThreads(before);
         }
