@@ -22,7 +22,7 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "bigmodel", mixinStandardHelpOptions = true, versionProvider = BigModelCli.Version.class,
         description = "Run language models bigger than any one device.",
-        subcommands = {PlanCommand.class, ChatCommand.class, ServeCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class,
+        subcommands = {PlanCommand.class, ChatCommand.class, ServeCommand.class, WorkerCommand.class, GenerateCommand.class, TokenizeCommand.class, InspectCommand.class,
                 ConvertCommand.class, DemoCommand.class,
                 MakeTinyCommand.class,
                 CommandLine.HelpCommand.class})

@@ -60,6 +60,9 @@ final class ChatCommand implements Callable<Integer> {
     @Mixin
     ContextOptions contextOptions;
 
+    @Mixin
+    PipelineOptions pipelineOptions;
+
     @Spec
     CommandSpec spec;
 
@@ -81,12 +84,22 @@ final class ChatCommand implements Callable<Integer> {
         }
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         ChatGLM loaded;
+        AutoCloseable pipeline = null;
         try (LoadProgress progress = LoadProgress.of(spec.commandLine().getErr(),
                 ProgressBars.enabled(modelOptions.progress, false), model)) {
-            loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress), contextOptions.contextOrZero(),
-                    contextOptions.batchOrZero());
+            if (pipelineOptions.given()) {
+                // Rank 0 of a pipeline: waits for the workers, then loads the first host's stage.
+                PipelineOptions.Coordinated c = pipelineOptions.start(spec.commandLine(), model,
+                        modelOptions.deviceMap, modelOptions.toDispatchOptions(progress),
+                        contextOptions.contextOrZero(), contextOptions.batchOrZero());
+                loaded = c.chat();
+                pipeline = c.coordinator();
+            } else {
+                loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress), contextOptions.contextOrZero(),
+                        contextOptions.batchOrZero());
+            }
         }
-        try (ChatGLM glm = loaded) {
+        try (AutoCloseable coordinator = pipeline; ChatGLM glm = loaded) {
             Interrupts.onCtrlC(this::interrupt);
             return converse(glm, in, out);
         }

@@ -13,6 +13,9 @@ import io.github.bigmodel.dispatch.StoredPrecisions;
 import io.github.bigmodel.dispatch.plan.DeviceInventory;
 import io.github.bigmodel.dispatch.plan.DeviceMapPlanner;
 import io.github.bigmodel.dispatch.plan.DevicePlan;
+import io.github.bigmodel.dispatch.plan.HostBudgets;
+import io.github.bigmodel.dispatch.plan.PipelinePlan;
+import io.github.bigmodel.dispatch.plan.Strategy;
 import io.github.bigmodel.dispatch.plan.MaxMemory;
 import io.github.bigmodel.dispatch.plan.PlanOptions;
 import io.github.bigmodel.safetensors.Checkpoint;
@@ -43,6 +46,7 @@ import picocli.CommandLine.Spec;
  * bigmodel plan --preset chatglm3-6b --dtype float16 --max-memory "0=10GiB,cpu=30GiB"
  * bigmodel plan --model path/to/chatglm2-6b --strategy sequential --json
  * bigmodel plan --preset chatglm3-6b --max-memory "0=10GiB,cpu=64GiB" --context 8192 --batch 1
+ * bigmodel plan --preset chatglm-6b --host box-a=cuda:0:6GiB,cpu:8GiB --host box-b=cpu:16GiB
  * </pre>
  */
 @Command(name = "plan", description = "Plan a device map without loading weights.")
@@ -77,6 +81,13 @@ final class PlanCommand implements Callable<Integer> {
                     + "disk). Default: this machine's free GPU memory and available RAM.")
     String maxMemory;
 
+    @Option(names = "--host", paramLabel = "NAME=BUDGETS",
+            description = "A host of a pipeline, repeated once per host in pipeline order: NAME=DEVICE:SIZE,... with "
+                    + "devices cuda:N (or N) and cpu, and 'disk' to let the host offload to its disk, e.g. "
+                    + "box-a=cuda:0:6GiB,cpu:8GiB. Each host gets a run of consecutive whole blocks; replaces "
+                    + "--max-memory.")
+    List<String> hosts;
+
     @Option(names = "--no-split-module-classes", paramLabel = "CLASS", split = ",",
             description = "Module classes never split across devices (default: the model's own).")
     List<String> noSplitModuleClasses;
@@ -107,7 +118,16 @@ final class PlanCommand implements Callable<Integer> {
         if (source.model != null) {
             planStored(model, source.model, sizing.floatDtype());
         }
-        MaxMemory budget = maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
+        HostBudgets hostBudgets = null;
+        if (hosts != null) {
+            if (maxMemory != null) {
+                throw new IllegalArgumentException("--host and --max-memory exclude each other: give each host's"
+                        + " budgets in its --host (e.g. --host box-a=cuda:0:6GiB,cpu:8GiB)");
+            }
+            hostBudgets = HostBudgets.parse(hosts);
+        }
+        MaxMemory budget = hostBudgets != null ? null
+                : maxMemory == null ? MaxMemory.defaults(DeviceInventory.system()) : MaxMemory.parse(maxMemory);
         // The cache is held in the float dtype activations use (float16 when int8/int4 weights are planned).
         MemoryReservation reservation = contextOptions.reservation(spec.commandLine(), config, model.dtype());
         PlanOptions options = PlanOptions.builder()
@@ -116,19 +136,24 @@ final class PlanCommand implements Callable<Integer> {
                 .gpuPrecision(sizing.gpu())
                 .cpuPrecision(sizing.cpu())
                 .reservation(reservation)
+                .hosts(hostBudgets)
                 .build();
+        if (hostBudgets != null) {
+            PipelinePlan pipeline = DeviceMapPlanner.planHosts(model, Strategy.parse(strategy), options);
+            PrintWriter out = spec.commandLine().getOut();
+            if (json) {
+                printPipelineJson(out, pipeline, contextOptions.given());
+            } else {
+                printPipeline(out, family, sizing.describe(), model, pipeline, reservation, contextOptions.given());
+            }
+            return 0;
+        }
         // After every flag was checked: a refused command line gets its one error line only.
         CliMessages.unavailableGpus(budget, DeviceInventory.system(), spec.commandLine().getErr(),
                 "planning it as asked");
         DevicePlan plan = DeviceMapPlanner.plan(model, strategy, budget, options);
         Map<String, Device> map = plan.deviceMap().inModuleOrder(model).asMap();
-        // Weights per device at the precision of the device each module executes on: what loading holds.
-        Map<Device, Double> perDevice = new TreeMap<>();
-        for (DeviceMemory m : plan.memory().values()) {
-            if (m.weightBytes() > 0 || plan.deviceMap().devices().contains(m.device())) {
-                perDevice.put(m.device(), m.weightBytes());
-            }
-        }
+        Map<Device, Double> perDevice = weightsPerDevice(plan);
         String target = sizing.describe();
         PrintWriter out = spec.commandLine().getOut();
         if (json) {
@@ -194,11 +219,58 @@ final class PlanCommand implements Callable<Integer> {
 
     private static void printJson(PrintWriter out, Map<String, Device> map, DevicePlan plan,
             Map<Device, Double> perDevice, boolean withMemory) throws Exception {
-        MaxMemory budget = plan.budget();
         ObjectMapper mapper = new ObjectMapper();
         ObjectNode root = mapper.createObjectNode();
         ObjectNode dm = root.putObject("device_map");
         map.forEach((name, device) -> putDevice(dm, name, device));
+        putPlan(root, plan, perDevice, withMemory);
+        out.println(mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root));
+    }
+
+    /** Weights per device at the precision of the device each module executes on: what loading holds. */
+    private static Map<Device, Double> weightsPerDevice(DevicePlan plan) {
+        Map<Device, Double> perDevice = new TreeMap<>();
+        for (DeviceMemory m : plan.memory().values()) {
+            if (m.weightBytes() > 0 || plan.deviceMap().devices().contains(m.device())) {
+                perDevice.put(m.device(), m.weightBytes());
+            }
+        }
+        return perDevice;
+    }
+
+    /**
+     * The pipeline as JSON: the host-qualified {@code device_map}, then per host in pipeline order its units, first
+     * and last, weights and the figures of a one-machine plan ({@code max_memory}, {@code device_bytes}, with
+     * {@code --context} also {@code device_memory}).
+     */
+    private static void printPipelineJson(PrintWriter out, PipelinePlan pipeline, boolean withMemory)
+            throws Exception {
+        ObjectMapper mapper = new ObjectMapper();
+        ObjectNode root = mapper.createObjectNode();
+        ObjectNode dm = root.putObject("device_map");
+        pipeline.deviceMap().placements().forEach((name, p) -> dm.put(name, p.toString()));
+        com.fasterxml.jackson.databind.node.ArrayNode hostsNode = root.putArray("hosts");
+        for (PipelinePlan.Stage s : pipeline.stages()) {
+            ObjectNode h = hostsNode.addObject();
+            h.put("host", s.host());
+            com.fasterxml.jackson.databind.node.ArrayNode modules = h.putArray("modules");
+            s.modules().forEach(modules::add);
+            if (s.isEmpty()) {
+                h.putNull("first");
+                h.putNull("last");
+                h.put("weights", 0);
+                continue;
+            }
+            h.put("first", s.first());
+            h.put("last", s.last());
+            putNumber(h, "weights", s.weightBytes());
+            putPlan(h, s.plan(), weightsPerDevice(s.plan()), withMemory);
+        }
+        out.println(mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root));
+    }
+
+    private static void putPlan(ObjectNode root, DevicePlan plan, Map<Device, Double> perDevice, boolean withMemory) {
+        MaxMemory budget = plan.budget();
         ObjectNode mm = root.putObject("max_memory");
         budget.asMap().forEach((device, bytes) -> putNumber(mm, key(device), bytes));
         ObjectNode db = root.putObject("device_bytes");
@@ -218,7 +290,61 @@ final class PlanCommand implements Callable<Integer> {
                 }
             }
         }
-        out.println(mapper.writerWithDefaultPrettyPrinter().writeValueAsString(root));
+    }
+
+    /**
+     * The pipeline per host, in pipeline order: what it holds (its run of units, layer ranges collapsed) and its
+     * weights, then its devices as the one-machine table shows them (with {@code --context}, the memory columns).
+     */
+    private static void printPipeline(PrintWriter out, ChatGLMFamily family, String target,
+            ChatGLMLanguageModel model, PipelinePlan pipeline, MemoryReservation reservation, boolean withMemory) {
+        out.printf(Locale.ROOT, "model: %s, %d layers, %s; weights %s in %s%n", family.displayName(),
+                family.config().numLayers(), target, MemorySize.format(pipeline.modelSize()), target);
+        if (withMemory) {
+            out.printf(Locale.ROOT, "room for generation: %s, %s in all; workspace %s per executing device%n",
+                    reservation.description(), MemorySize.format(reservation.totalModuleBytes()),
+                    MemorySize.format(reservation.workspaceBytes()));
+        }
+        out.printf(Locale.ROOT, "pipeline: %s (%d of %d hosts hold a stage)%n",
+                String.join(" -> ", pipeline.deviceMap().hosts()), pipeline.activeStages().size(),
+                pipeline.stages().size());
+        for (PipelinePlan.Stage s : pipeline.stages()) {
+            if (s.isEmpty()) {
+                List<String> budget = new ArrayList<>();
+                s.budget().asMap().forEach((d, v) -> budget.add(d + " " + MemorySize.format(v)));
+                out.printf(Locale.ROOT, "host %s: nothing (budget %s%s)%n", s.host(), String.join(", ", budget),
+                        s.usesDisk() ? ", disk" : "");
+                continue;
+            }
+            out.printf(Locale.ROOT, "host %s: weights %s, holds %s%n", s.host(), MemorySize.format(s.weightBytes()),
+                    summarize(s.modules()));
+            DevicePlan plan = s.plan();
+            Map<Device, List<String>> byDevice = new LinkedHashMap<>();
+            plan.deviceMap().inModuleOrder(model).asMap()
+                    .forEach((name, device) -> byDevice.computeIfAbsent(device, d -> new ArrayList<>()).add(name));
+            if (withMemory) {
+                String row = "  %-8s  %11s  %11s  %11s  %11s  %11s  %11s  %s%n";
+                out.printf(Locale.ROOT, row, "device", "budget", "weights", "KV cache", "workspace", "offload buf",
+                        "free", "modules");
+                for (DeviceMemory m : plan.memory().values()) {
+                    boolean unlimited = Double.isInfinite(m.budgetBytes());
+                    out.printf(Locale.ROOT, row, m.device(),
+                            unlimited ? "unlimited" : MemorySize.format(m.budgetBytes()),
+                            MemorySize.format(m.weightBytes()), MemorySize.format(m.reservedBytes()),
+                            MemorySize.format(m.workspaceBytes()), MemorySize.format(m.offloadBuffer()),
+                            unlimited ? "-" : MemorySize.format(m.freeBytes()),
+                            summarize(byDevice.getOrDefault(m.device(), List.of())));
+                }
+            } else {
+                out.printf(Locale.ROOT, "  %-8s  %12s  %12s  %s%n", "device", "budget", "weights", "modules");
+                for (Map.Entry<Device, Double> e : weightsPerDevice(plan).entrySet()) {
+                    Device d = e.getKey();
+                    String budget = plan.budget().contains(d) ? MemorySize.format(plan.budget().get(d)) : "unlimited";
+                    out.printf(Locale.ROOT, "  %-8s  %12s  %12s  %s%n", d, budget, MemorySize.format(e.getValue()),
+                            summarize(byDevice.getOrDefault(d, List.of())));
+                }
+            }
+        }
     }
 
     private static String key(Device device) {

@@ -67,6 +67,9 @@ final class ServeCommand implements Callable<Integer> {
     @Mixin
     ContextOptions contextOptions;
 
+    @Mixin
+    PipelineOptions pipelineOptions;
+
     @Spec
     CommandSpec spec;
 
@@ -83,12 +86,23 @@ final class ServeCommand implements Callable<Integer> {
         String key = apiKey != null ? apiKey : System.getenv("BIGMODEL_API_KEY");
         String id = modelId != null ? modelId : model.toAbsolutePath().normalize().getFileName().toString();
         ChatGLM loaded;
+        AutoCloseable pipeline = null;
         try (LoadProgress progress = LoadProgress.of(spec.commandLine().getErr(),
                 ProgressBars.enabled(modelOptions.progress, false), model)) {
-            loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress), contextOptions.contextOrZero(),
-                    contextOptions.batchOrZero());
+            if (pipelineOptions.given()) {
+                // Rank 0 of a pipeline: waits for the workers, then loads the first host's stage.
+                PipelineOptions.Coordinated c = pipelineOptions.start(spec.commandLine(), model,
+                        modelOptions.deviceMap, modelOptions.toDispatchOptions(progress),
+                        contextOptions.contextOrZero(), contextOptions.batchOrZero());
+                loaded = c.chat();
+                pipeline = c.coordinator();
+            } else {
+                loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress), contextOptions.contextOrZero(),
+                        contextOptions.batchOrZero());
+            }
         }
-        try (ChatGLM glm = loaded;
+        try (AutoCloseable coordinator = pipeline;
+             ChatGLM glm = loaded;
              OpenAiServer server = OpenAiServer.builder(glm).modelId(id).host(host).port(port)
                      .maxSessions(maxSessions).maxQueue(maxQueue).maxBodyBytes(maxBody)
                      .apiKey(key == null || key.isBlank() ? null : key)

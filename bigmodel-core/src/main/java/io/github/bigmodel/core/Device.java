@@ -5,8 +5,9 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * Where a tensor lives or a module runs: {@code cpu}, {@code cuda:N}, {@code meta} (shape only, no bytes) or
- * {@code disk} (an offload folder, read back on demand).
+ * Where a tensor lives or a module runs: {@code cpu}, {@code cuda:N}, {@code meta} (shape only, no bytes),
+ * {@code disk} (an offload folder, read back on demand) or {@code remote} (held by another process: a module of
+ * another pipeline stage, which this process neither loads nor runs).
  *
  * <p>Text and JSON follow accelerate's {@code hf_device_map}: a GPU is written as its integer index in JSON maps
  * and as {@code "cuda:N"} in text; {@code "cuda:1"}, {@code "1"} and the JSON integer {@code 1} are all accepted
@@ -20,12 +21,17 @@ import java.util.regex.Pattern;
  */
 public final class Device implements Comparable<Device> {
 
-    /** The kind of place. The declaration order is accelerate's device order: GPUs, then cpu, then disk. */
-    public enum Type { CUDA, META, CPU, DISK }
+    /**
+     * The kind of place. The declaration order is accelerate's device order: GPUs, then cpu, then disk; remote
+     * (not accelerate's) comes last.
+     */
+    public enum Type { CUDA, META, CPU, DISK, REMOTE }
 
     public static final Device CPU = new Device(Type.CPU, -1);
     public static final Device META = new Device(Type.META, -1);
     public static final Device DISK = new Device(Type.DISK, -1);
+    /** A part of the model another pipeline stage holds: its tensors stay on meta here. */
+    public static final Device REMOTE = new Device(Type.REMOTE, -1);
 
     private static final Pattern CUDA = Pattern.compile("cuda(?::(\\d{1,6}))?");
     private static final Pattern INDEX = Pattern.compile("\\d{1,6}");
@@ -47,8 +53,8 @@ public final class Device implements Comparable<Device> {
     }
 
     /**
-     * Parses {@code cpu}, {@code meta}, {@code disk}, {@code cuda} (= {@code cuda:0}), {@code cuda:N} or a bare
-     * GPU index {@code N}.
+     * Parses {@code cpu}, {@code meta}, {@code disk}, {@code remote}, {@code cuda} (= {@code cuda:0}),
+     * {@code cuda:N} or a bare GPU index {@code N}.
      *
      * @throws IllegalArgumentException naming the text when it is none of these
      */
@@ -64,6 +70,8 @@ public final class Device implements Comparable<Device> {
                 return META;
             case "disk":
                 return DISK;
+            case "remote":
+                return REMOTE;
             default:
                 break;
         }
@@ -75,7 +83,7 @@ public final class Device implements Comparable<Device> {
             return cuda(Integer.parseInt(s));
         }
         throw new IllegalArgumentException("Unknown device '" + text
-                + "': expected cpu, disk, meta, cuda, cuda:N or a GPU index N");
+                + "': expected cpu, disk, remote, meta, cuda, cuda:N or a GPU index N");
     }
 
     /** Reads a device from a JSON value of an {@code hf_device_map}: an integer GPU index or a device string. */
@@ -87,7 +95,7 @@ public final class Device implements Comparable<Device> {
             return parse((String) value);
         }
         throw new IllegalArgumentException("Unknown device " + value
-                + ": expected a GPU index or one of \"cpu\", \"disk\", \"meta\", \"cuda:N\"");
+                + ": expected a GPU index or one of \"cpu\", \"disk\", \"remote\", \"meta\", \"cuda:N\"");
     }
 
     /** The JSON value accelerate writes in {@code hf_device_map}: the integer index for a GPU, else the name. */
@@ -120,9 +128,14 @@ public final class Device implements Comparable<Device> {
         return type == Type.DISK;
     }
 
-    /** Whether libtorch can hold a tensor here (everything but {@code disk}). */
+    /** Whether this is {@code remote}: held by another pipeline stage, not by this process. */
+    public boolean isRemote() {
+        return type == Type.REMOTE;
+    }
+
+    /** Whether libtorch can hold a tensor here (everything but {@code disk} and {@code remote}). */
     public boolean isTensorDevice() {
-        return type != Type.DISK;
+        return type != Type.DISK && type != Type.REMOTE;
     }
 
     /** GPUs by index, then meta, cpu and disk: the order accelerate gives budget keys. */
@@ -151,6 +164,8 @@ public final class Device implements Comparable<Device> {
                 return "meta";
             case CPU:
                 return "cpu";
+            case REMOTE:
+                return "remote";
             default:
                 return "disk";
         }

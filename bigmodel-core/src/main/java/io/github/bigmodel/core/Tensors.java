@@ -27,8 +27,16 @@ public final class Tensors {
         // The first tensor work of the process sets libtorch's threads as NativeRuntime says (physical cores);
         // not in a static initializer, so a bad -Dbigmodel.threads is a plain IllegalArgumentException.
         NativeRuntime.applyThreads();
+        if (device == null) {
+            // A module with no weights here and no hook: not loaded, or placed remote (another pipeline stage).
+            throw new IllegalArgumentException("No device to run on: the module holds no weights in this process"
+                    + " (not loaded, or remote: held by another pipeline stage)");
+        }
         if (device.isDisk()) {
             throw new IllegalArgumentException("disk is an offload location, not a libtorch device");
+        }
+        if (device.isRemote()) {
+            throw new IllegalArgumentException("remote is held by another pipeline stage, not a libtorch device");
         }
         return new org.bytedeco.pytorch.Device(device.toString());
     }

@@ -15,6 +15,7 @@ class DeviceTest {
         assertThat(Device.parse("cpu")).isEqualTo(Device.CPU);
         assertThat(Device.parse("meta")).isEqualTo(Device.META);
         assertThat(Device.parse("disk")).isEqualTo(Device.DISK);
+        assertThat(Device.parse("remote")).isEqualTo(Device.REMOTE);
         assertThat(Device.parse("cuda")).isEqualTo(Device.cuda(0));
         assertThat(Device.parse("cuda:1")).isEqualTo(Device.cuda(1));
         assertThat(Device.parse(" 3 ")).isEqualTo(Device.cuda(3));
@@ -29,6 +30,18 @@ class DeviceTest {
         assertThat(Device.fromJsonValue(2)).isEqualTo(Device.cuda(2));
         assertThat(Device.fromJsonValue("cuda:2")).isEqualTo(Device.cuda(2));
         assertThat(Device.fromJsonValue("cpu")).isEqualTo(Device.CPU);
+        assertThat(Device.REMOTE.toJsonValue()).isEqualTo("remote");
+    }
+
+    @Test
+    void remoteHoldsNoTensorHere() {
+        assertThat(Device.REMOTE.isRemote()).isTrue();
+        assertThat(Device.REMOTE.isTensorDevice()).isFalse();
+        assertThat(Device.CPU.isRemote()).isFalse();
+        assertThatThrownBy(() -> Tensors.toTorch(Device.REMOTE)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("another pipeline stage");
+        assertThatThrownBy(() -> Tensors.toTorch(null)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("No device to run on");
     }
 
     @Test
@@ -43,8 +56,9 @@ class DeviceTest {
 
     @Test
     void ordersLikeAccelerate() {
-        List<Device> devices = new ArrayList<>(List.of(Device.DISK, Device.CPU, Device.cuda(1), Device.cuda(0)));
+        List<Device> devices = new ArrayList<>(List.of(Device.REMOTE, Device.DISK, Device.CPU, Device.cuda(1),
+                Device.cuda(0)));
         Collections.sort(devices);
-        assertThat(devices).containsExactly(Device.cuda(0), Device.cuda(1), Device.CPU, Device.DISK);
+        assertThat(devices).containsExactly(Device.cuda(0), Device.cuda(1), Device.CPU, Device.DISK, Device.REMOTE);
     }
 }

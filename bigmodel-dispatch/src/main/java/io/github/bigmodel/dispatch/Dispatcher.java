@@ -56,9 +56,9 @@ final class Dispatcher {
     private Dispatcher() {
     }
 
-    /** Where a module placed on {@code placed} computes, given the main device. */
+    /** Where a module placed on {@code placed} computes, given the main device ({@code remote}: another stage). */
     static Device executionDevice(Device placed, Device main) {
-        return placed.isCuda() ? placed : main;
+        return placed.isCuda() || placed.isRemote() ? placed : main;
     }
 
     /** Whether weights placed on {@code placed} are offloaded (brought in per forward) under this main device. */
@@ -86,6 +86,10 @@ final class Dispatcher {
      * @throws DeviceMapException naming the unknown entries, the missing GPUs or the uncovered parameters
      */
     static void validate(Module model, DeviceMap map, Device main, DeviceInventory inventory) {
+        if (!map.hosts().isEmpty()) {
+            throw new DeviceMapException("ValueError", "The device map names hosts " + map.hosts() + ": a process"
+                    + " loads one host's part, map.forHost(name), where the other hosts' modules are remote");
+        }
         List<String> unknown = map.asMap().keySet().stream()
                 .filter(k -> model.findModule(k) == null && model.findTensor(k) == null)
                 .collect(Collectors.toList());
@@ -161,6 +165,9 @@ final class Dispatcher {
             QuantizedLinear linear = (QuantizedLinear) e.getValue();
             String weightName = e.getKey().isEmpty() ? "weight" : e.getKey() + ".weight";
             Device exec = executionDevice(map.get(closestEntry(map, weightName)), main);
+            if (exec.isRemote()) {
+                continue; // another stage loads it
+            }
             DType scaleDtype = StoredPrecisions.scaleDtype(linear, options.plan().floatDtype());
             Precision p = WeightConversion.layerPrecision(options.plan().precisionOf(exec), stored.get(e.getKey()),
                     scaleDtype);
@@ -175,13 +182,25 @@ final class Dispatcher {
         }
     }
 
-    /** Every distinct parameter and buffer of the state dict (tied ones once, under their first name). */
+    /**
+     * Every distinct parameter and buffer of the state dict (tied ones once, under their first name) that this
+     * process holds: a {@code remote} tensor has none and stays on meta, unless a tied name of it is held here (a
+     * pipeline's last stage keeps its own copy of an output layer tied to the first stage's embedding), when it is
+     * placed under that name.
+     */
     static List<Placement> placements(Module model, DeviceMap map, Device main) {
         Map<Parameter, Placement> byParam = new IdentityHashMap<>();
         List<Placement> out = new ArrayList<>();
+        Map<Parameter, String> heldHere = new IdentityHashMap<>();
+        model.stateDict().forEach((n, p) -> {
+            Device d = map.deviceOf(n);
+            if (d == null || !d.isRemote()) {
+                heldHere.putIfAbsent(p, n);
+            }
+        });
         for (Map.Entry<String, Parameter> e : model.stateDict().entrySet()) {
-            if (byParam.containsKey(e.getValue())) {
-                continue;
+            if (byParam.containsKey(e.getValue()) || !e.getKey().equals(heldHere.get(e.getValue()))) {
+                continue; // placed already, placed under a later name held here, or remote
             }
             Module owner = model.findModule(parent(e.getKey()));
             String entry = scaleFollowsWeight(map, e.getKey(), owner, e.getValue());
@@ -329,6 +348,9 @@ final class Dispatcher {
     static Map<String, Device> hookTargets(Module model, DeviceMap map, Device main) {
         Map<String, Device> out = new LinkedHashMap<>();
         for (Map.Entry<String, Device> e : map.asMap().entrySet()) {
+            if (e.getValue().isRemote()) {
+                continue; // another stage runs it: no hook here
+            }
             Device exec = executionDevice(e.getValue(), main);
             if (model.findModule(e.getKey()) == null) {
                 String owner = parent(e.getKey());
@@ -790,7 +812,7 @@ final class Dispatcher {
         Prefetcher prefetcher = null;
         boolean severalDevices = new LinkedHashSet<>(targets.values()).size() > 1;
         if (!placed.sources.isEmpty() || severalDevices) {
-            Map<String, OffloadedWeights> stages = offloadedStages(model, targets, placed);
+            Map<String, OffloadedWeights> stages = offloadedStages(model, map, targets, placed);
             if (prefetch > 0 && !stages.isEmpty()) {
                 prefetcher = new Prefetcher(new ArrayList<>(stages.values()), prefetch);
             }
@@ -813,10 +835,14 @@ final class Dispatcher {
      * it; a tied tensor is placed once, under its first name, but every module holding it (an output layer tied to
      * the embedding) brings it in for its own forward.
      */
-    private static Map<String, OffloadedWeights> offloadedStages(Module model, Map<String, Device> targets,
-            Placed placed) {
+    private static Map<String, OffloadedWeights> offloadedStages(Module model, DeviceMap map,
+            Map<String, Device> targets, Placed placed) {
         Map<String, Map<Parameter, WeightSource>> byTarget = new LinkedHashMap<>();
         for (Map.Entry<String, Module> m : model.namedModules().entrySet()) {
+            Device at = map.deviceOf(m.getKey());
+            if (at != null && at.isRemote()) {
+                continue; // another stage runs it (it may hold a tensor tied to one placed here)
+            }
             List<Parameter> held = new ArrayList<>(m.getValue().parameters().values());
             held.addAll(m.getValue().buffers().values());
             for (Parameter p : held) {

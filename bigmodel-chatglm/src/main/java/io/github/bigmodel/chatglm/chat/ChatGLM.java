@@ -9,6 +9,8 @@ import com.fasterxml.jackson.databind.JsonNode;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.chatglm.ChatGLMFamily;
 import io.github.bigmodel.chatglm.model.ChatGLMLanguageModel;
+import io.github.bigmodel.chatglm.model.PipelineLink;
+import io.github.bigmodel.chatglm.model.StageSpan;
 import io.github.bigmodel.chatglm.model.ChatGLMMemoryReport;
 import io.github.bigmodel.chatglm.model.ContextReservation;
 import io.github.bigmodel.chatglm.generation.GenerationRequest;
@@ -197,11 +199,35 @@ public final class ChatGLM implements AutoCloseable {
      *     maximum positions
      */
     public static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch) {
-        return load(modelDir, options, context, batch, null);
+        return load(modelDir, options, context, batch, null, null, null);
+    }
+
+    /**
+     * {@link #load(Path, DispatchOptions, long, long)} for the first stage of a pipeline: the model holds only
+     * {@code stage} (loaded as {@code options}' device map places it, the other stages' modules {@code remote}) and
+     * hands the rest of every step to {@code link}. Chat, streaming and generation work as on a whole model.
+     *
+     * <pre>{@code
+     * ChatGLM glm = ChatGLM.loadStage(dir, DispatchOptions.builder().deviceMap(hostMap.forHost("box-a")).build(),
+     *         0, 0, new StageSpan(true, 0, 14, false), link);
+     * }</pre>
+     */
+    public static ChatGLM loadStage(Path modelDir, DispatchOptions options, long context, long batch,
+            StageSpan stage, PipelineLink link) {
+        if (stage == null || !stage.embedding()) {
+            throw new IllegalArgumentException("The chat's stage holds the embedding (it takes token ids), got "
+                    + stage);
+        }
+        return load(modelDir, options, context, batch, null, stage, link);
     }
 
     private static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch,
             ChatFormat format) {
+        return load(modelDir, options, context, batch, format, null, null);
+    }
+
+    private static ChatGLM load(Path modelDir, DispatchOptions options, long context, long batch,
+            ChatFormat format, StageSpan stage, PipelineLink link) {
         ChatGLMFamily family = ChatGLMFamily.of(ChatGLMConfig.fromJson(modelDir.resolve("config.json")), format);
         ChatGLMConfig config = family.config();
         // The float precision a device asks for (gpuPrecision(FP16)) is the model's dtype when none is given.
@@ -215,6 +241,9 @@ public final class ChatGLM implements AutoCloseable {
         ChatFormat chosen = family.member();
         ChatTokenizer tokenizer = family.tokenizer(modelDir);
         ChatGLMLanguageModel model = family.createModel(weightsDtype);
+        if (stage != null) {
+            model.setStage(stage, link);
+        }
         DispatchedModel<ChatGLMLanguageModel> dispatched =
                 BigModel.loadCheckpointAndDispatch(model, modelDir, effective);
         LOG.info("Loaded {} as {} ({}) with device map {}", modelDir, chosen, weightsDtype.torchName(),

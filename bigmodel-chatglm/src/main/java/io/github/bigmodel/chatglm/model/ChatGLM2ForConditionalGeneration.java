@@ -58,15 +58,34 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         return INV_FREQ.equals(name);
     }
 
+    private static final String LAYER_PREFIX = "transformer.encoder.layers.";
+
     @Override
-    protected Device[] layerDevices() {
-        ModuleList<Block> layers = transformer.encoder.layers;
-        Device[] out = new Device[layers.size()];
-        for (int i = 0; i < out.length; i++) {
-            // Where the layer runs (an offloaded layer's weights report disk between forwards).
-            out[i] = runsOn(layers.get(i));
+    protected Module block(int layer) {
+        return transformer.encoder.layers.get(layer);
+    }
+
+    @Override
+    protected int partOf(String name) {
+        if (name.startsWith(LAYER_PREFIX)) {
+            return Integer.parseInt(name.substring(LAYER_PREFIX.length(), name.indexOf('.', LAYER_PREFIX.length())));
         }
-        return out;
+        if (name.startsWith("transformer.embedding.")) {
+            return -1;
+        }
+        if (name.startsWith("transformer.encoder.final_layernorm.") || name.startsWith("transformer.output_layer.")) {
+            return -2;
+        }
+        return -3;
+    }
+
+    @Override
+    protected Device stageDevice() {
+        StageSpan s = stage();
+        if (s.embedding()) {
+            return runsOn(transformer.embedding);
+        }
+        return s.endLayer() > s.firstLayer() ? runsOn(block(s.firstLayer())) : runsOn(transformer.outputLayer);
     }
 
     /**
@@ -77,7 +96,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
     protected void initComputedBuffers() {
         ChatGLMConfig c = config();
         Parameter invFreqSlot = tensor(INV_FREQ);
-        Device device = runsOn(transformer.embedding);
+        Device device = stageDevice();
         ScalarType type = dtype().scalarType();
         long rotDim = c.headDim() / 2;
         try (PointerScope scope = new PointerScope()) {
@@ -111,18 +130,14 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
     }
 
     @Override
-    protected Tensor forwardInScope(ForwardInput in) {
+    protected Tensor[] stepInputs(ForwardInput in, long past) {
         ChatGLMConfig c = config();
         if (ropeCos == null) {
             throw new IllegalStateException("Weights are not loaded: call loadWeights first");
         }
         int batch = in.batchSize();
         int len = in.length();
-        KvCache cache = in.cache();
-        long past = cache == null ? 0 : cache.length();
-        Device device = runsOn(transformer.embedding);
-
-        Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(in.inputIds()), batch, len), device, ScalarType.Long);
+        Device device = stageDevice();
         Tensor positions;
         if (in.positionIds() != null) {
             requireShape("ChatGLM2/3 positionIds", in.positionIds(), batch, len);
@@ -138,28 +153,48 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                         + c.seqLength() + ")");
             }
         }
-        Tensor mask = attentionMask(in, batch, len, past, device);
+        return new Tensor[] {positions, attentionMask(in, batch, len, past, device)};
+    }
 
+    @Override
+    protected Tensor embed(long[][] inputIds) {
+        Device device = runsOn(transformer.embedding);
+        Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(inputIds), inputIds.length, inputIds[0].length), device,
+                ScalarType.Long);
         // [B, L, H] -> [L, B, H], the official sequence-first layout (only the contiguous copy stays).
-        Tensor hidden = ChatGLMLanguageModel.inOwnScope(
-                () -> transformer.embedding.forward(ids).transpose(0, 1).contiguous());
+        return ChatGLMLanguageModel.inOwnScope(() -> transformer.embedding.forward(ids).transpose(0, 1).contiguous());
+    }
+
+    @Override
+    protected Tensor runBlocks(PipelineStep step, Tensor hiddenIn, int from, int to, KvCache cache) {
+        if (from == to) {
+            return hiddenIn;
+        }
+        if (ropeCos == null) {
+            throw new IllegalStateException("Weights are not loaded: call loadWeights first");
+        }
+        int batch = step.batch();
+        int len = step.length();
+        Device device = stageDevice();
         // cos/sin for every (position, row): [L, B, 1, rot/2].
-        Tensor flatPos = positions.reshape(-1);
+        Tensor flatPos = Ops.to(step.positions(), device, ScalarType.Long).reshape(-1);
         long half = ropeCos.size(1);
         Tensor cos = ropeCos.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1);
         Tensor sin = ropeSin.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1);
-
+        Tensor mask = step.mask() == null ? null : Ops.to(step.mask(), device, ScalarType.Bool);
         ModuleList<Block> layers = transformer.encoder.layers;
-        long[] rows = chunkRows(batch, len, past + len);
+        long[] rows = chunkRows(batch, len, step.past() + len);
         // Each block in a scope of its own: its temporaries, and the previous block's output, are freed as it ends.
-        hidden = PromptChunks.chainBlocks(hidden, layers.size(),
-                (layer, blockIn) -> layers.get(layer).forward(blockIn, cos, sin, mask, cache, layer, rows));
-        if (cache != null) {
-            cache.advance(len);
-        }
-        if (in.lastLogitOnly()) {
+        return PromptChunks.chainBlocks(hiddenIn, to - from,
+                (i, blockIn) -> layers.get(from + i).forward(blockIn, cos, sin, mask, cache, from + i, rows));
+    }
+
+    @Override
+    protected Tensor head(Tensor hiddenIn, boolean lastOnly) {
+        Tensor hidden = hiddenIn;
+        if (lastOnly) {
             // The final norm is per position: normalizing the last one alone gives the same numbers.
-            hidden = hidden.narrow(0, len - 1, 1);
+            hidden = hidden.narrow(0, hidden.size(0) - 1, 1);
         }
         if (transformer.encoder.finalLayernorm != null) {
             hidden = transformer.encoder.finalLayernorm.forward(hidden);

@@ -74,15 +74,34 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         return name.endsWith(".attention.rotary_emb.inv_freq");
     }
 
+    private static final String LAYER_PREFIX = "transformer.layers.";
+
     @Override
-    protected Device[] layerDevices() {
-        ModuleList<Block> layers = transformer.layers;
-        Device[] out = new Device[layers.size()];
-        for (int i = 0; i < out.length; i++) {
-            // Where the layer runs (an offloaded layer's weights report disk between forwards).
-            out[i] = runsOn(layers.get(i));
+    protected Module block(int layer) {
+        return transformer.layers.get(layer);
+    }
+
+    @Override
+    protected int partOf(String name) {
+        if (name.startsWith(LAYER_PREFIX)) {
+            return Integer.parseInt(name.substring(LAYER_PREFIX.length(), name.indexOf('.', LAYER_PREFIX.length())));
         }
-        return out;
+        if (name.startsWith("transformer.word_embeddings.")) {
+            return -1;
+        }
+        if (name.startsWith("transformer.final_layernorm.") || name.startsWith("lm_head.")) {
+            return -2;
+        }
+        return -3;
+    }
+
+    @Override
+    protected Device stageDevice() {
+        StageSpan s = stage();
+        if (s.embedding()) {
+            return runsOn(transformer.wordEmbeddings);
+        }
+        return s.endLayer() > s.firstLayer() ? runsOn(block(s.firstLayer())) : runsOn(lmHead);
     }
 
     /** inv_freq computed in float32 and rounded to float16, as the official constructor does. */
@@ -98,7 +117,9 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         int rotaryDim = config().headDim() / 2;
         try (PointerScope scope = new PointerScope()) {
             Tensor inv = invFreq(rotaryDim);
-            for (Block block : transformer.layers.asList()) {
+            StageSpan span = stage();
+            for (int i = span.firstLayer(); i < span.endLayer(); i++) {
+                Block block = transformer.layers.get(i);
                 Parameter slot = block.attention.rotaryEmb.buffers().get("inv_freq");
                 Device device = runsOn(block);
                 Tensor t = Ops.to(inv, device, dtype().scalarType()).contiguous();
@@ -125,7 +146,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             return current;
         }
         long size = current == null ? positions : Math.max(positions, 2 * current.positions());
-        Device device = runsOn(transformer.wordEmbeddings);
+        Device device = stageDevice();
         ScalarType type = dtype().scalarType();
         try (PointerScope scope = new PointerScope()) {
             Tensor inv = invFreq(config().headDim() / 2);
@@ -219,17 +240,14 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
     }
 
     @Override
-    protected Tensor forwardInScope(ForwardInput in) {
+    protected Tensor[] stepInputs(ForwardInput in, long past) {
         if (rope == null) {
             throw new IllegalStateException("Weights are not loaded: call loadWeights first");
         }
         ChatGLMConfig c = config();
         int batch = in.batchSize();
         int len = in.length();
-        KvCache cache = in.cache();
-        long past = cache == null ? 0 : cache.length();
-        Device device = runsOn(transformer.wordEmbeddings);
-
+        Device device = stageDevice();
         Tensor positions;
         if (in.positionIds() != null) {
             requireShape("ChatGLM-6B positionIds", in.positionIds(), batch, 2, len);
@@ -239,16 +257,11 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         } else {
             throw new IllegalArgumentException("ChatGLM-6B needs positionIds [B, 2, L] for a call on top of a cache");
         }
-        long maxPosition = 0;
         for (long p : Ops.longs(positions)) {
             if (p < 0) {
                 throw new IllegalArgumentException("Negative position id " + p);
             }
-            maxPosition = Math.max(maxPosition, p);
         }
-        RopeTable table = ensureRopeTable(maxPosition + 1);
-        positions = Ops.to(positions, device, ScalarType.Long);
-
         Tensor mask;
         if (in.attentionMask() != null) {
             requireShape("ChatGLM-6B attentionMask", in.attentionMask(), batch, 1, len, past + len);
@@ -258,9 +271,33 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         } else {
             mask = null;
         }
+        return new Tensor[] {Ops.to(positions, device, ScalarType.Long), mask};
+    }
 
-        Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(in.inputIds()), batch, len), device, ScalarType.Long);
-        Tensor hidden = transformer.wordEmbeddings.forward(ids).transpose(0, 1);
+    @Override
+    protected Tensor embed(long[][] inputIds) {
+        Device device = runsOn(transformer.wordEmbeddings);
+        Tensor ids = Ops.to(Ops.longTensor(Ops.flatten(inputIds), inputIds.length, inputIds[0].length), device,
+                ScalarType.Long);
+        return transformer.wordEmbeddings.forward(ids).transpose(0, 1);
+    }
+
+    @Override
+    protected Tensor runBlocks(PipelineStep step, Tensor hiddenIn, int from, int to, KvCache cache) {
+        if (from == to) {
+            return hiddenIn;
+        }
+        if (rope == null) {
+            throw new IllegalStateException("Weights are not loaded: call loadWeights first");
+        }
+        int batch = step.batch();
+        int len = step.length();
+        long maxPosition = 0;
+        for (long p : Ops.longs(step.positions())) {
+            maxPosition = Math.max(maxPosition, p);
+        }
+        RopeTable table = ensureRopeTable(maxPosition + 1);
+        Tensor positions = Ops.to(step.positions(), stageDevice(), ScalarType.Long);
         long d = table.cos().size(1);
         Tensor[] cosSin = new Tensor[4];
         for (int row = 0; row < 2; row++) {
@@ -268,18 +305,20 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             cosSin[2 * row] = table.cos().index_select(0, flat).view(batch, len, 1, d).transpose(0, 1);
             cosSin[2 * row + 1] = table.sin().index_select(0, flat).view(batch, len, 1, d).transpose(0, 1);
         }
+        Tensor mask = step.mask() == null ? null : Ops.to(step.mask(), stageDevice(), ScalarType.Bool);
         ModuleList<Block> layers = transformer.layers;
-        Tensor m = mask;
-        long[] rows = chunkRows(batch, len, past + len);
+        long[] rows = chunkRows(batch, len, step.past() + len);
         // Each block in a scope of its own: its temporaries, and the previous block's output, are freed as it ends.
-        hidden = PromptChunks.chainBlocks(hidden, layers.size(),
-                (layer, blockIn) -> layers.get(layer).forward(blockIn, cosSin, m, cache, layer, rows));
-        if (cache != null) {
-            cache.advance(len);
-        }
-        if (in.lastLogitOnly()) {
+        return PromptChunks.chainBlocks(hiddenIn, to - from,
+                (i, blockIn) -> layers.get(from + i).forward(blockIn, cosSin, mask, cache, from + i, rows));
+    }
+
+    @Override
+    protected Tensor head(Tensor hiddenIn, boolean lastOnly) {
+        Tensor hidden = hiddenIn;
+        if (lastOnly) {
             // The final norm is per position: normalizing the last one alone gives the same numbers.
-            hidden = hidden.narrow(0, len - 1, 1);
+            hidden = hidden.narrow(0, hidden.size(0) - 1, 1);
         }
         hidden = transformer.finalLayernorm.forward(hidden);
         Tensor logits = lmHead.forward(hidden).transpose(0, 1);

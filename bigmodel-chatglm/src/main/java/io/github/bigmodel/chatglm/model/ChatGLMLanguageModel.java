@@ -80,6 +80,9 @@ public abstract class ChatGLMLanguageModel extends Module {
     private final Set<KvCache> liveCaches = Collections.newSetFromMap(new WeakHashMap<>());
     /** Weights per device, counted when loading ends (before any forward: hooks move offloaded weights). */
     private volatile Map<Device, Long> weightBytes = Map.of();
+    /** What this process holds of the model (null: all of it) and where the rest of a step goes. */
+    private volatile StageSpan stage;
+    private volatile PipelineLink link;
 
     protected ChatGLMLanguageModel(ChatGLMConfig config, DType dtype) {
         super("ChatGLMForConditionalGeneration");
@@ -174,11 +177,139 @@ public abstract class ChatGLMLanguageModel extends Module {
         }
     }
 
-    /** The devices the layers' weights are on, in layer order (for the cache). */
-    protected abstract Device[] layerDevices();
+    /**
+     * Makes this model one stage of a pipeline: it holds (loads, runs, caches) only what {@code span} names, and a
+     * forward pass hands the blocks and head it does not hold to {@code link}. Call before loading the weights;
+     * {@code span} null (or the whole model) and {@code link} null is the single-process model.
+     *
+     * <pre>{@code
+     * ChatGLMLanguageModel m = ChatGLMLanguageModel.create(config);
+     * m.setStage(new StageSpan(true, 0, 14, false), link);
+     * m.loadWeights(checkpoint::tensor, Device.CPU, DType.FLOAT32);   // embedding and blocks 0..13 only
+     * }</pre>
+     *
+     * @throws IllegalArgumentException when the span names blocks the model does not have, or when a stage that
+     *     takes token ids and hands on part of the step has no link
+     */
+    public void setStage(StageSpan span, PipelineLink link) {
+        int n = config.numLayers();
+        if (span != null && span.endLayer() > n) {
+            throw new IllegalArgumentException("The model has " + n + " blocks, the stage names [" + span.firstLayer()
+                    + ", " + span.endLayer() + ")");
+        }
+        if (span != null && span.embedding() && span.firstLayer() != 0) {
+            throw new IllegalArgumentException("A stage that holds the embedding starts at block 0, got "
+                    + span.firstLayer());
+        }
+        if (span != null && span.embedding() && !span.isWhole(n) && link == null) {
+            throw new IllegalArgumentException("A first stage that does not hold the whole model needs a link");
+        }
+        this.stage = span == null || span.isWhole(n) && link == null ? null : span;
+        this.link = link;
+    }
 
-    /** The forward pass proper; runs inside a pointer scope owned by {@link #forward}. */
-    protected abstract Tensor forwardInScope(ForwardInput input);
+    /** What this process holds of the model ({@link StageSpan#whole} when it is not a pipeline stage). */
+    public StageSpan stage() {
+        StageSpan s = stage;
+        return s == null ? StageSpan.whole(config.numLayers()) : s;
+    }
+
+    /** The devices the held layers run on, in layer order, null for a layer another stage holds (for the cache). */
+    protected final Device[] layerDevices() {
+        StageSpan s = stage();
+        Device[] out = new Device[config.numLayers()];
+        for (int i = 0; i < out.length; i++) {
+            // Where the layer runs (an offloaded layer's weights report disk between forwards).
+            out[i] = s.holdsLayer(i) ? runsOn(block(i)) : null;
+        }
+        return out;
+    }
+
+    /** Whether this stage holds the weight {@code name} (a state-dict name). */
+    final boolean holds(String name) {
+        return holds(name, stage());
+    }
+
+    /**
+     * Whether a stage with {@code span} holds the weight {@code name} (a state-dict name of this model); weights
+     * outside the embedding, the blocks and the head (none in ChatGLM) are held by every stage.
+     */
+    public final boolean holds(String name, StageSpan span) {
+        int part = partOf(name);
+        return part >= 0 ? span.holdsLayer(part) : part == -1 ? span.embedding() : part == -2 ? span.head() : true;
+    }
+
+    /**
+     * The span of the weights for which {@code held} is true (state-dict names; e.g. those a device map places on
+     * one host): a whole embedding, a run of consecutive whole blocks, a whole head.
+     *
+     * <pre>{@code
+     * StageSpan s = model.spanWhere(name -> "box-b".equals(hostMap.hostOf(name)));
+     * }</pre>
+     *
+     * @throws IllegalArgumentException when a part is held only in part, or the held blocks are not consecutive
+     */
+    public StageSpan spanWhere(java.util.function.Predicate<String> held) {
+        int n = config.numLayers();
+        Map<Integer, Boolean> parts = new java.util.HashMap<>();
+        for (String name : stateDict().keySet()) {
+            int part = partOf(name);
+            if (part == -3 || isComputedBuffer(name)) {
+                continue;
+            }
+            boolean h = held.test(name);
+            Boolean before = parts.put(part, h);
+            if (before != null && before != h) {
+                throw new IllegalArgumentException("A stage holds " + (part >= 0 ? "block " + part : part == -1
+                        ? "the embedding" : "the head") + " only in part (" + name + ")");
+            }
+        }
+        int first = -1;
+        int end = -1;
+        for (int i = 0; i < n; i++) {
+            if (Boolean.TRUE.equals(parts.get(i))) {
+                if (end >= 0 && end != i) {
+                    throw new IllegalArgumentException("A stage's blocks must be consecutive: block " + i
+                            + " follows a gap after block " + (end - 1));
+                }
+                first = first < 0 ? i : first;
+                end = i + 1;
+            }
+        }
+        boolean embedding = Boolean.TRUE.equals(parts.get(-1));
+        boolean head = Boolean.TRUE.equals(parts.get(-2));
+        if (first < 0) {
+            // No blocks: an empty run where the stage sits (after the last block when it holds only the head).
+            first = embedding ? 0 : n;
+            end = first;
+        }
+        return new StageSpan(embedding, first, end, head);
+    }
+
+    /**
+     * Resolves a step's per-position inputs as the official code does: {@code [positions, mask]}, the int64 position
+     * ids (defaults filled in) and the boolean attention mask (true = masked), or null for the mask when the blocks
+     * build the plain causal one. Validates them; runs inside the forward's pointer scope.
+     */
+    protected abstract Tensor[] stepInputs(ForwardInput input, long past);
+
+    /** The word embedding of {@code ids}: {@code [L, B, hidden]} on the device the first block runs on. */
+    protected abstract Tensor embed(long[][] ids);
+
+    /** Runs blocks {@code [from, to)} of {@code step} on {@code hidden}, writing their positions into the cache. */
+    protected abstract Tensor runBlocks(PipelineStep step, Tensor hidden, int from, int to, KvCache cache);
+
+    /** The final norm and the output layer: float32 logits {@code [B, L or 1, vocab]}. */
+    protected abstract Tensor head(Tensor hidden, boolean lastOnly);
+
+    /** Which part of the model a state-dict name belongs to: a block index, or -1 embedding, -2 head, -3 other. */
+    protected abstract int partOf(String name);
+
+    /** The module of block {@code layer}. */
+    protected abstract Module block(int layer);
+
+    /** Where the stage computes its tables (rotary): the embedding's device, else its first block's, else the head's. */
+    protected abstract Device stageDevice();
 
     /** Builds what the generation loop feeds the model, per the official generation hooks. */
     public abstract Decoding startDecoding(GenerationRequest request);
@@ -226,6 +357,13 @@ public abstract class ChatGLMLanguageModel extends Module {
         requireFloat(dtype);
         Map<String, QuantizedLinear> quantizable = planPrecisions(placement, dtype, precisionByDevice);
         Set<Parameter> loaded = Collections.newSetFromMap(new IdentityHashMap<>());
+        // A pipeline stage loads what it holds; a tied weight is held when any of its names is.
+        Set<Parameter> stageHolds = Collections.newSetFromMap(new IdentityHashMap<>());
+        for (Map.Entry<String, Parameter> e : stateDict().entrySet()) {
+            if (holds(e.getKey())) {
+                stageHolds.add(e.getValue());
+            }
+        }
         int count = 0;
         int quantized = 0;
         // One scope for the source's tensors (a checkpoint may keep its file mappings in it); each linear weight's
@@ -234,7 +372,7 @@ public abstract class ChatGLMLanguageModel extends Module {
             for (Map.Entry<String, Parameter> e : stateDict().entrySet()) {
                 String name = e.getKey();
                 Parameter p = e.getValue();
-                if (loaded.contains(p) || isComputedBuffer(name)) {
+                if (loaded.contains(p) || isComputedBuffer(name) || !stageHolds.contains(p)) {
                     continue;
                 }
                 int dot = name.lastIndexOf('.');
@@ -460,6 +598,12 @@ public abstract class ChatGLMLanguageModel extends Module {
     /** A cache for {@code batch} sequences of up to {@code capacity} positions, on the layers' devices. */
     public KvCache newCache(int batch, long capacity) {
         KvCache cache = new KvCache(layerDevices(), batch, capacity, config.kvHeads(), config.headDim(), computeDtype);
+        PipelineLink l = link;
+        if (l != null) {
+            // The other stages keep this session's caches of their blocks: closing this one frees them.
+            long session = cache.id();
+            cache.onClose(() -> l.free(session));
+        }
         synchronized (liveCaches) {
             liveCaches.add(cache);
         }
@@ -511,16 +655,20 @@ public abstract class ChatGLMLanguageModel extends Module {
             sessions.add(new ChatGLMMemoryReport.Session(c.id(), c.batchSize(), c.length(), c.capacity(), kv));
             Device[] devices = c.layerDevices();
             Map<Device, Integer> layersOn = new LinkedHashMap<>();
+            Device last = null;
             for (Device d : devices) {
-                layersOn.merge(d, 1, Integer::sum);
+                if (d != null) { // held by another stage
+                    layersOn.merge(d, 1, Integer::sum);
+                    last = d;
+                }
             }
             // The logits are made once per step, after the last layer.
             long logits = StepWorkspace.bytes(config, computeDtype, c.batchSize(), 1, c.capacity(), 0);
             layersOn.forEach((d, n) -> workspace.merge(d,
                     StepWorkspace.bytes(config, computeDtype, c.batchSize(), 1, c.capacity(), n) - logits,
                     Long::sum));
-            if (devices.length > 0) {
-                workspace.merge(devices[devices.length - 1], logits, Long::sum);
+            if (last != null && stage().head()) {
+                workspace.merge(last, logits, Long::sum);
             }
         }
         return ChatGLMMemoryReport.of(weights, sessions, workspace);
@@ -575,7 +723,96 @@ public abstract class ChatGLMLanguageModel extends Module {
             if (input.cache() != null) {
                 input.cache().checkRoom(input.batchSize(), input.length());
             }
-            return inOwnScope(() -> forwardInScope(input));
+            return inOwnScope(() -> firstStage(input));
+        } finally {
+            guard.exit();
+        }
+    }
+
+    /**
+     * The one forward road: resolves the step's positions and mask, embeds, runs the blocks this stage holds, hands
+     * the rest to the link when other stages hold it, and runs the head when held here.
+     */
+    private Tensor firstStage(ForwardInput in) {
+        StageSpan s = stage();
+        if (!s.embedding()) {
+            throw new IllegalStateException("This stage does not hold the embedding: it runs steps handed to it "
+                    + "(forwardStage), not token ids");
+        }
+        KvCache cache = in.cache();
+        long past = cache == null ? 0 : cache.length();
+        Tensor[] inputs = stepInputs(in, past);
+        PipelineStep step = new PipelineStep(cache == null ? 0 : cache.id(), in.batchSize(), in.length(), past,
+                cache == null ? 0 : cache.capacity(), in.lastLogitOnly(), 0, inputs[0], inputs[1]);
+        Tensor hidden = embed(in.inputIds());
+        int n = config.numLayers();
+        hidden = runBlocks(step, hidden, 0, s.endLayer(), cache);
+        Tensor out;
+        if (s.endLayer() == n && s.head()) {
+            out = head(hidden, in.lastLogitOnly());
+        } else {
+            PipelineLink l = link;
+            if (l == null) {
+                throw new IllegalStateException("Blocks [" + s.endLayer() + ", " + n + ") are held by other stages "
+                        + "and this model has no pipeline link");
+            }
+            Tensor back = l.forward(step.from(s.endLayer()), hidden);
+            out = s.head() ? head(back, in.lastLogitOnly()) : back;
+        }
+        if (cache != null) {
+            cache.advance(in.length());
+        }
+        return out;
+    }
+
+    /**
+     * Runs the part of a step this stage holds on the hidden state another stage handed over: its blocks, then the
+     * head when it holds it. Returns the hidden state after its last block ({@code [L, B, hidden]}), or float32
+     * logits ({@code [B, L or 1, vocab]}) when it holds the head. With a cache (this stage's cache of the step's
+     * session), the new positions are appended to it. The pipeline worker's road; the result is the caller's.
+     *
+     * <pre>{@code
+     * worker.setStage(new StageSpan(false, 14, 28, true), null);
+     * try (Tensor logits = worker.forwardStage(step, hidden, cache)) { ... }
+     * }</pre>
+     *
+     * @throws IllegalArgumentException when the step does not start at this stage's first block, or does not fit
+     *     its cache
+     * @throws ModelClosedException when the model is closed or its weights are being released
+     */
+    public final Tensor forwardStage(PipelineStep step, Tensor hidden, KvCache cache) {
+        StageSpan s = stage();
+        if (step.fromLayer() != s.firstLayer()) {
+            throw new IllegalArgumentException("The step starts at block " + step.fromLayer() + ", this stage holds ["
+                    + s.firstLayer() + ", " + s.endLayer() + ")");
+        }
+        if (s.head() && s.endLayer() != config.numLayers()) {
+            throw new IllegalStateException("A stage that holds the head and not the last block cannot run a step");
+        }
+        requireShape("The handed-over hidden state", hidden, step.length(), step.batch(), config.hiddenSize());
+        UseGuard guard = useGuard();
+        guard.enter();
+        try {
+            if (cache != null) {
+                cache.checkRoom(step.batch(), step.length());
+                if (cache.length() != step.past()) {
+                    throw new IllegalArgumentException("The step starts at position " + step.past()
+                            + ", this stage's cache of session " + step.session() + " holds " + cache.length());
+                }
+            }
+            return inOwnScope(() -> {
+                // A handed-over hidden state arrives in host memory: onto this stage's device first (a no-op on the
+                // CPU: x.to() of the same device and dtype is x itself).
+                Tensor onStage = hidden.to(Tensors.toTorch(stageDevice()), hidden.scalar_type());
+                Tensor out = runBlocks(step, onStage, s.firstLayer(), s.endLayer(), cache);
+                if (s.head()) {
+                    out = head(out, step.lastLogitOnly());
+                }
+                if (cache != null) {
+                    cache.advance(step.length());
+                }
+                return out;
+            });
         } finally {
             guard.exit();
         }

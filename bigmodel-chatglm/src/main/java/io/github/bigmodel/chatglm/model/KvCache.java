@@ -7,6 +7,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicLong;
+import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 
 /**
@@ -14,7 +15,9 @@ import org.bytedeco.pytorch.Tensor;
  * positions so that every step writes its new positions in place (no re-concatenation of the whole cache).
  *
  * <p>Layout per layer, as the official code keeps it: {@code [seq, batch, kvHeads, headDim]}, keys stored after
- * rotary. Each layer's buffers live on the device of that layer's weights. A model's forward pass writes
+ * rotary. Each layer's buffers live on the device of that layer's weights; a layer another pipeline stage holds has
+ * no buffers here (that stage keeps them for the session named by {@link #id()}, and frees them when this cache is
+ * closed). A model's forward pass writes
  * positions {@code [length, length + L)} of every layer, then advances {@link #length()} by {@code L}.
  *
  * <pre>{@code
@@ -33,6 +36,8 @@ import org.bytedeco.pytorch.Tensor;
  * {@link #length()}, {@link #capacity()}, {@link #allocatedBytes()}, {@link #allocatedBytesByDevice()},
  * {@link #isClosed()}) is safe to read from any thread: it is kept on the Java side and touches no tensor.
  */
+// PointerScope blocks are used for what they release on close, not referenced by name.
+@SuppressWarnings("try")
 public final class KvCache implements AutoCloseable {
 
     private static final AtomicLong NEXT_ID = new AtomicLong(1);
@@ -47,9 +52,12 @@ public final class KvCache implements AutoCloseable {
     private final Device[] layerDevices;
     private volatile long length;
     private volatile boolean closed;
+    /** Run once on close: frees what other pipeline stages keep for this session. */
+    private Runnable onClose;
 
     /**
-     * Allocates the buffers; {@code layerDevices[i]} is where layer {@code i} runs.
+     * Allocates the buffers; {@code layerDevices[i]} is where layer {@code i} runs, null for a layer held by another
+     * pipeline stage (no buffers here).
      *
      * @throws IllegalArgumentException for a non-positive size
      */
@@ -62,13 +70,22 @@ public final class KvCache implements AutoCloseable {
         this.capacity = capacity;
         this.keys = new Tensor[layerDevices.length];
         this.values = new Tensor[layerDevices.length];
-        for (int i = 0; i < layerDevices.length; i++) {
-            keys[i] = Tensors.empty(dtype, layerDevices[i], capacity, batch, kvHeads, headDim);
-            values[i] = Tensors.empty(dtype, layerDevices[i], capacity, batch, kvHeads, headDim);
+        // The buffers outlive any scope the caller has open (a pipeline stage makes caches inside a step).
+        try (PointerScope scope = new PointerScope()) {
+            for (int i = 0; i < layerDevices.length; i++) {
+                if (layerDevices[i] != null) {
+                    keys[i] = Tensors.empty(dtype, layerDevices[i], capacity, batch, kvHeads, headDim);
+                    values[i] = Tensors.empty(dtype, layerDevices[i], capacity, batch, kvHeads, headDim);
+                    keys[i].retainReference();
+                    values[i].retainReference();
+                }
+            }
         }
         Map<Device, Long> bytes = new LinkedHashMap<>();
         for (int i = 0; i < layerDevices.length; i++) {
-            bytes.merge(layerDevices[i], keys[i].nbytes() + values[i].nbytes(), Long::sum);
+            if (layerDevices[i] != null) {
+                bytes.merge(layerDevices[i], keys[i].nbytes() + values[i].nbytes(), Long::sum);
+            }
         }
         this.bytesByDevice = Collections.unmodifiableMap(bytes);
         this.layerDevices = layerDevices.clone();
@@ -144,6 +161,9 @@ public final class KvCache implements AutoCloseable {
         }
         checkRoom(batch, n);
         for (int i = 0; i < keys.length; i++) {
+            if (layerDevices[i] == null) {
+                continue;
+            }
             try (Tensor k = keys[i].narrow(0, length, n); Tensor v = values[i].narrow(0, length, n)) {
                 k.zero_();
                 v.zero_();
@@ -163,11 +183,30 @@ public final class KvCache implements AutoCloseable {
     }
 
     private Tensor live(Tensor[] buffers, int layer) {
+        if (!closed && layerDevices[layer] == null) {
+            throw new IllegalStateException("Layer " + layer + " is held by another pipeline stage: its keys and "
+                    + "values are kept there");
+        }
         Tensor t = closed ? null : buffers[layer];
         if (t == null) {
             throw new IllegalStateException("KvCache is closed");
         }
         return t;
+    }
+
+    /**
+     * Runs {@code action} once when this cache is closed (after its buffers are released): how a pipeline frees
+     * the caches other stages keep for this session. One action per cache.
+     *
+     * @throws IllegalStateException when an action is already set or the cache is closed
+     */
+    void onClose(Runnable action) {
+        synchronized (this) {
+            if (onClose != null || closed) {
+                throw new IllegalStateException("KvCache already has a close action or is closed");
+            }
+            onClose = action;
+        }
     }
 
     /** Forgets every position (the buffers are kept for reuse). */
@@ -177,7 +216,7 @@ public final class KvCache implements AutoCloseable {
 
     /** Checks that {@code newPositions} more fit for a batch of {@code batchSize}. */
     void checkRoom(long batchSize, long newPositions) {
-        if (closed || keys.length == 0 || keys[0] == null) {
+        if (closed) {
             throw new IllegalStateException("KvCache is closed");
         }
         if (batchSize != batch) {
@@ -209,7 +248,12 @@ public final class KvCache implements AutoCloseable {
 
     @Override
     public void close() {
-        closed = true;
+        Runnable action;
+        synchronized (this) {
+            action = closed ? null : onClose;
+            closed = true;
+            onClose = null;
+        }
         for (int i = 0; i < keys.length; i++) {
             if (keys[i] != null) {
                 keys[i].close();
@@ -217,6 +261,9 @@ public final class KvCache implements AutoCloseable {
                 keys[i] = null;
                 values[i] = null;
             }
+        }
+        if (action != null) {
+            action.run();
         }
     }
 }

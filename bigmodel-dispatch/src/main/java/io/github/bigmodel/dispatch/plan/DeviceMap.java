@@ -27,6 +27,12 @@ import org.slf4j.LoggerFactory;
  *
  * <p>JSON is {@code hf_device_map}'s form: a GPU is its integer index, other devices are strings.
  *
+ * <p><b>Hosts.</b> A value may name a host: {@code "box-a/cuda:0"}, {@code "box-b/cpu"} ({@link HostDevice}); such a
+ * map splits the model into pipeline stages, one per host ({@link #hosts()}), and either every entry names a host or
+ * none does. A plain map (no host) is the local host's, exactly as before. {@link #forHost(String)} gives the plain
+ * map one host loads, where the other hosts' entries become {@code remote} ({@link Device#REMOTE}): held by another
+ * stage, never loaded here.
+ *
  * <pre>{@code
  * DeviceMap map = DeviceMap.fromJson("{\"transformer.embedding\": 0, \"transformer.encoder\": 1, \"lm\": \"cpu\"}");
  * map.get("transformer.encoder");        // cuda:1
@@ -48,9 +54,16 @@ public final class DeviceMap {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final Map<String, Device> entries;
+    /** Entry name to host, for a host-qualified map (every entry); empty for a plain map. */
+    private final Map<String, String> hostOf;
 
     private DeviceMap(Map<String, Device> entries) {
+        this(entries, Map.of());
+    }
+
+    private DeviceMap(Map<String, Device> entries, Map<String, String> hostOf) {
         this.entries = Collections.unmodifiableMap(new LinkedHashMap<>(entries));
+        this.hostOf = Collections.unmodifiableMap(new LinkedHashMap<>(hostOf));
     }
 
     /** A map with these entries, in this order. Meta is rejected: it holds no values. */
@@ -68,9 +81,48 @@ public final class DeviceMap {
     }
 
     /**
-     * Reads {@code {"name": 0, "other": "cpu", "x": "disk"}}.
+     * A map whose values may name hosts ({@link HostDevice}), in this order: either every value names a host (a
+     * pipeline map) or none does (a plain map, as {@link #of}).
      *
-     * @throws IllegalArgumentException naming the JSON problem or the entry whose device is not understood
+     * <pre>{@code
+     * DeviceMap m = DeviceMap.ofPlacements(Map.of("embed", HostDevice.parse("box-a/cuda:0"),
+     *         "head", HostDevice.parse("box-b/cpu")));
+     * }</pre>
+     *
+     * @throws IllegalArgumentException for null names or values, or a map mixing entries with and without a host
+     */
+    public static DeviceMap ofPlacements(Map<String, HostDevice> placements) {
+        Map<String, Device> devices = new LinkedHashMap<>();
+        Map<String, String> hosts = new LinkedHashMap<>();
+        String withHost = null;
+        String withoutHost = null;
+        for (Map.Entry<String, HostDevice> e : placements.entrySet()) {
+            if (e.getKey() == null || e.getValue() == null) {
+                throw new IllegalArgumentException("device map entries must not be null: " + e);
+            }
+            devices.put(e.getKey(), e.getValue().device());
+            if (e.getValue().isLocal()) {
+                withoutHost = withoutHost == null ? e.getKey() : withoutHost;
+            } else {
+                withHost = withHost == null ? e.getKey() : withHost;
+                hosts.put(e.getKey(), e.getValue().host());
+            }
+        }
+        if (withHost != null && withoutHost != null) {
+            throw new IllegalArgumentException("Device map entry '" + withoutHost + "' (" + placements.get(withoutHost)
+                    + ") names no host while '" + withHost + "' is on " + placements.get(withHost)
+                    + ": in a map that names hosts every entry needs one (<host>/<device>, e.g. "
+                    + placements.get(withHost).host() + "/" + placements.get(withoutHost).device() + ")");
+        }
+        of(devices); // the same checks as a plain map
+        return new DeviceMap(devices, hosts);
+    }
+
+    /**
+     * Reads {@code {"name": 0, "other": "cpu", "x": "disk"}}; values may name hosts ({@code "box-a/cuda:0"},
+     * {@code "box-b/cpu"}, see {@link HostDevice}) and may be {@code "remote"}.
+     *
+     * @throws IllegalArgumentException naming the JSON problem or the entry whose device or host is not understood
      */
     public static DeviceMap fromJson(String json) {
         JsonNode root;
@@ -83,33 +135,36 @@ public final class DeviceMap {
         if (root == null || !root.isObject()) {
             throw new IllegalArgumentException("A device map must be a JSON object {name: device}, got: " + json);
         }
-        Map<String, Device> out = new LinkedHashMap<>();
+        Map<String, HostDevice> out = new LinkedHashMap<>();
         Iterator<Map.Entry<String, JsonNode>> it = root.fields();
         while (it.hasNext()) {
             Map.Entry<String, JsonNode> e = it.next();
             JsonNode v = e.getValue();
-            Device d;
+            HostDevice d;
             if (v.isIntegralNumber() && v.canConvertToInt()) {
-                d = Device.cuda(v.intValue());
+                d = HostDevice.local(Device.cuda(v.intValue()));
             } else if (v.isTextual()) {
                 try {
-                    d = Device.parse(v.textValue());
+                    d = HostDevice.parse(v.textValue());
                 } catch (IllegalArgumentException ex) {
                     throw new IllegalArgumentException("Device map entry '" + e.getKey() + "': " + ex.getMessage(), ex);
                 }
             } else {
                 throw new IllegalArgumentException("Device map entry '" + e.getKey() + "' has device " + v
-                        + ": expected a GPU index or \"cpu\"/\"disk\"/\"cuda:N\"");
+                        + ": expected a GPU index or \"cpu\"/\"disk\"/\"cuda:N\"/\"remote\"/\"<host>/<device>\"");
             }
             out.put(e.getKey(), d);
         }
-        return of(out);
+        return ofPlacements(out);
     }
 
-    /** {@code hf_device_map} JSON, entries in this map's order. */
+    /**
+     * {@code hf_device_map} JSON, entries in this map's order; a host-qualified entry is written
+     * {@code "host/device"} (a GPU as {@code cuda:N}).
+     */
     public String toJson() {
         Map<String, Object> out = new LinkedHashMap<>();
-        entries.forEach((k, v) -> out.put(k, v.toJsonValue()));
+        entries.forEach((k, v) -> out.put(k, hostOf.containsKey(k) ? hostOf.get(k) + "/" + v : v.toJsonValue()));
         try {
             return JSON.writeValueAsString(out);
         } catch (JsonProcessingException e) {
@@ -117,9 +172,66 @@ public final class DeviceMap {
         }
     }
 
-    /** Name to device, in order. */
+    /** Name to device, in order; in a map that names hosts, each value's device part (see {@link #placements()}). */
     public Map<String, Device> asMap() {
         return entries;
+    }
+
+    /** Name to host and device, in order; the host is null in a plain map. */
+    public Map<String, HostDevice> placements() {
+        Map<String, HostDevice> out = new LinkedHashMap<>();
+        entries.forEach((k, d) -> out.put(k, new HostDevice(hostOf.get(k), d)));
+        return Collections.unmodifiableMap(out);
+    }
+
+    /**
+     * The hosts this map names, in pipeline order: the order of their first entries (a planned map is in module
+     * order; for a hand-written one, {@link #inModuleOrder(Module)} first). A plain map names no host: empty.
+     */
+    public List<String> hosts() {
+        return List.copyOf(new LinkedHashSet<>(hostOf.values()));
+    }
+
+    /**
+     * The host of module or tensor {@code name}: that of its own entry or its closest ancestor's; null in a plain
+     * map or when nothing covers it.
+     */
+    public String hostOf(String name) {
+        String n = name;
+        while (true) {
+            if (entries.containsKey(n)) {
+                return hostOf.get(n);
+            }
+            if (n.isEmpty()) {
+                return null;
+            }
+            int dot = n.lastIndexOf('.');
+            n = dot < 0 ? "" : n.substring(0, dot);
+        }
+    }
+
+    /**
+     * The plain map {@code host} loads: its own entries with the host dropped, every other host's entries
+     * {@code remote} (held by another stage; {@code BigModel} leaves them on meta and reads none of their tensors).
+     *
+     * <pre>{@code
+     * DeviceMap pipeline = DeviceMap.fromJson("{\"embed\": \"box-a/cuda:0\", \"head\": \"box-b/cpu\"}");
+     * pipeline.forHost("box-b");   // {"embed":"remote","head":"cpu"}
+     * }</pre>
+     *
+     * @throws IllegalArgumentException when the map names no hosts, or not this one (the message lists them)
+     */
+    public DeviceMap forHost(String host) {
+        if (hostOf.isEmpty()) {
+            throw new IllegalArgumentException("This device map names no hosts (" + toJson() + "): it is already the"
+                    + " local host's map");
+        }
+        if (host == null || !hostOf.containsValue(host)) {
+            throw new IllegalArgumentException("Unknown host '" + host + "': the device map names hosts " + hosts());
+        }
+        Map<String, Device> out = new LinkedHashMap<>();
+        entries.forEach((k, d) -> out.put(k, host.equals(hostOf.get(k)) ? d : Device.REMOTE));
+        return new DeviceMap(out);
     }
 
     /** The device of the entry named exactly {@code name}, or null. */
@@ -162,15 +274,18 @@ public final class DeviceMap {
         List<String> keys = new ArrayList<>(entries.keySet());
         keys.sort(Comparator.comparing((String k) -> pos.getOrDefault(k, Integer.MAX_VALUE)));
         Map<String, Device> out = new LinkedHashMap<>();
+        Map<String, String> hosts = new LinkedHashMap<>();
         keys.forEach(k -> out.put(k, entries.get(k)));
-        return new DeviceMap(out);
+        keys.stream().filter(hostOf::containsKey).forEach(k -> hosts.put(k, hostOf.get(k)));
+        return new DeviceMap(out, hosts);
     }
 
     /**
      * accelerate's {@code check_device_map}: every state-dict name of {@code model} (tied aliases and persistent
      * buffers included, non-persistent buffers exempt) must be covered by an entry equal to it or a prefix of it
-     * ending at a dot. Keys that name no module and tied parameters placed on different devices only warn (logged
-     * and returned).
+     * ending at a dot ({@code remote} covers too). Keys that name no module and tied parameters placed on different
+     * devices of one host only warn (logged and returned); tied parameters on different hosts, or held remotely, do
+     * not: each pipeline stage loads its own copy.
      *
      * @return the warnings, empty when there are none
      * @throws DeviceMapException ({@code ValueError}, accelerate's message) listing the uncovered names
@@ -196,7 +311,10 @@ public final class DeviceMap {
         for (List<String> group : model.tiedParameters()) {
             Map<String, Device> where = new LinkedHashMap<>();
             group.stream().sorted().forEach(p -> where.put(p, deviceOf(p)));
-            if (!where.containsValue(null) && new LinkedHashSet<>(where.values()).size() > 1) {
+            boolean oneHost = new HashSet<>(group.stream().map(p -> String.valueOf(hostOf(p)))
+                    .collect(Collectors.toList())).size() == 1;
+            if (oneHost && !where.containsValue(null) && !where.containsValue(Device.REMOTE)
+                    && new LinkedHashSet<>(where.values()).size() > 1) {
                 warnings.add("Tied parameters are on different devices: " + where.entrySet().stream()
                         .map(e -> "'" + e.getKey() + "': " + pythonDevice(e.getValue()))
                         .collect(Collectors.joining(", ", "{", "}"))
@@ -298,12 +416,12 @@ public final class DeviceMap {
 
     @Override
     public boolean equals(Object o) {
-        return o instanceof DeviceMap && ((DeviceMap) o).entries.equals(entries);
+        return o instanceof DeviceMap other && other.entries.equals(entries) && other.hostOf.equals(hostOf);
     }
 
     @Override
     public int hashCode() {
-        return entries.hashCode();
+        return entries.hashCode() * 31 + hostOf.hashCode();
     }
 
     @Override
@@ -320,8 +438,9 @@ public final class DeviceMap {
      * Writes a device map by hand, checked against the model: every key must name a module or tensor, keys may not
      * overlap (one inside another, or twice), layer ranges are 1-based and inclusive over the children of a list
      * module, and {@link #build()} runs {@link DeviceMap#checkDeviceMap} so nothing is left without a device. A map
-     * that goes back to a device it already left (GPU 0, GPU 1, GPU 0 in model order) is legal but makes
-     * activations travel back and forth: it is logged as a warning and listed by {@link #warnings()}.
+     * that goes back to a device it already left (GPU 0, GPU 1, GPU 0 in model order), or to a host it already left,
+     * is legal but makes activations travel back and forth: it is logged as a warning and listed by
+     * {@link #warnings()}. Values may name hosts ({@code put("head", "box-b/cpu")}): every entry or none.
      *
      * <pre>{@code
      * DeviceMap map = DeviceMap.builder(model)
@@ -337,7 +456,7 @@ public final class DeviceMap {
      */
     public static final class Builder {
         private final Module model;
-        private final Map<String, Device> entries = new LinkedHashMap<>();
+        private final Map<String, HostDevice> entries = new LinkedHashMap<>();
         private final List<String> warnings = new ArrayList<>();
 
         private Builder(Module model) {
@@ -354,12 +473,25 @@ public final class DeviceMap {
          *     overlaps an entry already given
          */
         public Builder put(String name, Device device) {
-            if (name == null) {
-                throw new IllegalArgumentException("device map name must not be null");
-            }
             if (device == null || device.isMeta()) {
                 throw new IllegalArgumentException("Device map entry '" + name + "' needs a GPU, cpu or disk, got "
                         + device);
+            }
+            return put(name, HostDevice.local(device));
+        }
+
+        /**
+         * Puts module or tensor {@code name} on {@code placement}, which may name a host ({@code box-a/cuda:0}); a
+         * map names a host in every entry or in none.
+         *
+         * @throws IllegalArgumentException as {@link #put(String, Device)}
+         */
+        public Builder put(String name, HostDevice placement) {
+            if (placement == null) {
+                throw new IllegalArgumentException("Device map entry '" + name + "' needs a placement");
+            }
+            if (name == null) {
+                throw new IllegalArgumentException("device map name must not be null");
             }
             if (model.findModule(name) == null && model.findTensor(name) == null) {
                 throw new IllegalArgumentException("Device map entry '" + name + "': no module or tensor of that name"
@@ -372,7 +504,7 @@ public final class DeviceMap {
                             + "' (" + entries.get(k) + "): each part of the model may be placed once");
                 }
             }
-            entries.put(name, device);
+            entries.put(name, placement);
             return this;
         }
 
@@ -381,9 +513,12 @@ public final class DeviceMap {
             return put(name, Device.cuda(gpu));
         }
 
-        /** {@link #put(String, Device)} with a device text ({@code "cpu"}, {@code "disk"}, {@code "cuda:1"}, {@code "1"}). */
+        /**
+         * {@link #put(String, HostDevice)} with a device text ({@code "cpu"}, {@code "disk"}, {@code "cuda:1"},
+         * {@code "1"}, {@code "remote"}, or with a host: {@code "box-a/cuda:0"}).
+         */
         public Builder put(String name, String device) {
-            return put(name, Device.parse(device));
+            return put(name, HostDevice.parse(device));
         }
 
         /**
@@ -394,6 +529,18 @@ public final class DeviceMap {
          *     1..number of children, or it overlaps entries already given
          */
         public Builder layers(String listPath, int first, int last, Device device) {
+            if (device == null || device.isMeta()) {
+                throw new IllegalArgumentException("Layers " + first + ".." + last + " of '" + listPath
+                        + "' need a GPU, cpu or disk, got " + device);
+            }
+            return layers(listPath, first, last, HostDevice.local(device));
+        }
+
+        /**
+         * {@link #layers(String, int, int, Device)} with a placement that may name a host
+         * ({@code HostDevice.parse("box-b/cpu")}).
+         */
+        public Builder layers(String listPath, int first, int last, HostDevice placement) {
             Module list = model.findModule(listPath);
             if (list == null) {
                 throw new IllegalArgumentException("No module '" + listPath + "' in " + model.className()
@@ -406,7 +553,7 @@ public final class DeviceMap {
             }
             String prefix = listPath.isEmpty() ? "" : listPath + ".";
             for (int i = first; i <= last; i++) {
-                put(prefix + children.get(i - 1), device);
+                put(prefix + children.get(i - 1), placement);
             }
             return this;
         }
@@ -428,21 +575,21 @@ public final class DeviceMap {
          */
         public DeviceMap build() {
             warnings.clear();
-            DeviceMap map = new DeviceMap(entries);
+            DeviceMap map = ofPlacements(entries);
             Map<String, Integer> pos = positions(model);
             List<String> ordered = new ArrayList<>(entries.keySet());
             ordered.sort(Comparator.comparing((String k) -> pos.getOrDefault(k, Integer.MAX_VALUE)));
-            Set<Device> left = new LinkedHashSet<>();
-            Device previous = null;
-            List<Device> path = new ArrayList<>();
+            Set<HostDevice> left = new LinkedHashSet<>();
+            HostDevice previous = null;
+            List<HostDevice> path = new ArrayList<>();
             for (String k : ordered) {
-                Device d = entries.get(k);
+                HostDevice d = entries.get(k);
                 if (previous != null && !d.equals(previous)) {
                     left.add(previous);
                     if (left.contains(d)) {
                         path.add(d);
                         String w = "Device map returns to " + d + " at '" + k + "' after leaving it (" + path.stream()
-                                .map(Device::toString).collect(Collectors.joining(" -> "))
+                                .map(HostDevice::toString).collect(Collectors.joining(" -> "))
                                 + "): activations will travel back and forth between devices";
                         warnings.add(w);
                         LOG.warn("{}", w);
@@ -454,6 +601,22 @@ public final class DeviceMap {
                     path.add(d);
                 }
                 previous = d;
+            }
+            List<String> hostPath = new ArrayList<>();
+            for (String k : ordered) {
+                String host = entries.get(k).host();
+                if (host == null || (!hostPath.isEmpty() && host.equals(hostPath.get(hostPath.size() - 1)))) {
+                    continue;
+                }
+                hostPath.add(host);
+                if (hostPath.indexOf(host) < hostPath.size() - 1) {
+                    String w = "Device map returns to host " + host + " at '" + k + "' after leaving it ("
+                            + String.join(" -> ", hostPath) + "): a pipeline would send activations back to an"
+                            + " earlier stage";
+                    warnings.add(w);
+                    LOG.warn("{}", w);
+                    break;
+                }
             }
             warnings.addAll(map.checkDeviceMap(model));
             return map;

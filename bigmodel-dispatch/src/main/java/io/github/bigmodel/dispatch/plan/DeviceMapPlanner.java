@@ -65,6 +65,10 @@ public final class DeviceMapPlanner {
      * @param maxMemory the user's budget, or null for this machine's free memory ({@link PlanOptions#inventory()})
      */
     public static DevicePlan plan(Module model, Strategy strategy, MaxMemory maxMemory, PlanOptions options) {
+        if (options.hosts != null) {
+            throw new IllegalArgumentException("PlanOptions name hosts " + options.hosts.hosts() + ": plan the"
+                    + " pipeline with DeviceMapPlanner.planHosts, and load one host's part with map.forHost(host)");
+        }
         PlanOptions o = options.forModel(model);
         return planWithin(model, budgetFor(model, strategy, maxMemory, o), o);
     }
@@ -90,6 +94,29 @@ public final class DeviceMapPlanner {
         LargestLayer largest = largestLayer(model, sizes, o.noSplit);
         DeviceMap map = inferAutoDeviceMap(model, budget, o);
         return new DevicePlan(map, budget, sizes.total(), largest, deviceMemory(model, map, budget, o));
+    }
+
+    /**
+     * Plans a model over several hosts ({@link PlanOptions#hosts()}, in pipeline order) as pipeline stages: each
+     * host gets a run of consecutive planning units (whole no-split blocks, leaf modules), so a block never
+     * straddles two hosts, the first stage holds the embedding and the last the output layer; within a host, its
+     * devices are planned by {@link #budgetFor} and {@link #planWithin} with {@code strategy} and its budget. Hosts
+     * are filled in order, each with the longest run its memory holds; only when memory cannot hold the model does
+     * the last host allowed to use its disk take what the others cannot (see docs/distributed.md).
+     *
+     * <pre>{@code
+     * PipelinePlan p = DeviceMapPlanner.planHosts(model, Strategy.SEQUENTIAL, PlanOptions.builder()
+     *         .dtype(DType.FLOAT16)
+     *         .hosts(HostBudgets.parse(List.of("box-a=cuda:0:6GiB,cpu:8GiB", "box-b=cpu:16GiB"))).build());
+     * DeviceMap mine = p.deviceMap().forHost("box-b");   // what box-b loads; box-a's modules are remote
+     * }</pre>
+     *
+     * @throws PipelineShortfallException when the hosts cannot hold the model and none may use its disk, with the
+     *     bytes left over
+     * @throws IllegalArgumentException when the options give no hosts
+     */
+    public static PipelinePlan planHosts(Module model, Strategy strategy, PlanOptions options) {
+        return HostPlanner.plan(model, strategy, options);
     }
 
     /** {@link #plan(Module, Strategy, MaxMemory, PlanOptions)} with the strategy as accelerate's string. */
@@ -590,7 +617,7 @@ public final class DeviceMapPlanner {
     /**
      * The device reserved module {@code name} executes on under {@code map}: the device of its entry (or its
      * first part's, in module order, when it is split) when that is a GPU, else the main device. Null when the map
-     * does not place it.
+     * does not place it or places it {@code remote}.
      */
     static Device executionDeviceOf(String name, DeviceMap orderedMap, Device main) {
         Device placed = orderedMap.deviceOf(name);
@@ -602,8 +629,8 @@ public final class DeviceMapPlanner {
                 }
             }
         }
-        if (placed == null) {
-            return null;
+        if (placed == null || placed.isRemote()) {
+            return null; // a remote module executes on another stage
         }
         return placed.isCuda() ? placed : main;
     }
@@ -637,7 +664,7 @@ public final class DeviceMapPlanner {
         PlanOptions options = planOptions.forModel(model);
         List<Device> devices = new ArrayList<>(budget.devices());
         for (Device d : map.devices()) {
-            if (!devices.contains(d)) {
+            if (!devices.contains(d) && !d.isRemote()) {
                 devices.add(d);
             }
         }
@@ -648,6 +675,9 @@ public final class DeviceMapPlanner {
         List<Entry> offloaded = new ArrayList<>();
         for (Map.Entry<String, Device> e : map.asMap().entrySet()) {
             Device d = e.getValue();
+            if (d.isRemote()) {
+                continue; // another stage holds it: nothing of it is on this host
+            }
             Device exec = d.isCuda() ? d : main;
             ModuleSizes s = options.precisionOf(exec) == options.precisionOf(main) ? mainSizes
                     : sizesFor(model, options, exec);
@@ -908,10 +938,10 @@ public final class DeviceMapPlanner {
         return DeviceMap.of(m);
     }
 
-    private static void clean(Map<String, Device> map, String moduleName) {
+    static <V> void clean(Map<String, V> map, String moduleName) {
         String prefix = moduleName.isEmpty() ? "" : moduleName + ".";
         List<String> keys = map.keySet().stream().filter(k -> k.startsWith(prefix)).collect(Collectors.toList());
-        Set<Device> values = new LinkedHashSet<>();
+        Set<V> values = new LinkedHashSet<>();
         keys.forEach(k -> values.add(map.get(k)));
         if (values.size() == 1 && keys.size() > 1) {
             keys.forEach(map::remove);

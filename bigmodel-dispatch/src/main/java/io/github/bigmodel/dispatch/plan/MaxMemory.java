@@ -122,8 +122,8 @@ public final class MaxMemory {
     public static MaxMemory ofBytes(Map<Device, ? extends Number> bytes) {
         Map<Device, Double> sorted = new java.util.TreeMap<>();
         bytes.forEach((d, v) -> {
-            if (d.isMeta()) {
-                throw new IllegalArgumentException("meta cannot hold a budget: it stores no values");
+            if (d.isMeta() || d.isRemote()) {
+                throw new IllegalArgumentException(d + " cannot hold a budget: it stores no values here");
             }
             sorted.put(d, checkBudget(v.doubleValue(), d + "=" + v));
         });
@@ -198,7 +198,7 @@ public final class MaxMemory {
     private static Device keyDevice(Object key) {
         if (key instanceof Device) {
             Device d = (Device) key;
-            return d.isMeta() ? null : d;
+            return d.isMeta() || d.isRemote() ? null : d;
         }
         if (key instanceof Integer || key instanceof Long || key instanceof Short) {
             return Device.cuda(Math.toIntExact(((Number) key).longValue()));

@@ -44,6 +44,7 @@ public final class PlanOptions {
     final Precision cpuPrecision;
     final Device executionDevice;
     final MemoryReservation reservation;
+    final HostBudgets hosts;
 
     private PlanOptions(Builder b) {
         noSplit = b.noSplit == null ? null : List.copyOf(b.noSplit);
@@ -60,6 +61,7 @@ public final class PlanOptions {
         cpuPrecision = b.cpuPrecision;
         executionDevice = b.executionDevice;
         reservation = b.reservation;
+        hosts = b.hosts;
         checkOneFloatType();
     }
 
@@ -119,6 +121,7 @@ public final class PlanOptions {
         b.cpuPrecision = cpuPrecision;
         b.executionDevice = executionDevice;
         b.reservation = reservation;
+        b.hosts = hosts;
         return b;
     }
 
@@ -239,6 +242,11 @@ public final class PlanOptions {
         return reservation;
     }
 
+    /** The hosts of a pipeline and their budgets ({@link DeviceMapPlanner#planHosts}), or null for one machine. */
+    public HostBudgets hosts() {
+        return hosts;
+    }
+
     /** Builds {@link PlanOptions}. */
     public static final class Builder {
         private List<String> noSplit;
@@ -255,6 +263,7 @@ public final class PlanOptions {
         private Precision cpuPrecision;
         private Device executionDevice;
         private MemoryReservation reservation = MemoryReservation.NONE;
+        private HostBudgets hosts;
 
         private Builder() {
         }
@@ -342,7 +351,7 @@ public final class PlanOptions {
          * modules placed on {@code cpu}/{@code disk} execute on the main device and are sized at its precision.
          */
         public Builder precision(Device device, Precision precision) {
-            if (device == null || device.isDisk() || device.isMeta()) {
+            if (device == null || device.isDisk() || device.isMeta() || device.isRemote()) {
                 throw new IllegalArgumentException("A precision belongs to a device that executes modules (cpu or"
                         + " cuda:N), got " + device + ": modules on disk take their execution device's precision");
             }
@@ -373,7 +382,7 @@ public final class PlanOptions {
          * @throws IllegalArgumentException for {@code disk} or {@code meta}
          */
         public Builder executionDevice(Device device) {
-            if (device != null && (device.isDisk() || device.isMeta())) {
+            if (device != null && (device.isDisk() || device.isMeta() || device.isRemote())) {
                 throw new IllegalArgumentException("A model cannot execute on " + device);
             }
             executionDevice = device;
@@ -387,6 +396,20 @@ public final class PlanOptions {
          */
         public Builder reservation(MemoryReservation value) {
             reservation = value == null ? MemoryReservation.NONE : value;
+            return this;
+        }
+
+        /**
+         * The hosts of a pipeline, in pipeline order, with each host's budgets: {@link DeviceMapPlanner#planHosts}
+         * gives each host a run of consecutive blocks (see docs/distributed.md). Null (the default): one machine.
+         *
+         * <pre>{@code
+         * PlanOptions o = PlanOptions.builder().dtype(DType.FLOAT16)
+         *         .hosts(HostBudgets.parse(List.of("box-a=cuda:0:6GiB,cpu:8GiB", "box-b=cpu:16GiB"))).build();
+         * }</pre>
+         */
+        public Builder hosts(HostBudgets value) {
+            hosts = value;
             return this;
         }
 
