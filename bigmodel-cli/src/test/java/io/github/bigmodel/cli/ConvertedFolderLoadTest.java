@@ -117,6 +117,15 @@ class ConvertedFolderLoadTest {
                             .contains(io.github.bigmodel.core.Device.DISK);
                     assertThat(torch.equal(logits(offloaded, ids), expected)).as(name + " planned, on disk")
                             .isTrue();
+                    // the stored codes and scales are read in place from the converted folder for each forward:
+                    // nothing of a quantized layer is rewritten into the offload folder
+                    Path folder = dir.resolve(name + "-offload");
+                    if (java.nio.file.Files.isDirectory(folder)) {
+                        try (java.util.stream.Stream<Path> files = java.nio.file.Files.list(folder)) {
+                            assertThat(files.map(f -> f.getFileName().toString()))
+                                    .noneMatch(f -> f.endsWith(".weight_scale.dat") || f.contains("dense"));
+                        }
+                    }
                 }
                 try (ChatGLM dequantized = ChatGLM.load(out, DispatchOptions.builder().deviceMap("{\"\": \"cpu\"}")
                         .cpuPrecision(Precision.FP32).build())) {

@@ -133,7 +133,10 @@ public final class DispatchOptions {
         return offloadFolder;
     }
 
-    /** Whether CPU-resident weights stay mapped from the checkpoint file instead of being copied into memory. */
+    /**
+     * Whether CPU-resident weights that need no conversion stay mapped from the checkpoint file instead of being
+     * copied into memory (true unless {@link Builder#offloadStateDict(boolean)} turned it off).
+     */
     public boolean offloadStateDict() {
         return offloadStateDict;
     }
@@ -154,7 +157,7 @@ public final class DispatchOptions {
         private Strategy strategy;
         private MaxMemory maxMemory;
         private Path offloadFolder;
-        private boolean offloadStateDict;
+        private boolean offloadStateDict = true;
         private int prefetch = 1;
         private Progress progress;
         private PlanOptions.Builder plan = PlanOptions.builder();
@@ -278,9 +281,18 @@ public final class DispatchOptions {
         }
 
         /**
-         * Keeps weights placed on {@code cpu} as copy-on-write views of the mapped checkpoint (when no dtype
-         * conversion is needed) instead of copying them into memory: pages come from the page cache and can be
-         * dropped by the kernel. Off by default.
+         * Whether weights placed on {@code cpu} that need no conversion (stored dtype = load dtype, not quantized
+         * while loading; int8/int4 codes of a converted folder included) stay copy-on-write views of the mapped
+         * checkpoint: pages come from the page cache, cost no anonymous memory and can be dropped by the kernel,
+         * and loading them takes no time. On by default; {@code false} copies them into memory (for a checkpoint
+         * on a slow or removable disk that must not be read during inference). A tensor whose bytes cannot be
+         * viewed (unaligned for its dtype in a safetensors file, compressed in a {@code .bin} zip) is copied
+         * either way. The mapping lives as long as any view of it: closing the model releases the views and
+         * unmaps the file.
+         *
+         * <pre>{@code
+         * DispatchOptions copies = DispatchOptions.builder().offloadStateDict(false).build();
+         * }</pre>
          */
         public Builder offloadStateDict(boolean value) {
             this.offloadStateDict = value;

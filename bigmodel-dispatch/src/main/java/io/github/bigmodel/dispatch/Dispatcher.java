@@ -429,9 +429,6 @@ final class Dispatcher {
         for (Placement p : placements) {
             if (p.quantized != null) {
                 checkQuantized(p, checkpoint, badShapes, options);
-                if (p.placed.isDisk()) {
-                    needFolder.add(p.name);
-                }
                 continue;
             }
             p.info = checkpoint.info(p.checkpointName);
@@ -454,8 +451,7 @@ final class Dispatcher {
                 badShapes.add(p.checkpointName + ": checkpoint " + Arrays.toString(p.info.shape()) + ", model "
                         + Arrays.toString(p.parameter.shape()));
             }
-            boolean safetensors = p.info.file() != null
-                    && p.info.file().getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".safetensors");
+            boolean safetensors = isSafetensors(p.info);
             p.inPlace = p.placed.isDisk() && safetensors && p.target == p.info.dtype();
             if (p.placed.isDisk() && !p.inPlace) {
                 needFolder.add(p.name);
@@ -464,6 +460,16 @@ final class Dispatcher {
         if (!badShapes.isEmpty()) {
             throw new IllegalArgumentException("Checkpoint tensors do not fit " + model.className() + ": "
                     + String.join("; ", badShapes));
+        }
+        for (Placement p : placements) {
+            if (isQuantizedWeight(p) && p.placed.isDisk()) {
+                p.inPlace = quantizedInPlace(p);
+                p.scale.inPlace = p.inPlace;
+                if (!p.inPlace) {
+                    needFolder.add(p.name);
+                    needFolder.add(p.scale.name);
+                }
+            }
         }
         if (!needFolder.isEmpty() && options.offloadFolder() == null) {
             throw new SettingException(new SettingMessage("offload_folder", "DispatchOptions.offloadFolder",
@@ -523,7 +529,7 @@ final class Dispatcher {
             for (Placement p : ordered) {
                 keepsCheckpoint |= p.inPlace;
                 if (isQuantizedWeight(p)) {
-                    placeQuantized(p, checkpoint, out);
+                    placeQuantized(p, checkpoint, out, options);
                 } else {
                     placeFromCheckpoint(p, checkpoint, options, out);
                 }
@@ -624,18 +630,43 @@ final class Dispatcher {
     }
 
     /**
+     * Whether a quantized layer's weight placed on disk is read in place from the checkpoint for each forward, as a
+     * half-precision weight needing no conversion is: the checkpoint (a folder written by {@code bigmodel convert})
+     * stores int8 codes of the layer's precision and scales of its scale dtype, in safetensors files (mappable).
+     * Then no offload folder is written and each token reads the stored codes.
+     */
+    private static boolean quantizedInPlace(Placement p) {
+        Placement s = p.scale;
+        if (!p.storedQuantized || s.info == null || p.info.dtype() != DType.INT8
+                || s.info.dtype() != s.target || !isSafetensors(p.info) || !isSafetensors(s.info)) {
+            return false;
+        }
+        QuantizedLinear q = p.quantized;
+        long storedColumns = q.precision() == Precision.INT4 ? q.inFeatures() / 2 : q.inFeatures();
+        return Arrays.equals(p.info.shape(), new long[] {q.outFeatures(), storedColumns});
+    }
+
+    private static boolean isSafetensors(TensorInfo info) {
+        return info.file() != null
+                && info.file().getFileName().toString().toLowerCase(Locale.ROOT).endsWith(".safetensors");
+    }
+
+    /**
      * The quantized form (CPU tensors, THUDM's layout, scales in the layer's float type) of a quantized layer's
      * weight, by the one road ({@link WeightConversion#convert}): quantized from a float checkpoint tensor, taken
      * as stored from a quantized checkpoint of the same precision, or re-quantized from other codes.
      */
-    private static QuantizedWeight quantizedFromCheckpoint(Placement p, Checkpoint checkpoint, Device device) {
+    private static QuantizedWeight quantizedFromCheckpoint(Placement p, Checkpoint checkpoint, Device device,
+            boolean share) {
         QuantizedLinear q = p.quantized;
         QuantizedWeight made;
         try (PointerScope scope = new PointerScope()) {
             Tensor src = checkpoint.load(p.checkpointName);
             Tensor scale = p.storedQuantized ? checkpoint.load(p.scale.checkpointName) : null;
-            made = WeightConversion.convert(src, scale, WeightConversion.Target.linearWeight(q.precision(),
-                    q.weightScale().dtype(), q.outFeatures(), q.inFeatures(), device)).quantized();
+            WeightConversion.Target target = WeightConversion.Target.linearWeight(q.precision(),
+                    q.weightScale().dtype(), q.outFeatures(), q.inFeatures(), device);
+            // Codes taken as stored stay views of the mapped checkpoint when sharing is allowed.
+            made = WeightConversion.convert(src, scale, share ? target.sharingStorage() : target).quantized();
             // The caller owns the result, whatever scope it runs in (an offload store's writer may open one).
             made.packed().retainReference();
             made.scale().retainReference();
@@ -649,18 +680,25 @@ final class Dispatcher {
      * codes {@code [out, in]} or packed {@code [out, in/2]}, scales in the float type), which the hook converts to
      * the layout of the execution device for each forward. For a reused offload folder nothing is quantized.
      */
-    private static void placeQuantized(Placement p, Checkpoint checkpoint, Placed out) {
+    private static void placeQuantized(Placement p, Checkpoint checkpoint, Placed out, DispatchOptions options) {
         QuantizedLinear q = p.quantized;
         Placement s = p.scale;
+        boolean share = p.placed.isCpu() && options.offloadStateDict();
         if (!p.offloaded) {
-            q.setQuantized(quantizedFromCheckpoint(p, checkpoint, p.placed));
+            q.setQuantized(quantizedFromCheckpoint(p, checkpoint, p.placed, share));
             return;
         }
-        if (p.placed.isDisk()) {
+        if (p.placed.isDisk() && p.inPlace) {
+            out.sources.put(p.parameter, WeightSource.lazy(() -> checkpoint.load(p.checkpointName),
+                    p.info.byteLength()));
+            out.sources.put(s.parameter, WeightSource.lazy(() -> checkpoint.load(s.checkpointName),
+                    s.info.byteLength()));
+            out.inPlace += 2;
+        } else if (p.placed.isDisk()) {
             QuantizedWeight[] memo = new QuantizedWeight[1];
             Supplier<QuantizedWeight> lazy = () -> {
                 if (memo[0] == null) {
-                    memo[0] = quantizedFromCheckpoint(p, checkpoint, Device.CPU);
+                    memo[0] = quantizedFromCheckpoint(p, checkpoint, Device.CPU, false);
                 }
                 return memo[0];
             };
@@ -676,7 +714,7 @@ final class Dispatcher {
                 }
             }
         } else {
-            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint, Device.CPU);
+            QuantizedWeight made = quantizedFromCheckpoint(p, checkpoint, Device.CPU, share);
             out.sources.put(p.parameter, WeightSource.of(made.packed()));
             out.sources.put(s.parameter, WeightSource.of(made.scale()));
             out.resources.add(made);

@@ -25,7 +25,8 @@ import org.junit.jupiter.api.io.TempDir;
  * {@link ChatGLM#close()} from another thread while a reply streams: close waits for the forward pass under way
  * (held inside a block by a test hook), frees nothing before it ends, and the stream's next step fails with
  * {@link ModelClosedException}; the stream still frees its KV cache when closed, and every later turn is refused.
- * In memory and dispatched (a block, the final norm and the head on disk through an offload folder, prefetch 1).
+ * In memory (copies, and the default mapped views, whose file close then unmaps) and dispatched (a block, the final
+ * norm and the head on disk through an offload folder, prefetch 1).
  */
 class ChatGLMCloseTest {
 
@@ -42,6 +43,30 @@ class ChatGLMCloseTest {
     @Test
     void inMemory() throws Exception {
         closeWhileStreaming(ChatGLM.load(model));
+    }
+
+    @Test
+    void inMemoryMappedViews() throws Exception {
+        // float16 as stored: every weight is a view of the mapped checkpoint, which must stay mapped until the
+        // forward under way has ended and be unmapped by close.
+        ChatGLM glm = ChatGLM.load(model, DType.FLOAT16);
+        assertThat(mappedFiles()).as("the weights are views of the mapped shards")
+                .anyMatch(f -> f.startsWith(model.toString()) && f.endsWith(".safetensors"));
+        closeWhileStreaming(glm);
+        assertThat(mappedFiles()).as("closing the model unmaps the checkpoint")
+                .noneMatch(f -> f.startsWith(model.toString()));
+    }
+
+    /** The files this process maps now, from /proc/self/maps. */
+    private static List<String> mappedFiles() throws Exception {
+        List<String> out = new java.util.ArrayList<>();
+        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
+            int slash = line.indexOf('/');
+            if (slash >= 0) {
+                out.add(line.substring(slash));
+            }
+        }
+        return out;
     }
 
     @Test

@@ -30,7 +30,8 @@ import io.github.bigmodel.chatglm.ReferenceModels;
  * block on disk (quantized codes and scales written to the offload folder in THUDM's portable layout, converted on
  * the CPU by the hook, with and without prefetch) give the same logits, bit for bit, as
  * {@link ChatGLMLanguageModel#loadWeights} with that precision on the CPU. A folder written for one precision is not
- * reused for another, and is reused for the same one.
+ * reused for another, and is reused for the same one. The folder holds the codes (out x in bytes for int8, half that
+ * for int4) and the scales, so a token reads 2x / 4x fewer weight bytes from disk than in half precision.
  */
 // PointerScope blocks are used for what they release on close, not referenced by name.
 @SuppressWarnings("try")
@@ -84,6 +85,14 @@ class DispatchedQuantizedTest {
                     + ".dense";
             QuantizedLinear offloaded = (QuantizedLinear) model.module(diskLinear);
             assertThat(offloaded.precision()).isEqualTo(precision);
+            // The folder holds codes, not half precision: what each token reads from disk for this layer is
+            // out x in bytes (int8) or half that (int4), plus one scale per row.
+            long codes = offloaded.outFeatures() * offloaded.inFeatures() / (precision == Precision.INT4 ? 2 : 1);
+            long floatBytes = offloaded.outFeatures() * offloaded.inFeatures() * 2;
+            assertThat(Files.size(offload.resolve(diskLinear + ".weight.dat"))).as(precision + " codes on disk")
+                    .isEqualTo(codes).isLessThanOrEqualTo(floatBytes / (precision == Precision.INT4 ? 4 : 2));
+            assertThat(Files.size(offload.resolve(diskLinear + ".weight_scale.dat")))
+                    .isEqualTo(offloaded.outFeatures() * offloaded.weightScale().dtype().bits() / 8);
             assertThat(offloaded.weight().device()).as("between forwards").isEqualTo(Device.DISK);
             int checked = 0;
             for (JsonNode c : cases) {

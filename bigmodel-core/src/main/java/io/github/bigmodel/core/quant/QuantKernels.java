@@ -114,6 +114,52 @@ public final class QuantKernels {
     }
 
     /**
+     * Rows converted at a time by {@link #int4PackedToCpuTiles}: a multiple of the operator's row blocks (32 or 64
+     * rows by the CPU's vector width), so the tiles of consecutive chunks are the tiles of the whole weight; 16 MB
+     * of int32 codes for 4096 inputs, reused from the allocator instead of a fresh weight-sized buffer each time.
+     */
+    private static final long TILE_CHUNK_ROWS = 1024;
+
+    /**
+     * {@link #int4ToCpuTiles} of THUDM-packed int4 bytes {@code [N, K/2]}, unpacked straight into the operator's
+     * unsigned int32 input in one pass and converted {@value #TILE_CHUNK_ROWS} rows at a time (loading a model
+     * converts every int4 weight: a chain of whole-tensor integer ops took ten times longer).
+     */
+    public static Tensor int4PackedToCpuTiles(Tensor packed) {
+        long rows = packed.size(0);
+        if (rows <= TILE_CHUNK_ROWS) {
+            Tensor out;
+            try (PointerScope scope = new PointerScope()) {
+                out = call(INT4_CONVERT, new IValue(RowQuantizer.unsignedInt4(packed)), new IValue(2L));
+                out.retainReference();
+            }
+            return Scopes.handOut(out);
+        }
+        Tensor all = null;
+        try (PointerScope scope = new PointerScope()) {
+            for (long r0 = 0; r0 < rows; r0 += TILE_CHUNK_ROWS) {
+                long n = Math.min(TILE_CHUNK_ROWS, rows - r0);
+                try (PointerScope chunk = new PointerScope()) {
+                    Tensor part = call(INT4_CONVERT, new IValue(RowQuantizer.unsignedInt4(packed.narrow(0, r0, n))),
+                            new IValue(2L));
+                    if (all == null) {
+                        long[] shape = io.github.bigmodel.core.Tensors.shape(part);
+                        shape[0] = shape[0] / n * rows;
+                        all = org.bytedeco.pytorch.global.torch.empty(shape,
+                                new org.bytedeco.pytorch.TensorOptions(part.scalar_type()),
+                                new org.bytedeco.pytorch.MemoryFormatOptional());
+                        scope.attach(all);
+                    }
+                    long per = part.size(0) / n;
+                    all.narrow(0, r0 * per, n * per).copy_(part);
+                }
+            }
+            all.retainReference();
+        }
+        return Scopes.handOut(all);
+    }
+
+    /**
      * The scale-and-zero table {@code [K/group, N, 2]} of the CPU int4 kernel for per-row {@code scales [N]}:
      * every group of a row repeats the row's scale, and zero points are 0 because the codes are symmetric.
      */

@@ -181,7 +181,7 @@ public class QuantizedLinear extends Linear {
         }
         Tensor tiles;
         try (PointerScope scope = new PointerScope()) {
-            tiles = QuantKernels.int4ToCpuTiles(WeightQuantizer.unpackInt4(packed));
+            tiles = QuantKernels.int4PackedToCpuTiles(packed);
             tiles.retainReference();
         }
         return tiles;

@@ -259,15 +259,16 @@ public final class WeightConversion {
                         // weight this layer starts from.
                         Tensor values = WeightQuantizer.dequantize(asStored, storedScale.scalar_type());
                         if (want.isQuantized()) {
-                            made = WeightQuantizer.quantize(values.to(floatType), want);
+                            made = WeightQuantizer.quantize(values, target.dtype, want);
                             here = true;
                         } else {
                             dense = moved(values, target.device, target.dtype, false);
                         }
                     }
                 } else if (want.isQuantized()) {
-                    // Quantize where the tensor is (a mapped checkpoint), then move only the small result.
-                    made = WeightQuantizer.quantize(stored.to(floatType), want);
+                    // Quantize where the tensor is (a mapped checkpoint), then move only the small result; the
+                    // conversion to the float type happens value by value inside, never as a copy of the weight.
+                    made = WeightQuantizer.quantize(stored, target.dtype, want);
                     here = true;
                 } else {
                     dense = moved(stored, target.device, target.dtype, target.shareStorage);

@@ -42,6 +42,24 @@ public final class WeightQuantizer {
      *     or a float precision
      */
     public static QuantizedWeight quantize(Tensor weight, Precision precision) {
+        return quantize(weight, null, precision);
+    }
+
+    /**
+     * Quantizes a 2-d floating-point weight {@code [out, in]} as if it were converted to {@code asType} first
+     * (null: its own dtype); the scales are in that dtype. A CPU weight is read once, on
+     * {@link io.github.bigmodel.core.NativeRuntime#threads()} threads, straight into the codes, with no float copy
+     * of it (what loading a checkpoint needs: peak memory is the quantized result); on another device libtorch
+     * computes the same codes there.
+     *
+     * <pre>{@code
+     * QuantizedWeight q = WeightQuantizer.quantize(mappedBf16Weight, DType.FLOAT16, Precision.INT4);
+     * }</pre>
+     *
+     * @throws IllegalArgumentException for a weight that is not 2-d floating point, an odd {@code in} for int4,
+     *     a float precision, or an {@code asType} that is not floating point
+     */
+    public static QuantizedWeight quantize(Tensor weight, DType asType, Precision precision) {
         if (precision == null || !precision.isQuantized()) {
             throw new IllegalArgumentException("quantize needs int8 or int4, got " + precision);
         }
@@ -55,11 +73,37 @@ public final class WeightQuantizer {
             throw new IllegalArgumentException("int4 packs two weights per byte: in_features must be even, got "
                     + shape[1]);
         }
+        if (asType != null && !asType.isFloatingPoint()) {
+            throw new IllegalArgumentException("A weight is quantized from a floating dtype, got "
+                    + asType.torchName());
+        }
+        DType ownType = asType != null ? asType : type;
+        Tensor packed;
+        Tensor scale;
+        if (RowQuantizer.accepts(weight)) {
+            try (PointerScope scope = new PointerScope()) {
+                QuantizedWeight q = RowQuantizer.quantize(weight, ownType, precision);
+                packed = q.packed();
+                scale = q.scale();
+                packed.retainReference();
+                scale.retainReference();
+            }
+            return new QuantizedWeight(Scopes.handOut(packed), Scopes.handOut(scale), precision, shape[1]);
+        }
+        return withTorch(weight, ownType, precision);
+    }
+
+    /**
+     * The libtorch road of {@link #quantize(Tensor, DType, Precision)}, on the weight's device (package-private:
+     * tests compare the CPU road's codes with it). Arguments are checked by the caller.
+     */
+    static QuantizedWeight withTorch(Tensor weight, DType ownType, Precision precision) {
+        long[] shape = Tensors.shape(weight);
         Tensor packed;
         Tensor scale;
         try (PointerScope scope = new PointerScope()) {
-            ScalarType own = weight.scalar_type();
-            Tensor w = weight.to(ScalarType.Float);
+            ScalarType own = ownType.scalarType();
+            Tensor w = weight.to(own).to(ScalarType.Float);
             // THUDM: weight_scale = weight.abs().max(dim=-1).values / (2**(bits-1)-1), in the weight's dtype:
             // libtorch computes a half division in float32 and rounds the quotient to half, as done here.
             Tensor stored = w.abs().amax(new long[] {1}, false).div(new Scalar((double) precision.maxQuantized()))
