@@ -39,8 +39,9 @@ done
   echo "chatglm.cpp $(git -C "$SRC" rev-parse HEAD 2>/dev/null || echo unknown)" \
     "$(git -C "$SRC" diff --quiet --ignore-submodules 2>/dev/null && echo clean || echo 'local changes')"
   for sm in ggml sentencepiece re2 abseil-cpp; do
+    changes=$(git -C "$SRC/third_party/$sm" status --porcelain 2>/dev/null || true)
     echo "third_party/$sm $(git -C "$SRC/third_party/$sm" rev-parse HEAD 2>/dev/null || echo unknown)" \
-      "$(git -C "$SRC/third_party/$sm" status --porcelain 2>/dev/null | head -3 | tr '\n' ' ')"
+      "${changes:+(local changes: $(echo "$changes" | awk '{print $1 " " $2}' | tr '\n' ',' | sed 's/,$//'))}"
   done
   echo "compiler $(${CXX:-c++} --version | head -1)"
   echo "flags -O3 (Release) -march=native"

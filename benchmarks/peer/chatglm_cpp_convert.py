@@ -97,6 +97,42 @@ def write_prompt(tokenizer_model: Path, ids: int, target: Path) -> int:
     return got
 
 
+CHATGLM3_SPECIAL_TOKENS = 9  # [MASK] [gMASK] [sMASK] sop eop <|system|> <|user|> <|assistant|> <|observation|>
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pad_tokenizer(src: Path, dst: Path, vocab: int) -> int:
+    """Copies a SentencePiece model, appending UNUSED pieces until the ChatGLM3 special tokens (numbered after the
+    pieces, by THUDM's tokenizer and chatglm.cpp alike) end at ``vocab``: with random weights any id below the model's
+    vocabulary can come out, and chatglm.cpp crashes decoding an id its tokenizer does not have (the real tokenizer
+    has 64,798 of 65,024). UNUSED pieces never come out of encoding, so prompts encode as before. Returns the pieces.
+    """
+    import sentencepiece
+
+    have = sentencepiece.SentencePieceProcessor(model_file=str(src)).get_piece_size()
+    want = vocab - CHATGLM3_SPECIAL_TOKENS
+    data = bytearray(src.read_bytes())
+    for i in range(have, want):
+        # ModelProto.pieces (field 1) += SentencePiece{piece (1): "<unused-i>", score (2): 0.0, type (3): UNUSED=5}
+        name = f"<unused-{i}>".encode()
+        piece = b"\x0a" + _varint(len(name)) + name + b"\x15\x00\x00\x00\x00" + b"\x18\x05"
+        data += b"\x0a" + _varint(len(piece)) + piece
+    dst.write_bytes(bytes(data))
+    got = sentencepiece.SentencePieceProcessor(model_file=str(dst)).get_piece_size()
+    if got != max(have, want):
+        raise SystemExit(f"padding the tokenizer gave {got} pieces, expected {max(have, want)}")
+    return got
+
+
 def make_view(checkpoint: Path, thudm: Path, tokenizer: Path, view: Path) -> None:
     if view.exists():
         shutil.rmtree(view)
@@ -107,7 +143,8 @@ def make_view(checkpoint: Path, thudm: Path, tokenizer: Path, view: Path) -> Non
     (view / "config.json").write_text(json.dumps(config, indent=1))
     for name in ("configuration_chatglm.py", "modeling_chatglm.py", "quantization.py", "tokenization_chatglm.py"):
         shutil.copy(thudm / name, view / name)
-    shutil.copy(tokenizer, view / "tokenizer.model")
+    pieces = pad_tokenizer(tokenizer, view / "tokenizer.model", int(config["padded_vocab_size"]))
+    print(f"tokenizer: {pieces} pieces + {CHATGLM3_SPECIAL_TOKENS} special tokens", flush=True)
     (view / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=1))
 
 
@@ -129,13 +166,13 @@ def main() -> None:
     from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
     a.out.mkdir(parents=True, exist_ok=True)
+    view = a.out / ".hf-view"
+    make_view(a.checkpoint, a.thudm, a.tokenizer, view)
     for n in [int(x) for x in a.prompts.split(",") if x.strip()]:
-        got = write_prompt(a.tokenizer, n, a.out / f"prompt-{n}.txt")
+        got = write_prompt(view / "tokenizer.model", n, a.out / f"prompt-{n}.txt")
         print(f"wrote {a.out / f'prompt-{n}.txt'}: {got} ids with [gMASK] sop", flush=True)
         if got != n:
             raise SystemExit(f"could not make a prompt of exactly {n} ids (got {got})")
-    view = a.out / ".hf-view"
-    make_view(a.checkpoint, a.thudm, a.tokenizer, view)
 
     started = time.time()
     tokenizer = AutoTokenizer.from_pretrained(str(view), trust_remote_code=True)
