@@ -407,7 +407,11 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             try (ForwardScope f = enterForward()) {
                 // Devices come from where modules run, never from weights that a hook may not have brought in yet.
                 Tensor x = Ops.onDevice(f.input(hidden), inputLayernorm.executionDevice());
-                Tensor normed = inputLayernorm.forward(x);
+                // RMSNorm works in float32: over a whole long prompt its temporaries alone would be several
+                // float32 copies of the hidden states (about 120 MiB at 2048 tokens of ChatGLM3-6B), so it runs
+                // in the same position chunks as the MLP.
+                Tensor normed = PromptChunks.byRows(x.size(0), rows[1], 0,
+                        (start, n) -> inputLayernorm.forward(x.narrow(0, start, n)));
                 Tensor context = selfAttention.context(normed, cos, sin, mask, cache, layerIndex, rows);
                 Tensor residual = residualFromNorm ? normed : x;
                 // Everything after the attention is per position: a long prompt runs it a chunk of positions at a

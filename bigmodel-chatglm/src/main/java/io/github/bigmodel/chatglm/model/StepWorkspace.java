@@ -21,7 +21,9 @@ import io.github.bigmodel.chatglm.ChatGLMConfig;
  * ({@link #attentionRowBytes}, {@link #positionRowBytes}); the whole-length tensors of a block are:
  * <ul>
  *   <li>projection: the normed input, the query-key-value output, the rotated queries and keys
- *       ({@code hidden + qkv + (heads + kvHeads) * headDim} per position), plus one chunk of rotary temporaries;</li>
+ *       ({@code hidden + qkv + (heads + kvHeads) * headDim} per position), plus one chunk of the input norm's
+ *       float32 temporaries or of rotary temporaries, whichever is larger (the norm runs in position chunks
+ *       too);</li>
  *   <li>attention: the normed input, the queries and the context being assembled ({@code hidden + 2 heads *
  *       headDim} per position), the contiguous copies of the keys and values the products read
  *       ({@code 2 * K * B * kvHeads * headDim}), plus one chunk of query rows: scores in the model dtype, their
@@ -77,7 +79,7 @@ public final class StepWorkspace {
                 queryLength);
         long rowsP = PromptChunks.rows(CHUNK_BYTES, positionRowBytes(config, dtype, batch), queryLength);
         long projection = positions * (hidden + config.qkvOutFeatures() + (heads + kvHeads) * headDim) * s
-                + rowsP * rotaryRowBytes(config, dtype, batch);
+                + rowsP * Math.max(rotaryRowBytes(config, dtype, batch), normRowBytes(config, batch));
         long kv = 2L * contextLength * batch * kvHeads * headDim * s;
         long attention = positions * (hidden + 2 * heads * headDim) * s + kv
                 + rowsA * attentionRowBytes(config, dtype, batch, contextLength);
@@ -114,6 +116,15 @@ public final class StepWorkspace {
                 ? 4L * config.ffnHiddenSize()
                 : 10L * config.innerHiddenSize();
         return batch * ((7 * hidden + mlp) * s + 16 * hidden);
+    }
+
+    /**
+     * The float32 temporaries of the input norm for one position (every batch row): RMSNorm's float32 copy, its
+     * square, the normalized values and their weighted product, 16 bytes per hidden unit (LayerNorm's fused kernel
+     * makes fewer).
+     */
+    static long normRowBytes(ChatGLMConfig config, long batch) {
+        return batch * 16L * config.hiddenSize();
     }
 
     /** The rotary temporaries of one position: up to five copies of its query heads. */
