@@ -226,12 +226,12 @@ def settings(a):
     ckpt_files = checkpoint_files(a.checkpoint)
     out = []
 
-    def ours(pair, key, label, row, model, repeats):
+    def ours(pair, key, label, row, model, repeats, while_loading=False):
         if model is None or not (model / "config.json").exists():
             log(f"skipping {label}: no folder {model}")
             return
         out.append({"pair": pair, "system": "bigmodel", "key": key, "label": label, "row": row, "model": model,
-                    "files": checkpoint_files(model), "repeats": repeats})
+                    "files": checkpoint_files(model), "repeats": repeats, "while_loading": while_loading})
 
     def peer(pair, key, label, name):
         f = a.ggml / name
@@ -244,15 +244,15 @@ def settings(a):
     pairs = a.pairs.split(",")
     if "half" in pairs:
         ours("half", "bf16", "bigmodel bf16, in place (mapped)", "a", a.checkpoint, a.repeats)
-        ours("half", "fp16", "bigmodel fp16, converted while loading", "fp16", a.checkpoint, a.load_repeats)
+        ours("half", "fp16", "bigmodel fp16, converted while loading", "fp16", a.checkpoint, a.load_repeats, True)
         peer("half", "f16", "chatglm.cpp f16", "chatglm-ggml-f16.bin")
     if "int8" in pairs:
         ours("int8", "int8", "bigmodel int8, `bigmodel convert` folder", "c", a.int8, a.repeats)
-        ours("int8", "int8-load", "bigmodel int8, quantized while loading", "c", a.checkpoint, a.load_repeats)
+        ours("int8", "int8-load", "bigmodel int8, quantized while loading", "c", a.checkpoint, a.load_repeats, True)
         peer("int8", "q8_0", "chatglm.cpp q8_0", "chatglm-ggml-q8_0.bin")
     if "int4" in pairs:
         ours("int4", "int4", "bigmodel int4, `bigmodel convert` folder", "d", a.int4, a.repeats)
-        ours("int4", "int4-load", "bigmodel int4, quantized while loading", "d", a.checkpoint, a.load_repeats)
+        ours("int4", "int4-load", "bigmodel int4, quantized while loading", "d", a.checkpoint, a.load_repeats, True)
         peer("int4", "q4_0", "chatglm.cpp q4_0", "chatglm-ggml-q4_0.bin")
     every_file = {p for s in out for p in s["files"]} | set(ckpt_files)
     for s in out:
@@ -403,7 +403,7 @@ def main():
     if a.long_prompt > 0:
         log(f"prompt throughput, {a.long_prompt}-token prompt")
         for s in plan:
-            if s["repeats"] == a.repeats or s["system"] == "chatglm.cpp":
+            if not s.get("while_loading"):
                 results.append(one_run(a, s, a.long_prompt, 1, "prompt"))
     log("memory bandwidth again")
     bw_after = memory_bandwidth(a)
