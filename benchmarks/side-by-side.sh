@@ -53,13 +53,15 @@ for p in int8 int4; do
     java -jar "$CLI" convert "$DATA/bf16" "$DATA/$p" --precision "$p" --shard-size 2GB
   fi
 done
+MISSING=()
 for t in f16 q8_0 q4_0; do
-  if [[ ! -f $DATA/ggml/chatglm-ggml-$t.bin ]]; then
-    echo "Converting the checkpoint with chatglm.cpp's converter into $DATA/ggml"
-    "$ROOT/benchmarks/peer/convert-for-chatglm-cpp.sh" "$DATA/bf16" "$DATA/ggml"
-    break
-  fi
+  [[ -f $DATA/ggml/chatglm-ggml-$t.bin ]] || MISSING+=("$t")
 done
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+  TYPES=$(IFS=,; echo "${MISSING[*]}")
+  echo "Converting the checkpoint with chatglm.cpp's converter into $DATA/ggml ($TYPES)"
+  TYPES=$TYPES "$ROOT/benchmarks/peer/convert-for-chatglm-cpp.sh" "$DATA/bf16" "$DATA/ggml"
+fi
 
 if [[ $(nproc) -ne $THREADS ]]; then
   echo "WARNING: chatglm.cpp uses every hardware thread up to 4 ($(nproc) here; it has no thread option)," \
