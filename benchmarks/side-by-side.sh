@@ -18,11 +18,11 @@
 # Environment (defaults): THREADS (2), PROMPT (16), TOKENS (64), REPEATS (3), LOAD_REPEATS (1: runs that convert
 # or quantize while loading), LONG_PROMPT (512; 0 skips the prompt-throughput runs), PAIRS (half,int8,int4),
 # PEER_BUILD (DATA_DIR/chatglm.cpp-build), OUT (DATA_DIR/side-by-side.md), SEED (42), GEN_ARGS (GenerateCheckpoint
-# options, e.g. "--set num_layers=4" for a small trial model).
+# options, e.g. "--set num_layers=4" for a small trial model), PREPARE_ONLY (1: make what is missing, run nothing).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
-  sed -n '2,22p' "$0"
+  sed -n '2,21p' "$0"
   exit 2
 fi
 DATA=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -63,6 +63,10 @@ if [[ ${#MISSING[@]} -gt 0 ]]; then
   TYPES=$TYPES "$ROOT/benchmarks/peer/convert-for-chatglm-cpp.sh" "$DATA/bf16" "$DATA/ggml"
 fi
 
+if [[ ${PREPARE_ONLY:-0} == 1 ]]; then
+  echo "Everything is in place in $DATA (PREPARE_ONLY=1: not running)"
+  exit 0
+fi
 if [[ $(nproc) -ne $THREADS ]]; then
   echo "WARNING: chatglm.cpp uses every hardware thread up to 4 ($(nproc) here; it has no thread option)," \
     "bigmodel THREADS=$THREADS: the comparison is not at equal threads" >&2
