@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Decode benchmark of a 6B ChatGLM3 with random weights (docs/benchmarks.md, "A 6B ChatGLM3 on a small machine").
 #
-#   benchmarks/run-6b.sh MODEL_DIR [ROWS]          ROWS: all (default) or a,b-noprefetch,b-prefetch,c,d
+#   benchmarks/run-6b.sh MODEL_DIR [ROWS]          ROWS: all (default: a to d) or a,b-noprefetch,b-prefetch,c,d,fp16
 #
 # 1. builds benchmarks/target/benchmarks.jar if absent;
 # 2. writes the checkpoint into MODEL_DIR if it has no config.json (chatglm3-6b shapes, bf16, 2 GB shards, 12.5 GB;
@@ -13,18 +13,21 @@
 #    (sync; echo 3 > /proc/sys/vm/drop_caches, root only: without root the rows say so);
 # 5. prints the cgroup's peak usage and limit hits and removes the cgroup (also on failure or Ctrl-C).
 #
-# Environment (defaults): THREADS (1), PROMPT (16), TOKENS (64), BUDGET_MIB (4096), HEADROOM_MIB (1024),
+# Run as root (the cgroup and drop_caches need it; a root shell needs no sudo). The comparison with chatglm.cpp is
+# benchmarks/side-by-side.sh.
+#
+# Environment (defaults): THREADS (2), PROMPT (16), TOKENS (64), BUDGET_MIB (4096), HEADROOM_MIB (1024),
 # PRESET (chatglm3-6b), SEED (42), CGROUP (bigmodel-decode-$$), OUT (MODEL_DIR/decode-results.txt),
 # EXTRA (more DecodeProgram options, e.g. "--disk-bytes 4GiB").
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
-  sed -n '2,21p' "$0"
+  sed -n '2,24p' "$0"
   exit 2
 fi
 MODEL_DIR=$1
 ROWS=${2:-all}
-THREADS=${THREADS:-1}
+THREADS=${THREADS:-2}
 PROMPT=${PROMPT:-16}
 TOKENS=${TOKENS:-64}
 BUDGET_MIB=${BUDGET_MIB:-4096}

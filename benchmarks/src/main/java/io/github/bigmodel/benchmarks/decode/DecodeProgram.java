@@ -16,6 +16,7 @@ import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.io.UncheckedIOException;
+import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -51,6 +52,8 @@ import org.bytedeco.pytorch.global.torch;
  */
 public final class DecodeProgram {
 
+    /** The line prefix {@code --memory-only} prints its bandwidths after (JSON, bytes per second). */
+    static final String MEMORY_PREFIX = "MEMORY-BANDWIDTH ";
     /** The line prefix a child prints its result after. */
     static final String RESULT_PREFIX = "DECODE-RESULT ";
     /** The first embedding row: only this many bytes of the embedding are read per token. */
@@ -68,6 +71,7 @@ public final class DecodeProgram {
         boolean dropCaches;
         boolean inProcess;
         boolean child;
+        boolean memoryOnly;
         long memBytes = 1L << 30;
         long diskBytes = 2L << 30;
         Path offload;
@@ -81,6 +85,7 @@ public final class DecodeProgram {
                     case "--drop-caches" -> o.dropCaches = true;
                     case "--in-process" -> o.inProcess = true;
                     case "--child" -> o.child = true;
+                    case "--memory-only" -> o.memoryOnly = true;
                     default -> {
                         if (i + 1 >= args.length) {
                             throw new IllegalArgumentException("Missing value after " + a);
@@ -127,7 +132,7 @@ public final class DecodeProgram {
         static String usage() {
             return "\nusage: DecodeProgram --model DIR [--row a|b-noprefetch|b-prefetch|b|c|d|all[,...]] [--prompt 16]"
                     + " [--tokens 64] [--threads N] [--budget 4GiB] [--cgroup NAME] [--drop-caches] [--in-process]"
-                    + " [--mem-bytes 1GiB] [--disk-bytes 2GiB] [--offload DIR] [--java-opts '-Xmx1g']";
+                    + " [--mem-bytes 1GiB] [--disk-bytes 2GiB] [--offload DIR] [--java-opts '-Xmx1g'] [--memory-only]";
         }
     }
 
@@ -163,6 +168,10 @@ public final class DecodeProgram {
             System.exit(2);
             return;
         }
+        if (o.memoryOnly) {
+            measureMemory(o, System.out);
+            System.exit(0);
+        }
         if (o.child) {
             RowResult r = runRow(o.rows.get(0), o);
             System.out.println(RESULT_PREFIX + r.toJson());
@@ -191,6 +200,26 @@ public final class DecodeProgram {
         }
         report(results, limits, o, out);
         return results;
+    }
+
+    /**
+     * The memory bandwidths alone (no disk, no rows), for a caller that runs the rows itself (benchmarks/peer's
+     * side-by-side run): the usual comment line, then {@link #MEMORY_PREFIX} and
+     * {@code {"torch":..,"java":..,"bf16Linear":..,"threads":..}} in bytes per second.
+     */
+    static Limits measureMemory(Options o, PrintStream out) {
+        NativeRuntime.init();
+        Limits l = new Limits();
+        l.torchMemory = Bandwidths.torchRead(o.memBytes, o.threads, 5);
+        l.javaMemory = Bandwidths.javaRead(o.memBytes, o.threads, 5);
+        l.bf16Linear = Bandwidths.bf16Linear(13696, 4096, o.threads, 5);
+        out.printf(Locale.ROOT, "# memory read: libtorch %.2f GB/s (%d threads, %s), Java %.2f GB/s; bf16 linear"
+                + " 13696x4096 on one token reads its weight at %.2f GB/s%n", l.torchMemory / 1e9, o.threads,
+                MemorySize.format(o.memBytes), l.javaMemory / 1e9, l.bf16Linear / 1e9);
+        out.printf(Locale.ROOT, "%s{\"torch\":%.0f,\"java\":%.0f,\"bf16Linear\":%.0f,\"threads\":%d}%n",
+                MEMORY_PREFIX, l.torchMemory, l.javaMemory, l.bf16Linear, o.threads);
+        out.flush();
+        return l;
     }
 
     static Limits measureLimits(Options o, PrintStream out) {
@@ -247,11 +276,12 @@ public final class DecodeProgram {
         NativeRuntime.init();
         torch.set_num_threads(o.threads);
         RowResult r = new RowResult();
+        r.jvmStartEpochMs = ManagementFactory.getRuntimeMXBean().getStartTime();
         r.row = row.key();
         r.threads = o.threads;
         try (MemorySampler sampler = MemorySampler.start(10)) {
             ChatGLMConfig config = ChatGLMConfig.fromJson(o.model.resolve("config.json"));
-            ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, DType.BFLOAT16);
+            ChatGLMLanguageModel model = ChatGLMLanguageModel.create(config, row.modelDtype());
             long started = System.nanoTime();
             try (DispatchedModel<ChatGLMLanguageModel> d = BigModel.loadCheckpointAndDispatch(model, o.model,
                     row.options(o.budgetBytes, o.offload))) {
@@ -274,6 +304,7 @@ public final class DecodeProgram {
             long t0 = System.nanoTime();
             s.step();
             r.ttftMs = (System.nanoTime() - t0) / 1e6;
+            r.firstTokenEpochMs = System.currentTimeMillis();
             for (int i = 0; i < o.tokens; i++) {
                 long t = System.nanoTime();
                 s.step();

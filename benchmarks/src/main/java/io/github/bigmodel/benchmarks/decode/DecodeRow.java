@@ -13,7 +13,10 @@ import java.util.Map;
 
 /**
  * The settings of the 6B decode benchmark, one row of docs/benchmarks.md each: (a) everything on the CPU in bf16,
- * (b) a CPU budget with the rest read from disk, without and with prefetch, (c) block linears in int8, (d) in int4.
+ * (b) a CPU budget with the rest read from disk, without and with prefetch, (c) block linears in int8, (d) in int4,
+ * and (fp16) every weight converted to float16 while loading (the side-by-side run's match for chatglm.cpp's f16;
+ * not part of {@code all}). Rows (c) and (d) given a folder written by {@code bigmodel convert --precision int8/int4}
+ * load its stored codes instead of quantizing.
  *
  * <pre>{@code
  * List<DecodeRow> rows = DecodeRow.parseList("a,b-prefetch");
@@ -30,7 +33,9 @@ public enum DecodeRow {
     /** Block linears int8 (weight-only, activations bf16), everything on the CPU. */
     C("c", "CPU, int8 blocks"),
     /** Block linears int4 (weight-only, activations bf16), everything on the CPU. */
-    D("d", "CPU, int4 blocks");
+    D("d", "CPU, int4 blocks"),
+    /** Every weight converted to float16 while loading, everything on the CPU (not part of {@code all}). */
+    FP16("fp16", "CPU, fp16 (converted while loading)");
 
     private final String key;
     private final String label;
@@ -50,6 +55,11 @@ public enum DecodeRow {
         return label;
     }
 
+    /** The dtype the model is built in: the weights' dtype after loading (the KV cache and activations follow it). */
+    public DType modelDtype() {
+        return this == FP16 ? DType.FLOAT16 : DType.BFLOAT16;
+    }
+
     /** Whether this row reads weights from disk during decode. */
     public boolean usesDisk() {
         return this == B_NOPREFETCH || this == B_PREFETCH;
@@ -63,7 +73,7 @@ public enum DecodeRow {
      *                       in place)
      */
     public DispatchOptions options(long cpuBudgetBytes, Path offloadFolder) {
-        DispatchOptions.Builder b = DispatchOptions.builder().dtype(DType.BFLOAT16)
+        DispatchOptions.Builder b = DispatchOptions.builder().dtype(modelDtype())
                 .offloadFolder(offloadFolder);
         switch (this) {
             // In place: the bf16 checkpoint needs no conversion, so the weights stay copy-on-write views of the
@@ -73,6 +83,7 @@ public enum DecodeRow {
             case B_PREFETCH -> b.maxMemory("cpu=" + cpuBudgetBytes).prefetch(1);
             case C -> b.deviceMap(DeviceMap.of(Map.of("", Device.CPU))).prefetch(0).cpuPrecision(Precision.INT8);
             case D -> b.deviceMap(DeviceMap.of(Map.of("", Device.CPU))).prefetch(0).cpuPrecision(Precision.INT4);
+            case FP16 -> b.deviceMap(DeviceMap.of(Map.of("", Device.CPU))).prefetch(0);
             default -> throw new IllegalStateException(name());
         }
         return b.build();
@@ -86,16 +97,16 @@ public enum DecodeRow {
             }
         }
         throw new IllegalArgumentException("Unknown row '" + key + "': expected a, b-noprefetch, b-prefetch, c, d,"
-                + " b (both b rows) or all");
+                + " fp16, b (both b rows) or all");
     }
 
-    /** A comma-separated list of rows; {@code all} is every row, {@code b} both disk rows. */
+    /** A comma-separated list of rows; {@code all} is (a) to (d), {@code b} both disk rows. */
     public static List<DecodeRow> parseList(String text) {
         List<DecodeRow> out = new ArrayList<>();
         for (String part : text.split(",")) {
             String p = part.trim().toLowerCase(Locale.ROOT);
             if (p.equals("all")) {
-                out.addAll(List.of(values()));
+                out.addAll(List.of(A, B_NOPREFETCH, B_PREFETCH, C, D));
             } else if (p.equals("b")) {
                 out.add(B_NOPREFETCH);
                 out.add(B_PREFETCH);

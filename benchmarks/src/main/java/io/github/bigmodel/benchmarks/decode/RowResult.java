@@ -42,6 +42,10 @@ public final class RowResult {
     public long diskBytesPerToken;
     /** Modules the device map puts on disk. */
     public int diskModules;
+    /** Wall clock ({@code System.currentTimeMillis}) when this JVM started. */
+    public long jvmStartEpochMs;
+    /** Wall clock when the first token was chosen: minus the launch time, the time to first token from start. */
+    public long firstTokenEpochMs;
     /** Prompt then generated ids. */
     public long[] ids;
 

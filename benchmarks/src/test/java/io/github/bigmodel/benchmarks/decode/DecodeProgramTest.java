@@ -127,6 +127,52 @@ class DecodeProgramTest {
         assertThat(a.ids).hasSize(16 + 7);
         assertThat(Arrays.copyOfRange(a.ids, 16, a.ids.length)).containsExactly(plain);
         assertThat(b.ids).containsExactly(a.ids);
+        // The side-by-side script's time to first token from process start: this JVM's start, then the first token.
+        assertThat(a.jvmStartEpochMs).isPositive();
+        assertThat(a.firstTokenEpochMs).isGreaterThanOrEqualTo(a.jvmStartEpochMs)
+                .isLessThanOrEqualTo(System.currentTimeMillis());
+    }
+
+    @Test
+    void allIsTheFourSettingsOfTheTableAndFp16IsNamedAlone() {
+        assertThat(DecodeRow.parseList("all")).containsExactly(DecodeRow.A, DecodeRow.B_NOPREFETCH,
+                DecodeRow.B_PREFETCH, DecodeRow.C, DecodeRow.D);
+        assertThat(DecodeRow.parseList("a,fp16")).containsExactly(DecodeRow.A, DecodeRow.FP16);
+        assertThat(DecodeRow.FP16.options(1L << 30, null).plan().dtype()).isEqualTo(DType.FLOAT16);
+    }
+
+    @Test
+    void fp16RowConvertsEveryWeightAndDecodesLikeTheBf16Row() {
+        DecodeProgram.Options o = DecodeProgram.Options.parse("--model", model.toString(), "--row", "a,fp16",
+                "--prompt", "8", "--tokens", "3", "--threads", "1", "--in-process", "--mem-bytes", "32MiB",
+                "--disk-bytes", "1MiB");
+        List<RowResult> results;
+        try (PrintStream out = new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8)) {
+            results = DecodeProgram.run(o, out);
+        }
+        RowResult a = results.get(0);
+        RowResult fp16 = results.get(1);
+        // Same weights in 2 bytes each: the same bytes per token; the ids are a run of 8 + 4 tokens.
+        assertThat(fp16.ramBytesPerToken).isEqualTo(a.ramBytesPerToken);
+        assertThat(fp16.ids).hasSize(8 + 4);
+        assertThat(fp16.msPerToken).isPositive();
+    }
+
+    @Test
+    void memoryOnlyPrintsTheBandwidthsAsAJsonLine() throws Exception {
+        DecodeProgram.Options o = DecodeProgram.Options.parse("--model", model.toString(), "--memory-only",
+                "--threads", "1", "--mem-bytes", "32MiB");
+        ByteArrayOutputStream buffer = new ByteArrayOutputStream();
+        try (PrintStream out = new PrintStream(buffer, true, StandardCharsets.UTF_8)) {
+            DecodeProgram.measureMemory(o, out);
+        }
+        String line = buffer.toString(StandardCharsets.UTF_8).lines()
+                .filter(l -> l.startsWith(DecodeProgram.MEMORY_PREFIX)).findFirst().orElseThrow();
+        com.fasterxml.jackson.databind.JsonNode json = new com.fasterxml.jackson.databind.ObjectMapper()
+                .readTree(line.substring(DecodeProgram.MEMORY_PREFIX.length()));
+        assertThat(json.get("torch").asDouble()).isGreaterThan(1e8);
+        assertThat(json.get("java").asDouble()).isGreaterThan(1e8);
+        assertThat(json.get("threads").asInt()).isEqualTo(1);
     }
 
     /** The same request through a model loaded onto the CPU with no dispatch, hooks or offload. */

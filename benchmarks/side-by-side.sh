@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# bigmodel and chatglm.cpp side by side on one chatglm3-6b-shaped checkpoint, every ratio measured in one run
+# (docs/benchmarks.md, "Side by side with chatglm.cpp"; the rows of benchmarks/run-6b.sh are unchanged).
+#
+#   benchmarks/side-by-side.sh DATA_DIR
+#
+# DATA_DIR holds (what is missing is made first, except the peer's build):
+#   bf16/        the checkpoint: chatglm3-6b shapes, random bf16 weights, 12.5 GB (GenerateCheckpoint, as run-6b.sh)
+#   int8/ int4/  `bigmodel convert bf16 int8 --precision int8` (and int4) of it
+#   ggml/        chatglm.cpp's f16, q8_0 and q4_0 files of it and its prompt files
+#                (benchmarks/peer/convert-for-chatglm-cpp.sh: needs PEER_SRC, THUDM_DIR, PYTHON when missing)
+#   chatglm.cpp-build/bin/main and peer-commits.txt (benchmarks/peer/build-chatglm-cpp.sh SRC DATA_DIR/chatglm.cpp-build)
+# and receives side-by-side.md (the tables), side-by-side.jsonl (every run) and side-by-side.log (every output).
+#
+# Before each run the other settings' files are evicted from the page cache and the setting's own read in, per file
+# (posix_fadvise; no root needed), since both systems' files together exceed the page cache of a 24 GiB machine.
+#
+# Environment (defaults): THREADS (2), PROMPT (16), TOKENS (64), REPEATS (3), LOAD_REPEATS (1: runs that convert
+# or quantize while loading), LONG_PROMPT (512; 0 skips the prompt-throughput runs), PAIRS (half,int8,int4),
+# PEER_BUILD (DATA_DIR/chatglm.cpp-build), OUT (DATA_DIR/side-by-side.md), SEED (42), GEN_ARGS (GenerateCheckpoint
+# options, e.g. "--set num_layers=4" for a small trial model), PREPARE_ONLY (1: make what is missing, run nothing).
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+  sed -n '2,21p' "$0"
+  exit 2
+fi
+DATA=$(mkdir -p "$1" && cd "$1" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+THREADS=${THREADS:-2}
+PEER_BUILD=${PEER_BUILD:-$DATA/chatglm.cpp-build}
+OUT=${OUT:-$DATA/side-by-side.md}
+JAR=$ROOT/benchmarks/target/benchmarks.jar
+CLI=$ROOT/bigmodel-cli/target/bigmodel.jar
+
+if [[ ! -f $JAR || ! -f $CLI ]]; then
+  (cd "$ROOT" && mvn -B -o -q -pl benchmarks,bigmodel-cli -am package -DskipTests)
+fi
+if [[ ! -x $PEER_BUILD/bin/main ]]; then
+  echo "no chatglm.cpp program at $PEER_BUILD/bin/main: build it with" \
+    "benchmarks/peer/build-chatglm-cpp.sh CHATGLM_CPP_CHECKOUT $PEER_BUILD" >&2
+  exit 1
+fi
+if [[ ! -f $DATA/bf16/config.json ]]; then
+  echo "Writing the chatglm3-6b checkpoint into $DATA/bf16"
+  # shellcheck disable=SC2086
+  java -cp "$JAR" io.github.bigmodel.benchmarks.decode.GenerateCheckpoint --out "$DATA/bf16" --preset chatglm3-6b \
+    --dtype bf16 --shard-size 2GB --seed "${SEED:-42}" ${GEN_ARGS:-}
+fi
+for p in int8 int4; do
+  if [[ ! -f $DATA/$p/model.safetensors.index.json ]]; then
+    echo "Converting the checkpoint to $p into $DATA/$p"
+    java -jar "$CLI" convert "$DATA/bf16" "$DATA/$p" --precision "$p" --shard-size 2GB
+  fi
+done
+MISSING=()
+for t in f16 q8_0 q4_0; do
+  [[ -f $DATA/ggml/chatglm-ggml-$t.bin ]] || MISSING+=("$t")
+done
+if [[ ${#MISSING[@]} -gt 0 ]]; then
+  TYPES=$(IFS=,; echo "${MISSING[*]}")
+  echo "Converting the checkpoint with chatglm.cpp's converter into $DATA/ggml ($TYPES)"
+  TYPES=$TYPES "$ROOT/benchmarks/peer/convert-for-chatglm-cpp.sh" "$DATA/bf16" "$DATA/ggml"
+fi
+
+if [[ ${PREPARE_ONLY:-0} == 1 ]]; then
+  echo "Everything is in place in $DATA (PREPARE_ONLY=1: not running)"
+  exit 0
+fi
+if [[ $(nproc) -ne $THREADS ]]; then
+  echo "WARNING: chatglm.cpp uses every hardware thread up to 4 ($(nproc) here; it has no thread option)," \
+    "bigmodel THREADS=$THREADS: the comparison is not at equal threads" >&2
+fi
+python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --int8 "$DATA/int8" --int4 "$DATA/int4" \
+  --ggml "$DATA/ggml" --peer-bin "$PEER_BUILD/bin/main" \
+  --peer-commits "$(tr '\n' ';' < "$PEER_BUILD/peer-commits.txt" 2>/dev/null || echo unknown)" \
+  --jar "$JAR" --threads "$THREADS" --prompt "${PROMPT:-16}" --tokens "${TOKENS:-64}" --repeats "${REPEATS:-3}" \
+  --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "${PAIRS:-half,int8,int4}" \
+  --out "$OUT"
