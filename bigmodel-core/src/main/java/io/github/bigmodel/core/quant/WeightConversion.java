@@ -275,11 +275,14 @@ public final class WeightConversion {
                 }
                 if (made != null) {
                     org.bytedeco.pytorch.Device device = Tensors.toTorch(target.device);
-                    // Codes taken as stored are views of the checkpoint: copied unless sharing is allowed.
-                    boolean copy = !here && !target.shareStorage;
-                    packed = made.packed().to(device, ScalarType.Char, false, copy, new MemoryFormatOptional())
+                    // Codes taken as stored are views of the checkpoint: copied unless sharing is allowed, and
+                    // unless the view starts off the kernels' alignment (see KERNEL_ALIGNMENT).
+                    boolean copyPacked = !here && (!target.shareStorage || !kernelAligned(made.packed()));
+                    boolean copyScale = !here && (!target.shareStorage || !kernelAligned(made.scale()));
+                    packed = made.packed().to(device, ScalarType.Char, false, copyPacked,
+                            new MemoryFormatOptional()).contiguous();
+                    scale = made.scale().to(device, floatType, false, copyScale, new MemoryFormatOptional())
                             .contiguous();
-                    scale = made.scale().to(device, floatType, false, copy, new MemoryFormatOptional()).contiguous();
                     packed.retainReference();
                     scale.retainReference();
                 }
@@ -293,6 +296,19 @@ public final class WeightConversion {
         }
         return new Held(null, new QuantizedWeight(Scopes.handOut(packed), Scopes.handOut(scale), target.precision,
                 target.inFeatures), here);
+    }
+
+    /**
+     * The start alignment libtorch's own CPU allocations have (64 bytes) and its weight-only int8 kernel relies on:
+     * it reads the codes with aligned vector loads, and a mapped view 8 bytes off a 16-byte boundary (a safetensors
+     * file whose header length is not a multiple of 16) made it fault in native code, a JVM crash. Such views are
+     * copied once at load instead.
+     */
+    static final long KERNEL_ALIGNMENT = 64;
+
+    /** Whether {@code t}'s first element sits on {@link #KERNEL_ALIGNMENT} (always true for an empty tensor). */
+    static boolean kernelAligned(Tensor t) {
+        return t.numel() == 0 || t.data_ptr().address() % KERNEL_ALIGNMENT == 0;
     }
 
     /** {@code t} on {@code device} as {@code dtype}, contiguous: a new tensor unless {@code share} allows a view. */
