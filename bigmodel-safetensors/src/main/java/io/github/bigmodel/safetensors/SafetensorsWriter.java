@@ -34,7 +34,9 @@ import org.slf4j.LoggerFactory;
  * <p>Every entry (name, dtype, shape) and the metadata are declared up front, so the header is written first;
  * then each entry's bytes are written in the declared order, either as one {@link Tensor} or as any number of
  * {@link ByteBuffer} chunks that add up to the entry's size. The header is padded with spaces so the data section
- * starts on an 8-byte boundary (every tensor of an 8-byte-aligned layout is then aligned for in-place views).
+ * starts on a 64-byte boundary, the alignment of libtorch's own CPU allocations: a tensor whose offset in the data is
+ * a multiple of 64 (every tensor after entries of 64-byte multiples, as in ChatGLM's layers) can then be used in
+ * place even by kernels that read with aligned vector loads.
  *
  * <p>Bytes go to a temporary file in the target's folder; {@link #close()} checks that every entry got exactly its
  * bytes, then renames the temporary file onto the target atomically. On any error (a wrong call, an I/O failure, a
@@ -171,7 +173,10 @@ public final class SafetensorsWriter implements AutoCloseable {
         }
     }
 
-    /** The header JSON padded with spaces so that {@code 8 + length} is a multiple of 8. */
+    /** The header JSON padded with spaces so that {@code 8 + length} is a multiple of {@link #DATA_ALIGNMENT}. */
+    /** Where the data section starts: a multiple of this many bytes. */
+    static final long DATA_ALIGNMENT = 64;
+
     private static byte[] header(List<Entry> entries, Map<String, String> metadata) {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         try (JsonGenerator g = new JsonFactory().createGenerator(out)) {
@@ -204,7 +209,7 @@ public final class SafetensorsWriter implements AutoCloseable {
             throw new IllegalStateException("cannot encode the header", e);
         }
         byte[] bytes = out.toByteArray();
-        int padding = (8 - bytes.length % 8) % 8;
+        int padding = (int) ((DATA_ALIGNMENT - (8 + bytes.length) % DATA_ALIGNMENT) % DATA_ALIGNMENT);
         if (padding == 0) {
             return bytes;
         }

@@ -73,7 +73,7 @@ class SafetensorsWriterTest {
                 }
                 assertThat(Files.size(file) - 8 - SafetensorsHeader.read(file).headerLength())
                         .isEqualTo(contents.stream().mapToLong(b -> b.length).sum());
-                assertThat(SafetensorsHeader.read(file).dataStart() % 8).isZero();
+                assertThat(SafetensorsHeader.read(file).dataStart() % 64).isZero();
                 try (SafetensorsFile f = SafetensorsFile.open(file)) {
                     assertThat(f.metadata()).isEqualTo(metadata);
                     assertThat(f.tensors()).extracting(TensorInfo::name).containsExactly("t0", "t1", "t2", "t3");
