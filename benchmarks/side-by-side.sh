@@ -17,7 +17,8 @@
 #
 # Environment (defaults): THREADS (2), PROMPT (16), TOKENS (64), REPEATS (3), LOAD_REPEATS (1: runs that convert
 # or quantize while loading), LONG_PROMPT (512; 0 skips the prompt-throughput runs), PAIRS (half,int8,int4),
-# PEER_BUILD (DATA_DIR/chatglm.cpp-build), OUT (DATA_DIR/side-by-side.md), SEED (42), GEN_ARGS (GenerateCheckpoint
+# PEER_BUILD (DATA_DIR/chatglm.cpp-build), OUT (DATA_DIR/side-by-side.md), SEED (42), JAVA_OPTS (bigmodel's JVMs:
+# "-Xmx1g --add-modules jdk.incubator.vector", the launcher's kernel flag), GEN_ARGS (GenerateCheckpoint
 # options, e.g. "--set num_layers=4" for a small trial model), PREPARE_ONLY (1: make what is missing, run nothing).
 set -euo pipefail
 
@@ -76,4 +77,4 @@ python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --int8
   --peer-commits "$(tr '\n' ';' < "$PEER_BUILD/peer-commits.txt" 2>/dev/null || echo unknown)" \
   --jar "$JAR" --threads "$THREADS" --prompt "${PROMPT:-16}" --tokens "${TOKENS:-64}" --repeats "${REPEATS:-3}" \
   --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "${PAIRS:-half,int8,int4}" \
-  --out "$OUT"
+  --java-opts "${JAVA_OPTS:--Xmx1g --add-modules jdk.incubator.vector}" --out "$OUT"
