@@ -27,7 +27,9 @@ import org.slf4j.LoggerFactory;
  * float32 on libtorch's intra-op thread count.
  *
  * <p>It is written with the JDK's Vector API, an incubator module in Java 17: it is used only when the JVM was
- * started with {@code --add-modules jdk.incubator.vector} (and {@value #PROPERTY} is not {@code false}); otherwise
+ * started with {@code --add-modules jdk.incubator.vector} and {@code -D}{@value #PROPERTY}{@code =true} (off by
+ * default: in the side-by-side run of docs/benchmarks.md on the 6B it did not beat libtorch end to end, bf16 796 vs
+ * 936 ms/token within the runs' spread, and fp16 was 2.6x slower, 982 vs 376); otherwise
  * {@link #applies} says no and callers run libtorch's {@code linear} as before. Prompt-sized inputs (more than
  * one row) always go to libtorch, whose GEMM is faster there. Weights holding infinities or NaNs are not supported
  * on the float16 path (they read as large finite values); checkpoints have none.
@@ -44,7 +46,7 @@ import org.slf4j.LoggerFactory;
 @SuppressWarnings("try")
 public final class HalfGemv {
 
-    /** System property: {@code false} turns the kernel off (libtorch's {@code linear} runs instead). */
+    /** System property: {@code true} turns the kernel on where available (off by default; see the class doc). */
     public static final String PROPERTY = "bigmodel.kernels.vector";
 
     private static final Logger LOG = LoggerFactory.getLogger(HalfGemv.class);
@@ -55,7 +57,7 @@ public final class HalfGemv {
     private static final long MAX_VIEW_BYTES = 1L << 30;
 
     private static final boolean AVAILABLE = detect();
-    private static volatile boolean enabled = AVAILABLE;
+    private static volatile boolean enabled = AVAILABLE && Boolean.getBoolean(PROPERTY);
     private static volatile ExecutorService pool;
     private static volatile int poolSize;
 
@@ -63,12 +65,11 @@ public final class HalfGemv {
     }
 
     private static boolean detect() {
-        if (!Boolean.parseBoolean(System.getProperty(PROPERTY, "true"))) {
-            LOG.info("Half-precision decode kernel off ({}=false): libtorch's linear computes bf16/fp16 layers",
-                    PROPERTY);
-            return false;
-        }
+        boolean wanted = Boolean.getBoolean(PROPERTY);
         if (ModuleLayer.boot().findModule(MODULE).isEmpty()) {
+            if (!wanted) {
+                return false;
+            }
             LOG.info("Half-precision decode kernel unavailable: start the JVM with --add-modules {} for about 2x"
                     + " faster bf16/fp16 decoding on the CPU (docs/benchmarks.md, Kernels)", MODULE);
             return false;
@@ -82,6 +83,10 @@ public final class HalfGemv {
             if (!selfCheck()) {
                 LOG.warn("Half-precision decode kernel failed its self-check: libtorch's linear is used instead");
                 return false;
+            }
+            if (!wanted) {
+                LOG.debug("Half-precision decode kernel available, off by default ({}=true turns it on)", PROPERTY);
+                return true;
             }
             LOG.info("Half-precision decode kernel on: bf16/fp16 CPU layers with one row of activations use the"
                     + " Vector API ({} float lanes, float32 accumulation)", lanes);
@@ -123,7 +128,7 @@ public final class HalfGemv {
         return true;
     }
 
-    /** Whether the kernel can run in this JVM (module present, not turned off, self-check passed). */
+    /** Whether the kernel can run in this JVM (module present, self-check passed), whether or not it is on. */
     public static boolean available() {
         return AVAILABLE;
     }

@@ -15,6 +15,7 @@ import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -35,9 +36,15 @@ class HalfGemvTest {
         NativeRuntime.applyThreads();
     }
 
+    @BeforeEach
+    void enable() {
+        HalfGemv.setEnabled(true);
+    }
+
     @AfterEach
     void restore() {
-        HalfGemv.setEnabled(true);
+        // Back to this JVM's default (off unless -Dbigmodel.kernels.vector=true), for the tests that follow.
+        HalfGemv.setEnabled(Boolean.getBoolean(HalfGemv.PROPERTY));
     }
 
     private static ScalarType type(String name) {
