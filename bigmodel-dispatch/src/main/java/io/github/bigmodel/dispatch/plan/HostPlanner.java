@@ -148,48 +148,31 @@ final class HostPlanner {
 
     /** The largest end such that units {@code from..end-1} fit {@code host} (galloping, then bisection). */
     private int extendForward(String host, int from) {
-        int n = units.size();
-        if (from == n || !fits(host, from, from + 1)) {
-            return from;
-        }
-        int good = from + 1;
-        int step = 1;
-        int bad = -1;
-        while (good < n) {
-            int next = Math.min(n, good + step);
-            if (fits(host, from, next)) {
-                good = next;
-                step *= 2;
-            } else {
-                bad = next;
-                break;
-            }
-        }
-        if (bad < 0) {
-            return good;
-        }
-        while (bad - good > 1) {
-            int mid = (good + bad) >>> 1;
-            if (fits(host, from, mid)) {
-                good = mid;
-            } else {
-                bad = mid;
-            }
-        }
-        return good;
+        return gallop(from, units.size(), to -> fits(host, from, to));
     }
 
     /** The smallest start, at least {@code floor}, such that units {@code start..to-1} fit {@code host}. */
     private int extendBackward(String host, int floor, int to) {
-        if (to == floor || !fits(host, to - 1, to)) {
-            return to;
+        return gallop(to, floor, start -> fits(host, start, to));
+    }
+
+    /**
+     * The edge farthest from {@code anchor} towards {@code limit} for which the run between them still fits
+     * ({@code fitsTo}), or {@code anchor} when not even one unit does: doubling steps until a run does not fit, then
+     * bisection, so a host's run costs O(log n) trial plans. Fitting is monotone (a shorter run fits when a longer
+     * one does), which the search relies on.
+     */
+    private static int gallop(int anchor, int limit, java.util.function.IntPredicate fitsTo) {
+        int dir = limit >= anchor ? 1 : -1;
+        if (anchor == limit || !fitsTo.test(anchor + dir)) {
+            return anchor;
         }
-        int good = to - 1;
+        int good = anchor + dir;
         int step = 1;
         int bad = -1;
-        while (good > floor) {
-            int next = Math.max(floor, good - step);
-            if (fits(host, next, to)) {
+        while (good != limit) {
+            int next = dir > 0 ? Math.min(limit, good + step) : Math.max(limit, good - step);
+            if (fitsTo.test(next)) {
                 good = next;
                 step *= 2;
             } else {
@@ -200,9 +183,9 @@ final class HostPlanner {
         if (bad < 0) {
             return good;
         }
-        while (good - bad > 1) {
+        while (Math.abs(bad - good) > 1) {
             int mid = (good + bad) >>> 1;
-            if (fits(host, mid, to)) {
+            if (fitsTo.test(mid)) {
                 good = mid;
             } else {
                 bad = mid;
