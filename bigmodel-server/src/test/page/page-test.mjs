@@ -49,7 +49,8 @@ try {
   // Streaming and stop: a long reply shows its text while it is still being generated; stop ends it and the
   // server frees its cache. (Whether a short reply arrives in one read or several depends on timing, so the
   // streaming check is on this long one.)
-  await page.fill("#max-tokens", "1900");
+  // Long enough that a quiet machine is still generating when the click lands (1900 tokens took ~0.5 s there).
+  await page.fill("#max-tokens", "30000");
   await page.fill("#input", "sing forever");
   await page.click("#send");
   await page.waitForFunction(() => {

@@ -47,7 +47,7 @@ class ChatPageTest {
         assumeTrue(onPath("node"), "no node on PATH");
         assumeTrue(Files.isDirectory(PAGE_TEST.resolve("node_modules/playwright-core")),
                 "playwright-core not installed (npm install in " + PAGE_TEST + ")");
-        try (OpenAiServer server = ScriptedModel.server(b -> { })) {
+        try (OpenAiServer server = ScriptedModel.server(ScriptedModel.longGlm(), b -> { })) {
             Path log = Files.createTempFile("page-test", ".log");
             Process p = new ProcessBuilder(List.of("node", "page-test.mjs", server.baseUrl().toString(), chromium))
                     .directory(PAGE_TEST.toFile()).redirectErrorStream(true).redirectOutput(log.toFile()).start();
