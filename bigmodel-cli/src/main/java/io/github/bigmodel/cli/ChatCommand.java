@@ -87,17 +87,11 @@ final class ChatCommand implements Callable<Integer> {
         AutoCloseable pipeline = null;
         try (LoadProgress progress = LoadProgress.of(spec.commandLine().getErr(),
                 ProgressBars.enabled(modelOptions.progress, false), model)) {
-            if (pipelineOptions.given()) {
-                // Rank 0 of a pipeline: waits for the workers, then loads the first host's stage.
-                PipelineOptions.Coordinated c = pipelineOptions.start(spec.commandLine(), model,
-                        modelOptions.deviceMap, modelOptions.toDispatchOptions(progress),
-                        contextOptions.contextOrZero(), contextOptions.batchOrZero());
-                loaded = c.chat();
-                pipeline = c.coordinator();
-            } else {
-                loaded = ChatGLM.load(model, modelOptions.toDispatchOptions(progress), contextOptions.contextOrZero(),
-                        contextOptions.batchOrZero());
-            }
+            PipelineOptions.Coordinated c = pipelineOptions.load(spec.commandLine(), model, modelOptions.deviceMap,
+                    modelOptions.toDispatchOptions(progress), contextOptions.contextOrZero(),
+                    contextOptions.batchOrZero());
+            loaded = c.chat();
+            pipeline = c.coordinator();
         }
         try (AutoCloseable coordinator = pipeline; ChatGLM glm = loaded) {
             Interrupts.onCtrlC(this::interrupt);

@@ -78,6 +78,19 @@ final class PipelineOptions {
         return map;
     }
 
+    /**
+     * The model {@code chat} and {@code serve} run: rank 0 of a pipeline when {@code --pipeline} is given, else the
+     * whole model loaded here (no coordinator).
+     */
+    Coordinated load(CommandLine cmd, Path model, String deviceMap, DispatchOptions options, long context,
+            long batch) throws IOException {
+        if (given()) {
+            // Rank 0 of a pipeline: waits for the workers, then loads the first host's stage.
+            return start(cmd, model, deviceMap, options, context, batch);
+        }
+        return new Coordinated(null, ChatGLM.load(model, options, context, batch));
+    }
+
     /** The coordinator and its chat: both closed by the returned handle, the chat first. */
     Coordinated start(CommandLine cmd, Path model, String deviceMap, DispatchOptions options, long context,
             long batch) throws IOException {
@@ -96,14 +109,16 @@ final class PipelineOptions {
         }
     }
 
-    /** A chat over a pipeline and its coordinator. */
+    /** A chat and, over a pipeline, its coordinator (null otherwise). */
     record Coordinated(PipelineCoordinator coordinator, ChatGLM chat) implements AutoCloseable {
         @Override
         public void close() {
             try {
                 chat.close();
             } finally {
-                coordinator.close();
+                if (coordinator != null) {
+                    coordinator.close();
+                }
             }
         }
     }
