@@ -79,6 +79,6 @@ if [[ $ROWS == all || $ROWS == *b* ]]; then
 fi
 
 # shellcheck disable=SC2086
-java --add-modules jdk.incubator.vector -cp "$JAR" io.github.bigmodel.benchmarks.decode.DecodeProgram --model "$MODEL_DIR" --row "$ROWS" \
+java -cp "$JAR" io.github.bigmodel.benchmarks.decode.DecodeProgram --model "$MODEL_DIR" --row "$ROWS" \
   --prompt "$PROMPT" --tokens "$TOKENS" --threads "$THREADS" --budget "${BUDGET_MIB}MiB" --drop-caches \
   "${CG_ARGS[@]}" $EXTRA | tee "$OUT"

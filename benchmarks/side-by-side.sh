@@ -17,8 +17,9 @@
 #
 # Environment (defaults): THREADS (2), PROMPT (16), TOKENS (64), REPEATS (3), LOAD_REPEATS (1: runs that convert
 # or quantize while loading), LONG_PROMPT (512; 0 skips the prompt-throughput runs), PAIRS (half,int8,int4),
+# WARM (hugepage: own files dropped and faulted in through a MADV_HUGEPAGE mapping; read: read(2)),
 # PEER_BUILD (DATA_DIR/chatglm.cpp-build), OUT (DATA_DIR/side-by-side.md), SEED (42), JAVA_OPTS (bigmodel's JVMs:
-# "-Xmx1g --add-modules jdk.incubator.vector", the launcher's kernel flag), GEN_ARGS (GenerateCheckpoint
+# "-Xmx1g"), GEN_ARGS (GenerateCheckpoint
 # options, e.g. "--set num_layers=4" for a small trial model), PREPARE_ONLY (1: make what is missing, run nothing).
 set -euo pipefail
 
@@ -76,5 +77,5 @@ python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --int8
   --ggml "$DATA/ggml" --peer-bin "$PEER_BUILD/bin/main" \
   --peer-commits "$(tr '\n' ';' < "$PEER_BUILD/peer-commits.txt" 2>/dev/null || echo unknown)" \
   --jar "$JAR" --threads "$THREADS" --prompt "${PROMPT:-16}" --tokens "${TOKENS:-64}" --repeats "${REPEATS:-3}" \
-  --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "${PAIRS:-half,int8,int4}" \
-  --java-opts "${JAVA_OPTS:--Xmx1g --add-modules jdk.incubator.vector}" --out "$OUT"
+  --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "${PAIRS:-half,int8,int4}" --warm "${WARM:-hugepage}" \
+  --java-opts "${JAVA_OPTS:--Xmx1g}" --out "$OUT"

@@ -6,8 +6,6 @@ module io.github.bigmodel.core {
     requires transitive org.bytedeco.javacpp;
     requires transitive org.bytedeco.pytorch;
     requires org.slf4j;
-    // Optional: the half-precision CPU kernel (core.kernel) runs only when the JVM adds this module.
-    requires static jdk.incubator.vector;
 
     exports io.github.bigmodel.core;
     exports io.github.bigmodel.core.quant;

@@ -1,9 +1,11 @@
 package io.github.bigmodel.core;
 
-import io.github.bigmodel.core.kernel.HalfGemv;
+import io.github.bigmodel.core.kernel.NativeKernels;
+import io.github.bigmodel.core.kernel.NativeKernels.Format;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * {@code y = x W^T + b}, PyTorch's {@code nn.Linear}: {@code weight} of shape [out, in] and an optional
@@ -46,21 +48,51 @@ public class Linear extends Module {
      * Applies the layer. Without hooks the input must be on the weight's device and in its dtype; an
      * alignment hook moves it there.
      *
-     * <p>The kernel is chosen here, for every floating-point linear layer: one row of activations against a
-     * bfloat16/float16 weight on the CPU (a decode step) runs {@link HalfGemv} when the JVM has the Vector API
-     * module; everything else (prompts, float32, GPUs) runs libtorch's {@code linear}.
+     * <p>The kernel is chosen here, for every floating-point linear layer, by what measured fastest on the CPU
+     * (docs/benchmarks.md, "Kernels"): a bfloat16 weight with one row of activations (a decode step) and a float16
+     * weight with any number of rows run bigmodel's native kernels ({@link NativeKernels}: libtorch reads bf16
+     * at one row and fp16 at several rows 2.5 to 5 times slower); prompts against bfloat16 weights, float32
+     * weights and GPUs run libtorch's {@code linear}.
      */
     public Tensor forward(Tensor input) {
         try (ForwardScope f = enterForward()) {
             Tensor x = f.input(input);
-            Tensor w = weight.data();
-            Tensor y;
-            if (HalfGemv.applies(x, w)) {
-                y = HalfGemv.linear(x, w, bias == null ? null : bias.data());
-            } else {
-                y = bias == null ? torch.linear(x, w) : torch.linear(x, w, new TensorOptional(bias.data()));
-            }
-            return f.output(y);
+            return f.output(compute(x, weight.data(), bias == null ? null : bias.data()));
         }
+    }
+
+    /**
+     * {@code x W^T + b} with the kernel {@link #forward} would choose: the one rule for every floating-point
+     * projection, also for modules that hold their weight elsewhere (a head tied to the embeddings).
+     *
+     * <pre>{@code
+     * Tensor logits = Linear.compute(hidden, embeddings, null);
+     * }</pre>
+     *
+     * @param bias {@code [out]} or null
+     */
+    public static Tensor compute(Tensor x, Tensor w, Tensor bias) {
+        Format format = nativeFormat(x, w);
+        if (format != null) {
+            return NativeKernels.linear(format, x, w, null, bias);
+        }
+        return bias == null ? torch.linear(x, w) : torch.linear(x, w, new TensorOptional(bias));
+    }
+
+    /** The native kernel's format for {@code x W^T}, or null where libtorch's {@code linear} runs. */
+    private static Format nativeFormat(Tensor x, Tensor w) {
+        if (!NativeKernels.available() || !w.is_cpu() || w.dim() != 2 || !w.is_contiguous() || x.dim() < 1
+                || x.scalar_type().value != w.scalar_type().value || x.size(-1) != w.size(1) || x.numel() == 0) {
+            return null;
+        }
+        // ScalarType values from libtorch are not always the enum's own instances: compared by value.
+        int type = w.scalar_type().value;
+        if (type == ScalarType.Half.value) {
+            return Format.FP16;
+        }
+        if (type == ScalarType.BFloat16.value && x.numel() == x.size(-1)) {
+            return Format.BF16;
+        }
+        return null;
     }
 }

@@ -46,9 +46,10 @@ final class Workers implements AutoCloseable {
         // The same intra-op threads as this JVM: a reduction split differently would round differently.
         cmd.add("-D" + NativeRuntime.THREADS + "=" + NativeRuntime.threads());
         cmd.add("-Dorg.slf4j.simpleLogger.defaultLogLevel=info");
-        // The same matmul kernels as this JVM (core.kernel.HalfGemv rounds bf16/fp16 decode steps its own way).
-        if (ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent()) {
-            cmd.addAll(List.of("--add-modules", "jdk.incubator.vector"));
+        // The same matmul kernels as this JVM (bigmodel's native kernels round bf16/fp16 steps their own way).
+        String kernels = System.getProperty("bigmodel.kernels.native");
+        if (kernels != null) {
+            cmd.add("-Dbigmodel.kernels.native=" + kernels);
         }
         cmd.addAll(List.of(jvmArgs));
         cmd.add("-cp");

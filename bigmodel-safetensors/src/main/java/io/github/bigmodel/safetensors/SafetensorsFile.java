@@ -169,6 +169,9 @@ public final class SafetensorsFile implements TensorFile {
                     t.retainReference();
                     mapped = t;
                 }
+                // Pages not yet cached come in as 2 MiB folios: decode steps stream the weights through half the
+                // TLB misses (docs/benchmarks.md, "Kernels").
+                NativeRuntime.adviseHugePages(mapped);
                 LOG.debug("Mapped {} ({} bytes) copy-on-write", path, fileSize);
             }
             return mapped;

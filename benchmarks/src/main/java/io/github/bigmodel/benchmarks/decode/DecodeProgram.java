@@ -352,10 +352,6 @@ public final class DecodeProgram {
         List<String> java = new ArrayList<>();
         java.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         java.addAll(o.javaOptions);
-        if (ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent()) {
-            // Rows run with the half-precision kernel when this JVM has it (core.kernel.HalfGemv).
-            java.addAll(List.of("--add-modules", "jdk.incubator.vector"));
-        }
         java.addAll(List.of("-cp", System.getProperty("java.class.path"), DecodeProgram.class.getName(), "--child",
                 "--model", o.model.toString(), "--row", row.key(), "--prompt", String.valueOf(o.prompt),
                 "--tokens", String.valueOf(o.tokens), "--threads", String.valueOf(o.threads),

@@ -1,7 +1,9 @@
 package io.github.bigmodel.benchmarks.kernels;
 
 import io.github.bigmodel.core.NativeRuntime;
-import io.github.bigmodel.core.kernel.HalfGemv;
+import io.github.bigmodel.core.kernel.NativeKernels;
+import io.github.bigmodel.core.kernel.NativeKernels.Format;
+import io.github.bigmodel.core.quant.WeightQuantizer;
 import io.github.bigmodel.core.quant.QuantKernels;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
@@ -27,14 +29,15 @@ import org.bytedeco.pytorch.global.torch.ScalarType;
  * <ul>
  *   <li>{@code torch-linear-bf16}, {@code torch-linear-fp16}: libtorch's {@code linear}, activations in the
  *       weight's dtype (what bigmodel ran before the kernel choice);</li>
- *   <li>{@code gemv-bf16}, {@code gemv-fp16}: {@link HalfGemv} (Vector API; needs
- *       {@code --add-modules jdk.incubator.vector});</li>
+ *   <li>{@code native-bf16}, {@code native-fp16}, {@code native-int8}, {@code native-int4}: {@link NativeKernels}
+ *       (bigmodel's own kernels, reading THUDM's int8/int4 layouts in place), with the conversions of x and y a
+ *       layer does around them;</li>
  *   <li>{@code fbgemm-fp16} ({@code --fbgemm}): libtorch's fbgemm packed-fp16 GEMM with float32 activations, for
  *       comparison only: packing the 6B's weights takes minutes and a second copy of them;</li>
  *   <li>{@code int8-bf16act}, {@code int4-bf16act}: the weight-only kernels of {@link QuantKernels}.</li>
  * </ul>
  * With {@code --rows 16,512} it also times one layer's four linears for prompt-sized inputs (libtorch's GEMM in
- * bf16, fp16, and one kernel call per row for 16 rows).
+ * bf16 and fp16, fp16 through float32, the quantized kernels, and the native kernels).
  *
  * <pre>{@code
  * java --add-modules jdk.incubator.vector -Xmx2g -cp benchmarks/target/benchmarks.jar \
@@ -84,8 +87,8 @@ public final class KernelProgram {
         }
         NativeRuntime.init();
         NativeRuntime.setThreads(threads);
-        System.out.printf(Locale.ROOT, "# threads %d, copies %d, repeats %d, HalfGemv %s%n", threads, copies,
-                repeats, HalfGemv.available() ? "available" : "UNAVAILABLE (add --add-modules jdk.incubator.vector)");
+        System.out.printf(Locale.ROOT, "# threads %d, copies %d, repeats %d, native kernels %s%n", threads, copies,
+                repeats, NativeKernels.available() ? "available" : "UNAVAILABLE");
         System.out.printf(Locale.ROOT, "# load average at start: %s%n", loadAverage());
         torch.manual_seed(7);
         checkAccuracy();
@@ -118,7 +121,7 @@ public final class KernelProgram {
 
     /** Kernel against a float32 reference on odd and real shapes: the largest error relative to the output's scale. */
     static void checkAccuracy() {
-        if (!HalfGemv.available()) {
+        if (!NativeKernels.available()) {
             return;
         }
         try (PointerScope scope = new PointerScope()) {
@@ -128,7 +131,8 @@ public final class KernelProgram {
                 for (ScalarType t : new ScalarType[] {ScalarType.BFloat16, ScalarType.Half}) {
                     Tensor wt = w.to(t);
                     Tensor ref = torch.linear(x.to(t).to(ScalarType.Float), wt.to(ScalarType.Float));
-                    Tensor got = HalfGemv.linear(x.to(t), wt, null).to(ScalarType.Float);
+                    Tensor got = nativeLinear(t == ScalarType.Half ? Format.FP16 : Format.BF16, x.to(t), wt, null)
+                            .to(ScalarType.Float);
                     double err = got.sub(ref).abs().max().item_double() / ref.abs().max().item_double();
                     System.out.printf(Locale.ROOT, "# accuracy %s %dx%d: max |kernel - fp32 reference| = %.2e of max"
                             + " |y| (%s output rounding)%n", t == ScalarType.Half ? "fp16" : "bf16", s[0], s[1], err,
@@ -182,11 +186,11 @@ public final class KernelProgram {
             Map<String, Step> steps = new LinkedHashMap<>();
             steps.put("torch-linear-bf16", step((c, i) -> torch.linear(xb[i], wb[c][i]), () -> torch.linear(oxb, ob)));
             steps.put("torch-linear-fp16", step((c, i) -> torch.linear(xh[i], wh[c][i]), () -> torch.linear(oxh, oh)));
-            if (HalfGemv.available()) {
-                steps.put("gemv-bf16", step((c, i) -> HalfGemv.linear(xb[i], wb[c][i], null),
-                        () -> HalfGemv.linear(oxb, ob, null)));
-                steps.put("gemv-fp16", step((c, i) -> HalfGemv.linear(xh[i], wh[c][i], null),
-                        () -> HalfGemv.linear(oxh, oh, null)));
+            if (NativeKernels.available()) {
+                steps.put("native-bf16", step((c, i) -> nativeLinear(Format.BF16, xb[i], wb[c][i], null),
+                        () -> nativeLinear(Format.BF16, oxb, ob, null)));
+                steps.put("native-fp16", step((c, i) -> nativeLinear(Format.FP16, xh[i], wh[c][i], null),
+                        () -> nativeLinear(Format.FP16, oxh, oh, null)));
             }
             if (fbgemm) {
                 Tensor opk = op;
@@ -205,6 +209,8 @@ public final class KernelProgram {
             Tensor[][] s8 = new Tensor[copies][4];
             Tensor[][] tiles = new Tensor[copies][4];
             Tensor[][] sz = new Tensor[copies][4];
+            Tensor[][] p4 = new Tensor[copies][4];
+            Tensor[][] s32 = new Tensor[copies][4];
             long[] groups = new long[4];
             for (int c = 0; c < copies; c++) {
                 for (int i = 0; i < 4; i++) {
@@ -213,7 +219,10 @@ public final class KernelProgram {
                     Tensor scale = torch.rand(s[0]).mul(new Scalar(1e-3)).add(new Scalar(1e-4));
                     s8[c][i] = scale.to(ScalarType.BFloat16);
                     groups[i] = QuantKernels.int4GroupSize(s[1]);
-                    tiles[c][i] = QuantKernels.int4ToCpuTiles(torch.randint(-8, 8, s));
+                    Tensor codes4 = torch.randint(-8, 8, s);
+                    tiles[c][i] = QuantKernels.int4ToCpuTiles(codes4);
+                    p4[c][i] = WeightQuantizer.packInt4(codes4);
+                    s32[c][i] = scale.to(ScalarType.Float).contiguous();
                     sz[c][i] = QuantKernels.int4ScalesAndZeros(scale, s[1], groups[i], ScalarType.BFloat16);
                 }
             }
@@ -223,20 +232,23 @@ public final class KernelProgram {
                 xb[i] = torch.randn(1, LAYER_SHAPES[i][1]).to(ScalarType.BFloat16);
             }
             Tensor oxb = torch.randn(1, 1, HIDDEN).to(ScalarType.BFloat16);
-            Runnable output = () -> {
-                if (HalfGemv.applies(oxb, ob)) {
-                    HalfGemv.linear(oxb, ob, null);
-                } else {
-                    torch.linear(oxb, ob);
-                }
-            };
+            Runnable output = () -> torch.linear(oxb, ob);
+            Runnable nativeOutput = () -> nativeLinear(Format.BF16, oxb, ob, null);
             Map<String, Step> int8 = new LinkedHashMap<>();
             int8.put("int8-bf16act", step((c, i) -> QuantKernels.int8Mm(xb[i], w8[c][i], s8[c][i]), output::run));
+            if (NativeKernels.available()) {
+                int8.put("native-int8", step((c, i) -> nativeLinear(Format.INT8, xb[i], w8[c][i], s32[c][i]),
+                        nativeOutput::run));
+            }
             double outBytes = 2.0 * OUTPUT_SHAPE[0] * OUTPUT_SHAPE[1];
             report("int8 weights (output layer bf16)", int8, copies, repeats, LAYERS * layerParams() + outBytes);
             Map<String, Step> int4 = new LinkedHashMap<>();
             int4.put("int4-bf16act", step((c, i) -> QuantKernels.int4Mm(xb[i], tiles[c][i], groups[i], sz[c][i]),
                     output::run));
+            if (NativeKernels.available()) {
+                int4.put("native-int4", step((c, i) -> nativeLinear(Format.INT4, xb[i], p4[c][i], s32[c][i]),
+                        nativeOutput::run));
+            }
             report("int4 weights (output layer bf16)", int4, copies, repeats, LAYERS * layerParams() / 2.0 + outBytes);
             // What a float16 model's quantized layers ran before they switched to bf16 activations: one layer only,
             // the fp16 kernels being an order of magnitude slower.
@@ -297,17 +309,69 @@ public final class KernelProgram {
                     torch.linear(xh[i], wh[i]);
                 }
             });
-            if (HalfGemv.available() && m <= 16) {
-                c.put("gemv-bf16 per row", () -> {
+            c.put("torch-linear-fp16 via fp32", () -> {
+                for (int i = 0; i < 4; i++) {
+                    torch.linear(xh[i].to(ScalarType.Float), wh[i].to(ScalarType.Float)).to(ScalarType.Half);
+                }
+            });
+            Tensor[] w8 = new Tensor[4];
+            Tensor[] s8 = new Tensor[4];
+            Tensor[] s32 = new Tensor[4];
+            Tensor[] p4 = new Tensor[4];
+            Tensor[] tiles = new Tensor[4];
+            Tensor[] sz = new Tensor[4];
+            long[] groups = new long[4];
+            for (int i = 0; i < 4; i++) {
+                long[] s = LAYER_SHAPES[i];
+                w8[i] = torch.randint(-127, 128, s).to(ScalarType.Char);
+                Tensor scale = torch.rand(s[0]).mul(new Scalar(1e-3)).add(new Scalar(1e-4));
+                s8[i] = scale.to(ScalarType.BFloat16);
+                s32[i] = scale.to(ScalarType.Float).contiguous();
+                Tensor codes4 = torch.randint(-8, 8, s);
+                groups[i] = QuantKernels.int4GroupSize(s[1]);
+                tiles[i] = QuantKernels.int4ToCpuTiles(codes4);
+                p4[i] = WeightQuantizer.packInt4(codes4);
+                sz[i] = QuantKernels.int4ScalesAndZeros(scale, s[1], groups[i], ScalarType.BFloat16);
+            }
+            c.put("torch int8 (bf16 act)", () -> {
+                for (int i = 0; i < 4; i++) {
+                    QuantKernels.int8Mm(xb[i].reshape(m, -1), w8[i], s8[i]);
+                }
+            });
+            c.put("torch int4 tiles (bf16 act)", () -> {
+                for (int i = 0; i < 4; i++) {
+                    QuantKernels.int4Mm(xb[i].reshape(m, -1), tiles[i], groups[i], sz[i]);
+                }
+            });
+            if (NativeKernels.available()) {
+                c.put("native-bf16", () -> {
                     for (int i = 0; i < 4; i++) {
-                        for (int r = 0; r < m; r++) {
-                            HalfGemv.linear(xb[i].select(0, r), wb[i], null);
-                        }
+                        nativeLinear(Format.BF16, xb[i], wb[i], null);
+                    }
+                });
+                c.put("native-fp16", () -> {
+                    for (int i = 0; i < 4; i++) {
+                        nativeLinear(Format.FP16, xh[i], wh[i], null);
+                    }
+                });
+                c.put("native-int8", () -> {
+                    for (int i = 0; i < 4; i++) {
+                        nativeLinear(Format.INT8, xb[i], w8[i], s32[i]);
+                    }
+                });
+                c.put("native-int4", () -> {
+                    for (int i = 0; i < 4; i++) {
+                        nativeLinear(Format.INT4, xb[i], p4[i], s32[i]);
                     }
                 });
             }
             timeLayer("prompt of " + m + " rows, one layer's four linears", c, repeats);
         }
+    }
+
+    /** What a layer does around the native kernel: x to float32 rows, the product, back to x's dtype and shape. */
+    static Tensor nativeLinear(Format format, Tensor x, Tensor w, Tensor scale) {
+        return NativeKernels.linear(format, x, w, scale, null);
     }
 
     /** Runs each candidate {@code repeats} times after a warm-up, interleaved; prints medians per layer and x28. */

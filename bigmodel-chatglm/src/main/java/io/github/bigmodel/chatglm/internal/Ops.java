@@ -19,13 +19,6 @@ public final class Ops {
     private Ops() {
     }
 
-    public static Tensor linear(Tensor x, Parameter weight, Parameter bias) {
-        if (bias == null) {
-            return torch.linear(x, weight.data());
-        }
-        return torch.linear(x, weight.data(), new TensorOptional(bias.data()));
-    }
-
     /** {@code x} on the device of {@code like}, without a copy when it is already there. */
     public static Tensor onDeviceOf(Tensor x, Tensor like) {
         if (Tensors.deviceOf(x).equals(Tensors.deviceOf(like))) {

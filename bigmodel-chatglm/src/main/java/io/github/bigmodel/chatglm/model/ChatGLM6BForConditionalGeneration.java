@@ -507,7 +507,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         Tensor forward(Tensor x) {
             try (ForwardScope f = enterForward()) {
                 Tensor w = parameters().get("weight").data();
-                return f.output(torch.linear(Ops.onDeviceOf(f.input(x), w), w));
+                return f.output(Linear.compute(Ops.onDeviceOf(f.input(x), w), w, null));
             }
         }
     }

@@ -83,10 +83,16 @@ class PromptChunkingTest {
                     model.forceChunkRows(0);
                 }
             }
-            // Every position's logits, pad rows included: chunking changes no arithmetic.
+            // Every position's logits, pad rows included. The linear kernels give a row the same bits in any chunk
+            // (NativeKernelsTest); libtorch's half-precision attention matmuls sum by blocks that depend on the
+            // query rows they get, so one rounding step of the largest logit in the model's dtype is allowed
+            // (chatglm-6b-tiny fp16: 0.0156 at 28, one float16 ulp; 0 in the other cases).
+            double largest = maxDiff(logits[0], new float[logits[0].length]);
+            double ulp = Math.ulp((float) largest) * (dtype == DType.BFLOAT16 ? 65536 : 8192);
             LOG.info("{} {}: max |chunked - whole| logits {}, largest logit {}", name, dtype,
-                    maxDiff(logits[1], logits[0]), maxDiff(logits[0], new float[logits[0].length]));
-            assertThat(maxDiff(logits[1], logits[0])).as("max |chunked - whole| logits").isLessThanOrEqualTo(1e-2);
+                    maxDiff(logits[1], logits[0]), largest);
+            assertThat(maxDiff(logits[1], logits[0])).as("max |chunked - whole| logits")
+                    .isLessThanOrEqualTo(Math.max(1e-2, ulp));
             for (int b = 0; b < ids.length; b++) {
                 assertThat(greedy[1].newIds()[b]).as("greedy ids of row " + b)
                         .containsExactly(greedy[0].newIds()[b]);

@@ -6,6 +6,8 @@ import io.github.bigmodel.core.ForwardScope;
 import io.github.bigmodel.core.Linear;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.NativeKernels;
+import io.github.bigmodel.core.kernel.NativeKernels.Format;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.LongOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -152,12 +154,13 @@ public class QuantizedLinear extends Linear {
     }
 
     /**
-     * Whether this layer, quantized, computes on {@code device} from the CPU int4 kernel's tiled layout (int4 on
-     * the CPU when libtorch has the kernel and a group size divides {@code in_features}); that layout cannot move
+     * Whether this layer, quantized, computes on {@code device} from libtorch's CPU int4 kernel's tiled layout (int4
+     * on the CPU where bigmodel's native kernels, which read THUDM's layout in place, are not available, libtorch has
+     * the kernel and a group size divides {@code in_features}); that layout cannot move
      * to another device, so offloaded weights keep THUDM's portable layout and are converted where they execute.
      */
     public boolean usesCpuTiles(Device device) {
-        return device.isCpu() && precision == Precision.INT4 && QuantKernels.hasInt4Cpu()
+        return device.isCpu() && precision == Precision.INT4 && !NativeKernels.available() && QuantKernels.hasInt4Cpu()
                 && QuantKernels.int4GroupSize(inFeatures()) > 0;
     }
 
@@ -282,6 +285,12 @@ public class QuantizedLinear extends Linear {
             throw new IllegalStateException("An int4 weight in the CPU kernel's layout was moved to " + device);
         }
         boolean cpu = device.isCpu();
+        if (cpu && !cpuTiles && NativeKernels.available()) {
+            // bigmodel's kernels read THUDM's int8/int4 layouts in place, for decode steps and prompts alike
+            // (docs/benchmarks.md, "Kernels"); scales in float32, as the kernels accumulate.
+            return NativeKernels.linear(precision == Precision.INT4 ? Format.INT4 : Format.INT8, x, w,
+                    table(ScalarType.Float).table(), null);
+        }
         if (cpu && (cpuTiles || (precision == Precision.INT8 && QuantKernels.hasInt8Cpu()))) {
             // float16 activations run the kernel in bfloat16: libtorch's CPU kernels vectorize bf16 only and ran 8x
             // (int8) to 30x (int4) slower in fp16 (docs/benchmarks.md, Kernels); the weight's quantization error

@@ -4,6 +4,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
+import io.github.bigmodel.core.kernel.NativeKernels;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CyclicBarrier;
@@ -44,6 +45,8 @@ class QuantizedLinearTablesTest {
                 fc.planPrecision(p, DType.FLOAT32);
                 fc.setQuantized(WeightQuantizer.quantize(w, p));
                 boolean usesTables = p == Precision.INT8 ? QuantKernels.hasInt8Cpu() : fc.usesCpuTiles(Device.CPU);
+                // bigmodel's native kernels take float32 scales whatever the activations: one table
+                int tables = NativeKernels.available() ? 1 : usesTables ? types.length : 0;
                 float[][] want = new float[types.length][];
                 for (int t = 0; t < types.length; t++) {
                     want[t] = floats(fc.forward(x.to(types[t])));
@@ -72,7 +75,7 @@ class QuantizedLinearTablesTest {
                         assertThat(worst).as("%s round %d thread %d", p, round, i).isLessThanOrEqualTo(1e-5);
                     }
                     assertThat(fc.kernelTableCount()).as("%s round %d: tables", p, round)
-                            .isEqualTo(usesTables ? types.length : 0);
+                            .isEqualTo(tables);
                 }
                 fc.toMeta();
                 assertThat(fc.kernelTableCount()).isZero();

@@ -1,0 +1,239 @@
+package io.github.bigmodel.core.kernel;
+
+import io.github.bigmodel.core.NativeRuntime;
+import io.github.bigmodel.core.Tensors;
+import java.io.File;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.MemoryFormatOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * bigmodel's own CPU matmul kernels ({@code src/main/native/bigmodel_kernels.c}, built with the module on
+ * Linux x86-64): {@code y = x W^T}, times a per-row scale for quantized weights, accumulated in float32 ({@code x} and
+ * {@code y} in float32, bfloat16 or float16), the weight read once, in place, in its stored layout: bfloat16, float16, THUDM's int8 or THUDM's
+ * packed int4 (two values per byte, high nibble first). They run on libtorch's own OpenMP threads.
+ *
+ * <p>Why: libtorch's kernels for these weights at one row of activations (every decode step) read the weight at
+ * a third to a half of the memory's bandwidth on this project's AVX-512 CPU, and its int4 kernel needs the weight
+ * repacked into tiles at every load (docs/benchmarks.md, "Kernels"). Only CPUs with AVX-512 (F, BW, VL, DQ) are
+ * served; elsewhere, or when the library is missing or {@code -D}{@value #PROPERTY}{@code =false},
+ * {@link #available()} is false and callers use libtorch.
+ *
+ * <pre>{@code
+ * if (NativeKernels.available()) {
+ *     Tensor y = NativeKernels.mm(NativeKernels.Format.INT8, x2d, codes, scalesF32);   // [m, n], x2d's dtype
+ * }
+ * }</pre>
+ */
+// PointerScope blocks are used for what they release on close.
+@SuppressWarnings("try")
+public final class NativeKernels {
+
+    /** System property: {@code false} keeps libtorch's kernels everywhere (for measurements and comparisons). */
+    public static final String PROPERTY = "bigmodel.kernels.native";
+
+    private static final Logger LOG = LoggerFactory.getLogger(NativeKernels.class);
+    private static final String LIBRARY = "linux-x86_64/libbigmodel_kernels.so";
+
+    /** The stored layouts the kernels read; the codes match the C side's. */
+    public enum Format {
+        /** bfloat16, [n, k]. */
+        BF16(0),
+        /** IEEE float16, [n, k]. */
+        FP16(1),
+        /** int8 codes [n, k] with one scale per row. */
+        INT8(2),
+        /** int4 codes packed two per byte [n, k/2], value 2j in byte j's high nibble, one scale per row. */
+        INT4(3);
+
+        final int code;
+
+        Format(int code) {
+            this.code = code;
+        }
+
+        /** Whether this layout carries a per-row scale. */
+        public boolean quantized() {
+            return this == INT8 || this == INT4;
+        }
+    }
+
+    private static final int LEVEL = load();
+    private static volatile boolean enabled = LEVEL > 0 && !"false".equalsIgnoreCase(System.getProperty(PROPERTY));
+
+    private NativeKernels() {
+    }
+
+    private static int load() {
+        String os = System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT);
+        String arch = System.getProperty("os.arch", "");
+        if (!os.contains("linux") || !(arch.equals("amd64") || arch.equals("x86_64"))) {
+            LOG.debug("bigmodel's native kernels are built for Linux x86-64 only; libtorch's kernels are used");
+            return 0;
+        }
+        try {
+            // libtorch first: the kernels link against the libgomp that libtorch's natives bring.
+            NativeRuntime.init();
+            Loader.load(torch.class);
+            File file = Loader.cacheResource(NativeKernels.class, LIBRARY);
+            if (file == null) {
+                LOG.info("bigmodel's native kernels are not in this build (no {}): libtorch's kernels are used",
+                        LIBRARY);
+                return 0;
+            }
+            System.load(file.getAbsolutePath());
+            int level = level();
+            if (level == 0) {
+                LOG.info("This CPU lacks AVX-512: bigmodel's native kernels unused, libtorch's kernels are used");
+            } else {
+                LOG.debug("bigmodel's native kernels loaded ({})", level == 2 ? "AVX-512 with BF16" : "AVX-512");
+            }
+            return level;
+        } catch (java.io.IOException | LinkageError | RuntimeException e) {
+            LOG.warn("bigmodel's native kernels could not be loaded ({}): libtorch's kernels are used", e.toString());
+            return 0;
+        }
+    }
+
+    /** Whether the kernels run here: library loaded, CPU supported, not turned off. */
+    public static boolean available() {
+        return enabled;
+    }
+
+    /** Whether the kernels could run here, whether or not they are turned off. */
+    public static boolean supported() {
+        return LEVEL > 0;
+    }
+
+    /** Turns the kernels off or back on (when supported) in this JVM: for measurements and tests. */
+    public static void setEnabled(boolean on) {
+        enabled = on && LEVEL > 0;
+    }
+
+    /**
+     * {@code x W^T}, times {@code scale} per output column for quantized formats: {@code [m, n]} in {@code x}'s
+     * dtype, accumulated in float32 and rounded once.
+     *
+     * @param x     float32, bfloat16 or float16 {@code [m, k]}, contiguous, on the CPU
+     * @param w     the weight in {@code format}'s layout, contiguous, on the CPU: {@code [n, k]} ({@code [n, k/2]}
+     *              bytes for int4)
+     * @param scale float32 {@code [n]} for int8/int4, else null
+     * @throws IllegalStateException    when {@link #available()} is false
+     * @throws IllegalArgumentException when a tensor does not match the format
+     */
+    public static Tensor mm(Format format, Tensor x, Tensor w, Tensor scale) {
+        if (!enabled) {
+            throw new IllegalStateException("bigmodel's native kernels are not available here");
+        }
+        int type = check(format, x, w, scale);
+        long m = x.size(0);
+        long k = x.size(1);
+        long n = w.size(0);
+        Tensor y;
+        try (PointerScope scope = new PointerScope()) {
+            y = torch.empty(new long[] {m, n}, new TensorOptions(x.scalar_type()), new MemoryFormatOptional());
+            int rc = mm0(format.code, w.data_ptr().address(), scale == null ? 0 : scale.data_ptr().address(),
+                    x.data_ptr().address(), type, y.data_ptr().address(), type, m, n, k,
+                    Math.max(1, torch.get_num_threads()));
+            if (rc != 0) {
+                throw new IllegalStateException("native kernel failed (" + rc + ")");
+            }
+            y.retainReference();
+        }
+        PointerScope outer = PointerScope.getInnerScope();
+        if (outer != null) {
+            outer.attach(y);
+            y.releaseReference();
+        }
+        return y;
+    }
+
+    /**
+     * What a layer runs: {@link #mm} over the rows of {@code x} of any shape {@code [..., k]}, plus {@code bias},
+     * back in {@code x}'s shape with the last dimension {@code n}.
+     *
+     * @param scale float32 {@code [n]} for int8/int4, else null
+     * @param bias  {@code [n]} in any float dtype, or null
+     */
+    public static Tensor linear(Format format, Tensor x, Tensor w, Tensor scale, Tensor bias) {
+        long k = x.size(-1);
+        long[] shape = Tensors.shape(x);
+        shape[shape.length - 1] = w.size(0);
+        Tensor out;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor y = mm(format, x.reshape(-1, k).contiguous(), w, scale);
+            if (bias != null) {
+                y = y.add(bias.to(y.scalar_type()));
+            }
+            out = y.view(shape);
+            out.retainReference();
+        }
+        PointerScope outer = PointerScope.getInnerScope();
+        if (outer != null) {
+            outer.attach(out);
+            out.releaseReference();
+        }
+        return out;
+    }
+
+    /** Checks the arguments; returns the C side's code for x's dtype (0 float32, 1 bfloat16, 2 float16). */
+    private static int check(Format format, Tensor x, Tensor w, Tensor scale) {
+        int xt = x.scalar_type().value;
+        int code = xt == ScalarType.Float.value ? 0 : xt == ScalarType.BFloat16.value ? 1
+                : xt == ScalarType.Half.value ? 2 : -1;
+        if (x.dim() != 2 || code < 0 || !x.is_contiguous() || !x.is_cpu()) {
+            throw new IllegalArgumentException("x must be a contiguous float32, bfloat16 or float16 CPU matrix");
+        }
+        long k = x.size(1);
+        int expected = switch (format) {
+            case BF16 -> ScalarType.BFloat16.value;
+            case FP16 -> ScalarType.Half.value;
+            case INT8, INT4 -> ScalarType.Char.value;
+        };
+        long columns = format == Format.INT4 ? k / 2 : k;
+        if (w.dim() != 2 || w.scalar_type().value != expected || !w.is_contiguous() || !w.is_cpu()
+                || w.size(1) != columns || (format == Format.INT4 && k % 2 != 0) || k == 0 || w.size(0) == 0) {
+            throw new IllegalArgumentException(format + " weight must be a contiguous CPU tensor [n, " + columns
+                    + "] of " + ScalarType.values()[expected] + ", got " + java.util.Arrays.toString(Tensors.shape(w))
+                    + " " + w.scalar_type());
+        }
+        if (format.quantized()) {
+            if (scale == null || scale.dim() != 1 || scale.size(0) != w.size(0) || !scale.is_contiguous()
+                    || scale.scalar_type().value != ScalarType.Float.value || !scale.is_cpu()) {
+                throw new IllegalArgumentException(format + " needs float32 scales [" + w.size(0) + "]");
+            }
+        } else if (scale != null) {
+            throw new IllegalArgumentException(format + " takes no scales");
+        }
+        return code;
+    }
+
+    /**
+     * Advises the kernel to back the 2 MiB-aligned middle of {@code [address, address + length)} with huge pages
+     * ({@code MADV_HUGEPAGE}); false when the library is not loaded or the call failed. For a mapped checkpoint
+     * whose pages are not yet cached this makes them come in as 2 MiB folios, read through far fewer TLB entries.
+     */
+    public static boolean adviseHugePages(long address, long length) {
+        if (LEVEL == 0 || length <= 0) {
+            return false;
+        }
+        int rc = adviseHugePages0(address, length);
+        if (rc != 0) {
+            LOG.debug("madvise(MADV_HUGEPAGE) failed: errno {}", rc);
+        }
+        return rc == 0;
+    }
+
+    private static native int level();
+
+    private static native int mm0(int format, long w, long scale, long x, int xType, long y, int yType, long m, long n,
+            long k, int threads);
+
+    private static native int adviseHugePages0(long address, long length);
+}

@@ -1,0 +1,541 @@
+/*
+ * bigmodel's CPU matmul kernels for weights stored in 16 bits or quantized per row (THUDM's int8 and int4 layouts):
+ * y[m, n] = sum_k x[m, k] * W[n, k] (* scale[n]), x and y in float32, accumulated in float32.
+ *
+ * Why: libtorch's kernels for these weights at one row of activations (a decode step) read the weights at a half to
+ * a third of the memory's bandwidth on AVX-512 CPUs, and its int4 kernel needs a repacked weight. These read the
+ * weights once, in place, in their stored layout (a mapped checkpoint stays mapped), on the OpenMP threads libtorch
+ * itself uses (the same libgomp, so the two never fight over cores).
+ *
+ * Only AVX-512 (F, BW, VL, DQ) CPUs are served; bmk_level() says 0 elsewhere and the Java side keeps libtorch.
+ * Inputs are checked on the Java side (io.github.bigmodel.core.kernel.NativeKernels); nothing here allocates more than
+ * a few rows of scratch.
+ */
+#include <jni.h>
+#include <errno.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+enum { FMT_BF16 = 0, FMT_FP16 = 1, FMT_INT8 = 2, FMT_INT4 = 3 };
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+#define T512BF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,f16c,fma")))
+
+/* Rows of W one multi-row step decodes; columns per decoded chunk (8 x 512 floats = 16 KB, in L1). */
+#define MR_ROWS 8
+#define MR_CHUNK 512
+
+static int level(void) {
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+          && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+          && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))) {
+        return 0;
+    }
+    return __builtin_cpu_supports("avx512bf16") ? 2 : 1;
+}
+
+static inline float bf16_to_f(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t) h << 16;
+    return v.f;
+}
+
+T512 static inline float f16_to_f(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+/* The signed high (value 2j) and low (value 2j+1) nibbles of byte j of an int4 row. */
+static inline int nib_hi(uint8_t b) { return ((int) (int8_t) b) >> 4; }
+static inline int nib_lo(uint8_t b) { return ((int) (int8_t) (uint8_t) (b << 4)) >> 4; }
+
+static inline float scalar_weight(int fmt, const void *row, long j) {
+    switch (fmt) {
+        case FMT_BF16: return bf16_to_f(((const uint16_t *) row)[j]);
+        case FMT_FP16: return f16_to_f(((const uint16_t *) row)[j]);
+        case FMT_INT8: return (float) ((const int8_t *) row)[j];
+        default: {
+            uint8_t b = ((const uint8_t *) row)[j >> 1];
+            return (float) ((j & 1) ? nib_lo(b) : nib_hi(b));
+        }
+    }
+}
+
+static inline long row_bytes(int fmt, long k) {
+    return fmt == FMT_INT8 ? k : fmt == FMT_INT4 ? k / 2 : 2 * k;
+}
+
+/* ---------------------------------------------------------------- one row of activations (decode) */
+
+/* bfloat16 widened by a 16-bit shift (CPUs without AVX512_BF16). */
+T512 static inline __m512 widen_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *) p)), 16));
+}
+
+/*
+ * bfloat16 with AVX512_BF16: x rounded to bfloat16 once per call (exact when the model runs in bfloat16, as its
+ * activations then are bfloat16 values) and 32 products per instruction, each exact, summed in float32.
+ */
+T512BF static void gemv_bf16dp_rows(const uint16_t *w, const uint16_t *xb, float *y, long r0, long r1, long k) {
+    long body = k & ~31L;
+    long r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = w + r * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (long j = 0; j < body; j += 32) {
+            __m512bh xv = (__m512bh) _mm512_loadu_si512(xb + j);
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh) _mm512_loadu_si512(w0 + j), xv);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh) _mm512_loadu_si512(w1 + j), xv);
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh) _mm512_loadu_si512(w2 + j), xv);
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh) _mm512_loadu_si512(w3 + j), xv);
+        }
+        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
+        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
+        for (long j = body; j < k; j++) {
+            float xj = bf16_to_f(xb[j]);
+            s0 += bf16_to_f(w0[j]) * xj;
+            s1 += bf16_to_f(w1[j]) * xj;
+            s2 += bf16_to_f(w2[j]) * xj;
+            s3 += bf16_to_f(w3[j]) * xj;
+        }
+        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w0 = w + r * k;
+        __m512 a0 = _mm512_setzero_ps();
+        for (long j = 0; j < body; j += 32) {
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh) _mm512_loadu_si512(w0 + j), (__m512bh) _mm512_loadu_si512(xb + j));
+        }
+        float s0 = _mm512_reduce_add_ps(a0);
+        for (long j = body; j < k; j++) s0 += bf16_to_f(w0[j]) * bf16_to_f(xb[j]);
+        y[r] = s0;
+    }
+}
+
+T512 static inline __m512 widen_i8(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *) p)));
+}
+
+/* The value of each nibble 0..15 as a signed int4, float32. */
+T512 static inline __m512 i4_table(void) {
+    return _mm512_set_ps(-1, -2, -3, -4, -5, -6, -7, -8, 7, 6, 5, 4, 3, 2, 1, 0);
+}
+
+/* Sums of eight vectors, one per lane of the result; lane i depends on a[i] alone, in a fixed order. */
+T512 static inline __m256 reduce8(const __m512 a[8]) {
+    __m256 b[8];
+    for (int i = 0; i < 8; i++) {
+        b[i] = _mm256_add_ps(_mm512_castps512_ps256(a[i]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[i]), 1)));
+    }
+    __m256 t0 = _mm256_hadd_ps(b[0], b[1]), t1 = _mm256_hadd_ps(b[2], b[3]);
+    __m256 t2 = _mm256_hadd_ps(b[4], b[5]), t3 = _mm256_hadd_ps(b[6], b[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/*
+ * The arithmetic every float16/int8/int4 product follows, one row of x or many, so that a row's result never
+ * depends on how many rows came with it (a prompt in one piece or in chunks, or token by token):
+ *   for each chunk of MR_CHUNK columns, in order: a = 0; a = fma(w16, x16, a) over the chunk's 16-wide vectors in
+ *   order (the last one zero-padded); y += the lanes of a summed by reduce8; finally y *= scale.
+ * int4 orders each full 32-value block as its 16 high nibbles (values 2j) then its 16 low nibbles (values 2j+1),
+ * and x the same way (permute_int4_x); a partial last block stays in natural order.
+ */
+#define CANON_GEMV(NAME, T, STEP, LOADW, LOADW_TAIL)                                                              \
+    T512 static void NAME(const T *w, const float *scale, const float *x, float *y, long r0, long r1, long k) {   \
+        long rb = STEP(k);                                                                                        \
+        for (long r = r0; r < r1; r += 4) {                                                                       \
+            int nr = (int) (r1 - r < 4 ? r1 - r : 4);                                                             \
+            const T *p[4];                                                                                        \
+            for (int i = 0; i < 4; i++) p[i] = w + (r + (i < nr ? i : 0)) * rb;                                   \
+            float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                                                \
+            for (long c = 0; c < k; c += MR_CHUNK) {                                                              \
+                long len = k - c < MR_CHUNK ? k - c : MR_CHUNK;                                                   \
+                long full = len & ~15L;                                                                           \
+                __m512 a[8];                                                                                      \
+                for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();                                           \
+                for (long j = c; j < c + full; j += 16) {                                                         \
+                    __m512 xv = _mm512_loadu_ps(x + j);                                                           \
+                    for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(LOADW(p[i], j, k), xv, a[i]);              \
+                }                                                                                                 \
+                if (len > full) {                                                                                 \
+                    __mmask16 m = (__mmask16) ((1u << (len - full)) - 1u);                                        \
+                    __m512 xv = _mm512_maskz_loadu_ps(m, x + c + full);                                           \
+                    for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(LOADW_TAIL(p[i], c + full, len - full, k), \
+                                                                        xv, a[i]);                                \
+                }                                                                                                 \
+                float t[8];                                                                                       \
+                _mm256_storeu_ps(t, reduce8(a));                                                                  \
+                for (int i = 0; i < 4; i++) s[i] += t[i];                                                         \
+            }                                                                                                     \
+            for (int i = 0; i < nr; i++) y[r + i] = scale != NULL ? s[i] * scale[r + i] : s[i];                   \
+        }                                                                                                         \
+    }
+
+#define STEP_16(k) (k)
+#define STEP_8(k) (k)
+#define STEP_4(k) ((k) / 2)
+
+T512 static inline __m512 w_f16(const uint16_t *row, long j, long k) {
+    (void) k;
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (row + j)));
+}
+T512 static inline __m512 w_f16_tail(const uint16_t *row, long j, long n, long k) {
+    (void) k;
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16) ((1u << n) - 1u), row + j));
+}
+T512 static inline __m512 w_bf16(const uint16_t *row, long j, long k) {
+    (void) k;
+    return widen_bf16(row + j);
+}
+T512 static inline __m512 w_bf16_tail(const uint16_t *row, long j, long n, long k) {
+    (void) k;
+    __m256i h = _mm256_maskz_loadu_epi16((__mmask16) ((1u << n) - 1u), row + j);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+T512 static inline __m512 w_i8(const int8_t *row, long j, long k) {
+    (void) k;
+    return widen_i8(row + j);
+}
+T512 static inline __m512 w_i8_tail(const int8_t *row, long j, long n, long k) {
+    (void) k;
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8((__mmask16) ((1u << n) - 1u), row + j)));
+}
+T512 static inline __m512 w_i4_tail(const uint8_t *row, long j, long n, long k) {
+    (void) k;
+    float v[16] = {0};
+    for (long l = 0; l < n; l++) v[l] = (float) ((j + l) & 1 ? nib_lo(row[(j + l) / 2]) : nib_hi(row[(j + l) / 2]));
+    return _mm512_loadu_ps(v);
+}
+
+CANON_GEMV(gemv_f16_rows, uint16_t, STEP_16, w_f16, w_f16_tail)
+CANON_GEMV(gemv_bf16_rows, uint16_t, STEP_16, w_bf16, w_bf16_tail)
+CANON_GEMV(gemv_i8_rows, int8_t, STEP_8, w_i8, w_i8_tail)
+
+/*
+ * int4 in the canonical arithmetic: each full 32-value block's bytes are read once and give the high-nibble vector
+ * then the low-nibble one (a table lookup each); x comes permuted the same way (permute_int4_x).
+ */
+T512 static void gemv_i4_rows(const uint8_t *w, const float *scale, const float *x, float *y, long r0, long r1,
+                              long k) {
+    const __m512 lut = i4_table();
+    long rb = k / 2;
+    for (long r = r0; r < r1; r += 4) {
+        int nr = (int) (r1 - r < 4 ? r1 - r : 4);
+        const uint8_t *p[4];
+        for (int i = 0; i < 4; i++) p[i] = w + (r + (i < nr ? i : 0)) * rb;
+        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (long c = 0; c < k; c += MR_CHUNK) {
+            long len = k - c < MR_CHUNK ? k - c : MR_CHUNK;
+            long blocks = c + len <= (k & ~31L) ? len : (k & ~31L) - c; /* values in full blocks */
+            __m512 a[8];
+            for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
+            long j = c;
+            for (; j < c + blocks; j += 32) {
+                __m512 xe = _mm512_loadu_ps(x + j), xo = _mm512_loadu_ps(x + j + 16);
+                for (int i = 0; i < 4; i++) {
+                    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) (p[i] + j / 2)));
+                    a[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut), xe, a[i]);
+                    a[i] = _mm512_fmadd_ps(_mm512_permutexvar_ps(b, lut), xo, a[i]);
+                }
+            }
+            /* a partial last block, natural order: whole vectors, then one zero-padded */
+            for (; j < c + len; j += 16) {
+                long nv = c + len - j < 16 ? c + len - j : 16;
+                __mmask16 m = (__mmask16) (nv == 16 ? 0xFFFFu : (1u << nv) - 1u);
+                __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
+                for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(w_i4_tail(p[i], j, nv, k), xv, a[i]);
+            }
+            float t[8];
+            _mm256_storeu_ps(t, reduce8(a));
+            for (int i = 0; i < 4; i++) s[i] += t[i];
+        }
+        for (int i = 0; i < nr; i++) y[r + i] = s[i] * scale[r + i];
+    }
+}
+
+/* x in int4's canonical order: each full 32-value block as its 16 even values, then its 16 odd ones. */
+static void permute_int4_x(const float *x, float *out, long k) {
+    long j = 0;
+    for (; j + 32 <= k; j += 32) {
+        for (int l = 0; l < 16; l++) {
+            out[j + l] = x[j + 2 * l];
+            out[j + 16 + l] = x[j + 2 * l + 1];
+        }
+    }
+    for (; j < k; j++) out[j] = x[j];
+}
+
+/* Splits [0, n) into one contiguous run of 4-row groups per thread: each thread streams its own part of W. */
+static inline void thread_rows(long n, long *r0, long *r1) {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    long groups = (n + 3) / 4;
+    long per = groups / nt, extra = groups % nt;
+    long g0 = t * per + (t < extra ? t : extra);
+    long g1 = g0 + per + (t < extra ? 1 : 0);
+    *r0 = g0 * 4 < n ? g0 * 4 : n;
+    *r1 = g1 * 4 < n ? g1 * 4 : n;
+}
+
+/* The bfloat16 value nearest to f (ties to even), NaN kept a NaN. */
+static inline uint16_t f_to_bf16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7F800000u) == 0x7F800000u && (v.u & 0x7FFFFFu)) return (uint16_t) ((v.u >> 16) | 0x40u);
+    return (uint16_t) ((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+/* xb: x already in bfloat16 (a bf16 model's activations), or NULL to round x here when the kernel wants it. */
+static int gemv(int fmt, int lvl, const void *w, const float *scale, const float *x, const uint16_t *xb, float *y,
+                long n, long k, int threads) {
+    void *scratch = NULL;
+    if (fmt == FMT_BF16 && lvl >= 2 && xb == NULL) {
+        scratch = aligned_alloc(64, ((size_t) k * 2 + 63) / 64 * 64);
+        if (scratch == NULL) return ENOMEM;
+        uint16_t *rounded = scratch;
+        for (long j = 0; j < k; j++) rounded[j] = f_to_bf16(x[j]);
+        xb = rounded;
+    } else if (fmt == FMT_INT4) {
+        scratch = aligned_alloc(64, ((size_t) k * 4 + 63) / 64 * 64);
+        if (scratch == NULL) return ENOMEM;
+        permute_int4_x(x, scratch, k);
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        long r0, r1;
+        thread_rows(n, &r0, &r1);
+        if (r0 < r1) {
+            switch (fmt) {
+                case FMT_BF16:
+                    if (lvl >= 2) gemv_bf16dp_rows(w, xb, y, r0, r1, k);
+                    else gemv_bf16_rows(w, NULL, x, y, r0, r1, k);
+                    break;
+                case FMT_FP16: gemv_f16_rows(w, NULL, x, y, r0, r1, k); break;
+                case FMT_INT8: gemv_i8_rows(w, scale, x, y, r0, r1, k); break;
+                default: gemv_i4_rows(w, scale, scratch, y, r0, r1, k); break;
+            }
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- several rows of activations (prompts) */
+
+/* Rows [r, r + nr) of W, columns [c, c + len), as float32 into buf[MR_ROWS][MR_CHUNK]; missing rows are zero. */
+T512 static void decode_chunk(int fmt, const void *w, long k, long r, int nr, long c, long len, float *buf) {
+    long rb = row_bytes(fmt, k);
+    for (int i = 0; i < MR_ROWS; i++) {
+        float *dst = buf + (long) i * MR_CHUNK;
+        if (i >= nr) {
+            memset(dst, 0, sizeof(float) * MR_CHUNK);
+            continue;
+        }
+        const uint8_t *row = (const uint8_t *) w + (r + i) * rb;
+        long j = 0;
+        switch (fmt) {
+            case FMT_BF16:
+                for (; j + 16 <= len; j += 16) _mm512_storeu_ps(dst + j, widen_bf16((const uint16_t *) row + c + j));
+                break;
+            case FMT_FP16:
+                for (; j + 16 <= len; j += 16) {
+                    _mm512_storeu_ps(dst + j,
+                                     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) ((const uint16_t *) row + c + j))));
+                }
+                break;
+            case FMT_INT8:
+                for (; j + 16 <= len; j += 16) _mm512_storeu_ps(dst + j, widen_i8((const int8_t *) row + c + j));
+                break;
+            default:
+                /* full 32-value blocks in int4's canonical order: 16 high nibbles, then 16 low ones */
+                for (; j + 32 <= len && c + j + 32 <= k; j += 32) {
+                    __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *) (row + (c + j) / 2)));
+                    _mm512_storeu_ps(dst + j, _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), i4_table()));
+                    _mm512_storeu_ps(dst + j + 16, _mm512_permutexvar_ps(b, i4_table()));
+                }
+                break;
+        }
+        for (; j < len; j++) dst[j] = scalar_weight(fmt, row, c + j);
+        for (long p = len; p < ((len + 15) & ~15L); p++) dst[p] = 0.0f;
+    }
+}
+
+/*
+ * Each thread takes a contiguous run of 8-row blocks of W; a block is decoded chunk by chunk into L1 once and
+ * multiplied into every row of x, so W is read once however many rows x has.
+ */
+T512 static void gemm_rows(int fmt, const void *w, const float *scale, const float *x, float *y, long m, long n,
+                           long k, long r0, long r1) {
+    float buf[MR_ROWS * MR_CHUNK] __attribute__((aligned(64)));
+    for (long r = r0; r < r1; r += MR_ROWS) {
+        int nr = (int) (r1 - r < MR_ROWS ? r1 - r : MR_ROWS);
+        for (long mm = 0; mm < m; mm++) {
+            for (int i = 0; i < nr; i++) y[mm * n + r + i] = 0.0f;
+        }
+        for (long c = 0; c < k; c += MR_CHUNK) {
+            long len = k - c < MR_CHUNK ? k - c : MR_CHUNK;
+            decode_chunk(fmt, w, k, r, nr, c, len, buf);
+            long full = len & ~15L;
+            __mmask16 tail = (__mmask16) ((1u << (len - full)) - 1u);
+            for (long mm = 0; mm < m; mm++) {
+                const float *xm = x + mm * k + c;
+                __m512 a[MR_ROWS];
+                for (int i = 0; i < MR_ROWS; i++) a[i] = _mm512_setzero_ps();
+                for (long j = 0; j < full; j += 16) {
+                    __m512 xv = _mm512_loadu_ps(xm + j);
+                    for (int i = 0; i < MR_ROWS; i++) a[i] = _mm512_fmadd_ps(_mm512_load_ps(buf + i * MR_CHUNK + j), xv, a[i]);
+                }
+                if (tail) {
+                    __m512 xv = _mm512_maskz_loadu_ps(tail, xm + full);
+                    for (int i = 0; i < MR_ROWS; i++) {
+                        a[i] = _mm512_fmadd_ps(_mm512_load_ps(buf + i * MR_CHUNK + full), xv, a[i]);
+                    }
+                }
+                __m256 s = reduce8(a);
+                float *ym = y + mm * n + r;
+                if (nr == MR_ROWS) {
+                    _mm256_storeu_ps(ym, _mm256_add_ps(_mm256_loadu_ps(ym), s));
+                } else {
+                    float tmp[MR_ROWS];
+                    _mm256_storeu_ps(tmp, s);
+                    for (int i = 0; i < nr; i++) ym[i] += tmp[i];
+                }
+            }
+        }
+        if (scale != NULL) {
+            for (long mm = 0; mm < m; mm++) {
+                for (int i = 0; i < nr; i++) y[mm * n + r + i] *= scale[r + i];
+            }
+        }
+    }
+}
+
+static int gemm(int fmt, const void *w, const float *scale, const float *x, float *y, long m, long n, long k,
+                int threads) {
+    float *permuted = NULL;
+    if (fmt == FMT_INT4) {
+        permuted = malloc(sizeof(float) * (size_t) (m * k));
+        if (permuted == NULL) return ENOMEM;
+        for (long r = 0; r < m; r++) permute_int4_x(x + r * k, permuted + r * k, k);
+        x = permuted;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        long blocks = (n + MR_ROWS - 1) / MR_ROWS;
+        long per = blocks / nt, extra = blocks % nt;
+        long b0 = t * per + (t < extra ? t : extra);
+        long b1 = b0 + per + (t < extra ? 1 : 0);
+        long r0 = b0 * MR_ROWS < n ? b0 * MR_ROWS : n;
+        long r1 = b1 * MR_ROWS < n ? b1 * MR_ROWS : n;
+        if (r0 < r1) gemm_rows(fmt, w, scale, x, y, m, n, k, r0, r1);
+    }
+    free(permuted);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- JNI */
+
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeKernels_level(JNIEnv *env, jclass cls) {
+    (void) env;
+    (void) cls;
+    return level();
+}
+
+/* Activation and output dtypes, as the Java side passes them. */
+enum { DT_F32 = 0, DT_BF16 = 1, DT_F16 = 2 };
+
+T512 static void to_float(int type, const void *src, float *dst, long count) {
+    const uint16_t *h = src;
+    long i = 0;
+    if (type == DT_BF16) {
+        for (; i + 16 <= count; i += 16) _mm512_storeu_ps(dst + i, widen_bf16(h + i));
+        for (; i < count; i++) dst[i] = bf16_to_f(h[i]);
+    } else {
+        for (; i + 16 <= count; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (h + i))));
+        for (; i < count; i++) dst[i] = f16_to_f(h[i]);
+    }
+}
+
+T512 static void from_float(int type, const float *src, void *dst, long count) {
+    uint16_t *h = dst;
+    long i = 0;
+    if (type == DT_BF16) {
+        for (; i < count; i++) h[i] = f_to_bf16(src[i]);
+    } else {
+        for (; i + 16 <= count; i += 16) {
+            _mm256_storeu_si256((__m256i *) (h + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+        }
+        for (; i < count; i++) h[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+    }
+}
+
+/*
+ * y [m, n] (ytype) = x [m, k] (xtype) times W^T, scaled per row of W for int8/int4. Conversions of x and y happen
+ * here, once, around the float32 kernels: a layer makes no extra tensors for them.
+ */
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeKernels_mm0(JNIEnv *env, jclass cls, jint fmt,
+        jlong w, jlong scale, jlong x, jint xtype, jlong y, jint ytype, jlong m, jlong n, jlong k, jint threads) {
+    (void) env;
+    (void) cls;
+    int lvl = level();
+    if (lvl == 0) return -1;
+    if (threads < 1) threads = 1;
+    const void *wp = (const void *) (intptr_t) w;
+    const float *sp = (const float *) (intptr_t) scale;
+    const void *xp = (const void *) (intptr_t) x;
+    void *yp = (void *) (intptr_t) y;
+    /* a bf16 model's activations feed the bf16 kernel as they are */
+    int direct_bf16 = m == 1 && fmt == FMT_BF16 && lvl >= 2 && xtype == DT_BF16;
+    float *xf = NULL, *yf = NULL;
+    if (xtype != DT_F32 && !direct_bf16) {
+        xf = malloc(sizeof(float) * (size_t) (m * k));
+        if (xf == NULL) return ENOMEM;
+        to_float(xtype, xp, xf, m * k);
+    }
+    if (ytype != DT_F32) {
+        yf = malloc(sizeof(float) * (size_t) (m * n));
+        if (yf == NULL) {
+            free(xf);
+            return ENOMEM;
+        }
+    }
+    const float *xs = xf != NULL ? xf : (const float *) xp;
+    float *ys = yf != NULL ? yf : (float *) yp;
+    int rc = 0;
+    if (m == 1) {
+        rc = gemv(fmt, lvl, wp, sp, direct_bf16 ? NULL : xs, direct_bf16 ? (const uint16_t *) xp : NULL, ys, n, k,
+                  threads);
+    } else {
+        rc = gemm(fmt, wp, sp, xs, ys, m, n, k, threads);
+    }
+    if (rc == 0 && yf != NULL) from_float(ytype, yf, yp, m * n);
+    free(xf);
+    free(yf);
+    return rc;
+}
+
+/*
+ * Asks the kernel to back [address, address + length) with 2 MiB pages where it can (MADV_HUGEPAGE): for a mapped
+ * checkpoint not yet in the page cache, pages then come in as 2 MiB folios mapped by one TLB entry each. Only the
+ * 2 MiB-aligned middle of the range is advised. Returns 0 or an errno value.
+ */
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeKernels_adviseHugePages0(JNIEnv *env, jclass cls,
+        jlong address, jlong length) {
+    (void) env;
+    (void) cls;
+    const uintptr_t huge = 2u << 20;
+    uintptr_t start = ((uintptr_t) address + huge - 1) & ~(huge - 1);
+    uintptr_t end = ((uintptr_t) address + (uintptr_t) length) & ~(huge - 1);
+    if (end <= start) return 0;
+#ifdef MADV_HUGEPAGE
+    if (madvise((void *) start, end - start, MADV_HUGEPAGE) != 0) return errno;
+    return 0;
+#else
+    return ENOSYS;
+#endif
+}
