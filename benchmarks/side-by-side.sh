@@ -78,4 +78,4 @@ python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --int8
   --peer-commits "$(tr '\n' ';' < "$PEER_BUILD/peer-commits.txt" 2>/dev/null || echo unknown)" \
   --jar "$JAR" --threads "$THREADS" --prompt "${PROMPT:-16}" --tokens "${TOKENS:-64}" --repeats "${REPEATS:-3}" \
   --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "${PAIRS:-half,int8,int4}" --warm "${WARM:-hugepage}" \
-  --java-opts "${JAVA_OPTS:--Xmx1g}" --out "$OUT"
+  --java-opts="${JAVA_OPTS:--Xmx1g}" --out "$OUT"
