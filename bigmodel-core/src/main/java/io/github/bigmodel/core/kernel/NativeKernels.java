@@ -146,12 +146,7 @@ public final class NativeKernels {
             }
             y.retainReference();
         }
-        PointerScope outer = PointerScope.getInnerScope();
-        if (outer != null) {
-            outer.attach(y);
-            y.releaseReference();
-        }
-        return y;
+        return Scopes.handOut(y);
     }
 
     /**
@@ -174,12 +169,7 @@ public final class NativeKernels {
             out = y.view(shape);
             out.retainReference();
         }
-        PointerScope outer = PointerScope.getInnerScope();
-        if (outer != null) {
-            outer.attach(out);
-            out.releaseReference();
-        }
-        return out;
+        return Scopes.handOut(out);
     }
 
     /** Checks the arguments; returns the C side's code for x's dtype (0 float32, 1 bfloat16, 2 float16). */

@@ -1,5 +1,7 @@
 package io.github.bigmodel.core.quant;
 
+import io.github.bigmodel.core.kernel.Scopes;
+
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Dispatcher;
 import org.bytedeco.pytorch.IValue;

@@ -8,6 +8,7 @@ import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
 import io.github.bigmodel.core.kernel.NativeKernels;
 import io.github.bigmodel.core.kernel.NativeKernels.Format;
+import io.github.bigmodel.core.kernel.Scopes;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.LongOptional;
 import org.bytedeco.pytorch.Tensor;

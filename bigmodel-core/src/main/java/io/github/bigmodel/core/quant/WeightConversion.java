@@ -3,6 +3,7 @@ package io.github.bigmodel.core.quant;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.Scopes;
 import java.util.Arrays;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.MemoryFormatOptional;

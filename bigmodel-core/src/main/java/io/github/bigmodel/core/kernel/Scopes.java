@@ -1,10 +1,13 @@
-package io.github.bigmodel.core.quant;
+package io.github.bigmodel.core.kernel;
 
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 
-/** Hands tensors made inside a private pointer scope to the caller, as the rest of the project does. */
-final class Scopes {
+/**
+ * Hands tensors made inside a private pointer scope to the caller, as the rest of the project does. Internal to
+ * bigmodel-core (this package is not exported): the kernels and the quantization code share it.
+ */
+public final class Scopes {
 
     private Scopes() {
     }
@@ -13,7 +16,7 @@ final class Scopes {
      * Gives {@code t} (retained out of an inner scope) to the caller's innermost scope when one is open, so that
      * it is released with the caller's other temporaries; else the caller owns it.
      */
-    static Tensor handOut(Tensor t) {
+    public static Tensor handOut(Tensor t) {
         PointerScope outer = PointerScope.getInnerScope();
         if (outer != null) {
             outer.attach(t);
@@ -26,7 +29,7 @@ final class Scopes {
      * Keeps {@code t} alive past the scope it was made in (which then only drops its own reference); it lives
      * until closed explicitly.
      */
-    static Tensor keep(Tensor t) {
+    public static Tensor keep(Tensor t) {
         t.retainReference();
         return t;
     }
