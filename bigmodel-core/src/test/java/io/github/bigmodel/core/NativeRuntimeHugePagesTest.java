@@ -1,0 +1,73 @@
+package io.github.bigmodel.core;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import io.github.bigmodel.core.kernel.NativeKernels;
+import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.bytedeco.pytorch.BoolOptional;
+import org.bytedeco.pytorch.LongOptional;
+import org.bytedeco.pytorch.Tensor;
+import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.global.torch;
+import org.bytedeco.pytorch.global.torch.ScalarType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@link NativeRuntime#adviseHugePages}: on a file mapped the way checkpoints are (libtorch's {@code from_file},
+ * copy-on-write), the advice reaches the kernel: the mapping's 2 MiB-aligned middle carries {@code hg} in
+ * {@code /proc/self/smaps}, and the bytes read through it are unchanged.
+ */
+class NativeRuntimeHugePagesTest {
+
+    @Test
+    void adviceReachesTheKernelForAMappedFile(@TempDir Path dir) throws IOException {
+        assumeTrue(NativeKernels.supported(), "bigmodel's native library is not loaded on this machine");
+        Path file = dir.resolve("weights.bin");
+        long size = 8L << 20;
+        try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {
+            f.setLength(size);
+            f.seek(size / 2);
+            f.write(42);
+        }
+        try (Tensor mapped = torch.from_file(file.toString(), new BoolOptional(false), new LongOptional(size),
+                new TensorOptions(ScalarType.Byte))) {
+            assertThat(NativeRuntime.adviseHugePages(mapped)).isTrue();
+            long start = mapped.data_ptr().address();
+            assertThat(flagsOfMappingAt(start + size / 2)).as("VmFlags of the mapping's middle").contains("hg");
+            assertThat(mapped.get(size / 2).item_int()).isEqualTo(42);
+            assertThat(mapped.get(0).item_int()).isZero();
+        }
+    }
+
+    @Test
+    void aTensorTooSmallForOneHugePageIsLeftAlone() {
+        assumeTrue(NativeKernels.supported(), "bigmodel's native library is not loaded on this machine");
+        try (Tensor small = torch.zeros(1024)) {
+            // nothing 2 MiB-aligned inside: no call, no error
+            assertThat(NativeRuntime.adviseHugePages(small)).isTrue();
+        }
+    }
+
+    /** The VmFlags line of the /proc/self/smaps entry whose range holds {@code address}. */
+    private static String flagsOfMappingAt(long address) throws IOException {
+        List<String> lines = Files.readAllLines(Path.of("/proc/self/smaps"));
+        boolean inside = false;
+        for (String line : lines) {
+            if (line.matches("^[0-9a-f]+-[0-9a-f]+ .*")) {
+                String[] range = line.substring(0, line.indexOf(' ')).split("-");
+                long lo = Long.parseUnsignedLong(range[0], 16);
+                long hi = Long.parseUnsignedLong(range[1], 16);
+                inside = Long.compareUnsigned(address, lo) >= 0 && Long.compareUnsigned(address, hi) < 0;
+            } else if (inside && line.startsWith("VmFlags:")) {
+                return line;
+            }
+        }
+        return "";
+    }
+}
