@@ -29,7 +29,10 @@ enum { FMT_BF16 = 0, FMT_FP16 = 1, FMT_INT8 = 2, FMT_INT4 = 3 };
 #define MR_ROWS 8
 #define MR_CHUNK 512
 
-static int level(void) {
+/* What this CPU supports, detected once (every thread computes the same value, so a race is harmless). */
+static int cached_level = -1;
+
+static int detect_level(void) {
     __builtin_cpu_init();
     if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
           && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
@@ -37,6 +40,15 @@ static int level(void) {
         return 0;
     }
     return __builtin_cpu_supports("avx512bf16") ? 2 : 1;
+}
+
+static int level(void) {
+    int l = __atomic_load_n(&cached_level, __ATOMIC_RELAXED);
+    if (l < 0) {
+        l = detect_level();
+        __atomic_store_n(&cached_level, l, __ATOMIC_RELAXED);
+    }
+    return l;
 }
 
 static inline float bf16_to_f(uint16_t h) {
