@@ -497,6 +497,7 @@ JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeKernels_mm0(JNI
     int lvl = level();
     if (lvl == 0) return -1;
     if (threads < 1) threads = 1;
+    if (m <= 0) return 0; /* no rows: nothing to compute (and no zero-byte scratch to allocate) */
     const void *wp = (const void *) (intptr_t) w;
     const float *sp = (const float *) (intptr_t) scale;
     const void *xp = (const void *) (intptr_t) x;

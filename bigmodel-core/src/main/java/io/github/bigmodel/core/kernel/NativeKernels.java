@@ -138,11 +138,14 @@ public final class NativeKernels {
         Tensor y;
         try (PointerScope scope = new PointerScope()) {
             y = torch.empty(new long[] {m, n}, new TensorOptions(x.scalar_type()), new MemoryFormatOptional());
-            int rc = mm0(format.code, w.data_ptr().address(), scale == null ? 0 : scale.data_ptr().address(),
-                    x.data_ptr().address(), type, y.data_ptr().address(), type, m, n, k,
-                    Math.max(1, torch.get_num_threads()));
-            if (rc != 0) {
-                throw new IllegalStateException("native kernel failed (" + rc + ")");
+            // no rows: the empty result as it is (an empty tensor has no data pointer to pass)
+            if (m > 0) {
+                int rc = mm0(format.code, w.data_ptr().address(), scale == null ? 0 : scale.data_ptr().address(),
+                        x.data_ptr().address(), type, y.data_ptr().address(), type, m, n, k,
+                        Math.max(1, torch.get_num_threads()));
+                if (rc != 0) {
+                    throw new IllegalStateException("native kernel failed (" + rc + ")");
+                }
             }
             y.retainReference();
         }

@@ -172,6 +172,17 @@ class NativeKernelsTest {
     }
 
     @Test
+    void noRowsGiveAnEmptyResult() {
+        assumeTrue(NativeKernels.available(), "native kernels not supported here");
+        try (PointerScope scope = new PointerScope()) {
+            Tensor w = torch.randn(8, 64).to(ScalarType.Half);
+            Tensor y = NativeKernels.mm(Format.FP16, torch.randn(0, 64).to(ScalarType.Half), w, null);
+            assertThat(y.size(0)).isZero();
+            assertThat(y.size(1)).isEqualTo(8);
+        }
+    }
+
+    @Test
     void refusesMismatchedInputs() {
         assumeTrue(NativeKernels.available(), "native kernels not supported here");
         try (PointerScope scope = new PointerScope()) {
