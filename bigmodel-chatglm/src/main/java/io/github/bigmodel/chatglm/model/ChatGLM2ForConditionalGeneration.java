@@ -58,7 +58,8 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         return INV_FREQ.equals(name);
     }
 
-    private static final String LAYER_PREFIX = "transformer.encoder.layers.";
+    private static final PartNames PARTS = new PartNames("transformer.encoder.layers.", "transformer.embedding.",
+            "transformer.encoder.final_layernorm.", "transformer.output_layer.");
 
     @Override
     protected Module block(int layer) {
@@ -66,26 +67,18 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
     }
 
     @Override
-    protected int partOf(String name) {
-        if (name.startsWith(LAYER_PREFIX)) {
-            return Integer.parseInt(name.substring(LAYER_PREFIX.length(), name.indexOf('.', LAYER_PREFIX.length())));
-        }
-        if (name.startsWith("transformer.embedding.")) {
-            return -1;
-        }
-        if (name.startsWith("transformer.encoder.final_layernorm.") || name.startsWith("transformer.output_layer.")) {
-            return -2;
-        }
-        return -3;
+    protected PartNames partNames() {
+        return PARTS;
     }
 
     @Override
-    protected Device stageDevice() {
-        StageSpan s = stage();
-        if (s.embedding()) {
-            return runsOn(transformer.embedding);
-        }
-        return s.endLayer() > s.firstLayer() ? runsOn(block(s.firstLayer())) : runsOn(transformer.outputLayer);
+    protected Module embeddingModule() {
+        return transformer.embedding;
+    }
+
+    @Override
+    protected Module outputModule() {
+        return transformer.outputLayer;
     }
 
     /**

@@ -74,7 +74,8 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         return name.endsWith(".attention.rotary_emb.inv_freq");
     }
 
-    private static final String LAYER_PREFIX = "transformer.layers.";
+    private static final PartNames PARTS = new PartNames("transformer.layers.", "transformer.word_embeddings.",
+            "transformer.final_layernorm.", "lm_head.");
 
     @Override
     protected Module block(int layer) {
@@ -82,26 +83,18 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
     }
 
     @Override
-    protected int partOf(String name) {
-        if (name.startsWith(LAYER_PREFIX)) {
-            return Integer.parseInt(name.substring(LAYER_PREFIX.length(), name.indexOf('.', LAYER_PREFIX.length())));
-        }
-        if (name.startsWith("transformer.word_embeddings.")) {
-            return -1;
-        }
-        if (name.startsWith("transformer.final_layernorm.") || name.startsWith("lm_head.")) {
-            return -2;
-        }
-        return -3;
+    protected PartNames partNames() {
+        return PARTS;
     }
 
     @Override
-    protected Device stageDevice() {
-        StageSpan s = stage();
-        if (s.embedding()) {
-            return runsOn(transformer.wordEmbeddings);
-        }
-        return s.endLayer() > s.firstLayer() ? runsOn(block(s.firstLayer())) : runsOn(lmHead);
+    protected Module embeddingModule() {
+        return transformer.wordEmbeddings;
+    }
+
+    @Override
+    protected Module outputModule() {
+        return lmHead;
     }
 
     /** inv_freq computed in float32 and rounded to float16, as the official constructor does. */

@@ -302,14 +302,48 @@ public abstract class ChatGLMLanguageModel extends Module {
     /** The final norm and the output layer: float32 logits {@code [B, L or 1, vocab]}. */
     protected abstract Tensor head(Tensor hidden, boolean lastOnly);
 
+    /**
+     * The state-dict prefixes of a family's parts (each ending in a dot): the blocks (followed by the block index),
+     * the word embedding, and the final norm and output layer that make the head.
+     */
+    protected record PartNames(String layers, String embedding, String finalNorm, String outputLayer) {
+    }
+
+    /** This family's part prefixes: the one fact {@link #partOf} needs. */
+    protected abstract PartNames partNames();
+
+    /** The word embedding module (where a stage holding it computes its tables). */
+    protected abstract Module embeddingModule();
+
+    /** The output layer module (where a head-only stage computes). */
+    protected abstract Module outputModule();
+
     /** Which part of the model a state-dict name belongs to: a block index, or -1 embedding, -2 head, -3 other. */
-    protected abstract int partOf(String name);
+    protected final int partOf(String name) {
+        PartNames p = partNames();
+        if (name.startsWith(p.layers())) {
+            return Integer.parseInt(name.substring(p.layers().length(), name.indexOf('.', p.layers().length())));
+        }
+        if (name.startsWith(p.embedding())) {
+            return -1;
+        }
+        if (name.startsWith(p.finalNorm()) || name.startsWith(p.outputLayer())) {
+            return -2;
+        }
+        return -3;
+    }
 
     /** The module of block {@code layer}. */
     protected abstract Module block(int layer);
 
     /** Where the stage computes its tables (rotary): the embedding's device, else its first block's, else the head's. */
-    protected abstract Device stageDevice();
+    protected final Device stageDevice() {
+        StageSpan s = stage();
+        if (s.embedding()) {
+            return runsOn(embeddingModule());
+        }
+        return s.endLayer() > s.firstLayer() ? runsOn(block(s.firstLayer())) : runsOn(outputModule());
+    }
 
     /** Builds what the generation loop feeds the model, per the official generation hooks. */
     public abstract Decoding startDecoding(GenerationRequest request);
