@@ -70,7 +70,28 @@ public final class NativeRuntime {
                 if (System.getProperty(MAX_PHYSICAL_BYTES) == null) {
                     System.setProperty(MAX_PHYSICAL_BYTES, "0");
                 }
+                extractLibtorch();
                 initialized = true;
+            }
+        }
+    }
+
+    /**
+     * Extracts libtorch's native libraries into JavaCPP's cache before anything loads them. JavaCPP otherwise
+     * extracts them one at a time as it loads them, and loads {@code libtorch.so} before {@code libtorch_cpu.so} is
+     * in the cache: the dynamic linker then resolves {@code libtorch.so}'s dependency on {@code libtorch_cpu.so}
+     * from the system's library path, and where a system libtorch is installed (Debian's {@code libtorch1.13}, a
+     * dependency of {@code python3-torch}) two libtorch builds register their operators into one process and the
+     * JVM crashes (SIGSEGV in {@code pthread_mutex_lock}) on the first run after each install or cache wipe. Files
+     * already cached are kept; a failure is logged and JavaCPP's own extraction goes on as before.
+     */
+    private static void extractLibtorch() {
+        String platform = org.bytedeco.javacpp.Loader.getPlatform();
+        for (String folder : new String[] {platform, platform + "-gpu"}) {
+            try {
+                org.bytedeco.javacpp.Loader.cacheResources(Tensor.class, "/org/bytedeco/pytorch/" + folder + "/");
+            } catch (IOException | RuntimeException e) {
+                LOG.debug("libtorch's natives for {} not extracted ahead of loading: {}", folder, e.toString());
             }
         }
     }
