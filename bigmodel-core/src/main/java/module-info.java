@@ -9,4 +9,6 @@ module io.github.bigmodel.core {
 
     exports io.github.bigmodel.core;
     exports io.github.bigmodel.core.quant;
+    // the layer operations' native forms, for the model families' modeling only
+    exports io.github.bigmodel.core.kernel to io.github.bigmodel.chatglm;
 }

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <immintrin.h>
 #include <omp.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -551,4 +552,296 @@ JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeKernels_adviseH
 #else
     return ENOSYS;
 #endif
+}
+
+/* ---------------------------------------------------------------- a layer's small ops (io.github.bigmodel.core.kernel.NativeOps) */
+/*
+ * Why: a decode step runs, per layer, some 80 small libtorch operations besides its matmuls (norm, rotary, attention
+ * over the cache, gating), each a dispatch, an allocation and a Java handle: about 0.7 ms per layer whatever the
+ * model's width, while the other thread waits. These do each group of them in one call, with the rounding the
+ * operation-by-operation form has (every intermediate a libtorch operation would round to the tensor's dtype is
+ * rounded here too), so results match it to the last bit or within one rounding of a float32 sum.
+ */
+
+/* 16 values of a float32 / bfloat16 / float16 array from index i, lanes past n zero. */
+T512 static inline __m512 load16(int type, const void *p, long i, long n) {
+    __mmask16 m = n - i >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - i)) - 1u);
+    if (type == DT_F32) return _mm512_maskz_loadu_ps(m, (const float *) p + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *) p + i);
+    if (type == DT_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/* f as a value of the dtype: rounded to nearest (ties to even) for the half types. */
+T512 static inline float round_to(int type, float f) {
+    if (type == DT_BF16) return bf16_to_f(f_to_bf16(f));
+    if (type == DT_F16) return _cvtsh_ss(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+    return f;
+}
+
+T512 static inline float load1(int type, const void *p, long i) {
+    if (type == DT_F32) return ((const float *) p)[i];
+    if (type == DT_BF16) return bf16_to_f(((const uint16_t *) p)[i]);
+    return f16_to_f(((const uint16_t *) p)[i]);
+}
+
+T512 static inline void store1(int type, void *p, long i, float f) {
+    if (type == DT_F32) ((float *) p)[i] = f;
+    else if (type == DT_BF16) ((uint16_t *) p)[i] = f_to_bf16(f);
+    else ((uint16_t *) p)[i] = _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+
+/*
+ * e^x for 16 lanes, within 2 ulp (Cephes' polynomial on [-ln2/2, ln2/2], 2^n by vscalefps); -inf and large negative
+ * x give 0, large x +inf, NaN stays NaN.
+ */
+T512 static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x); /* x NaN: max returns its second operand, the NaN */
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+T512 static inline float exp1(float x) {
+    float out[16];
+    _mm512_storeu_ps(out, exp16(_mm512_set1_ps(x)));
+    return out[0];
+}
+
+/* The rows worth a parallel region: below this many values one thread is faster than waking another. */
+#define PAR_MIN 32768
+
+/*
+ * RMSNorm as ChatGLM2/3 computes it: per row, r = 1 / sqrt(mean(x^2) + eps) in float32, y = w * (x * r) rounded
+ * once to the dtype. x, y [rows, width] in xtype (y may be x); w [width] in wtype.
+ */
+T512 static void rms_rows(int xt, const void *x, int wt, const void *w, void *y, long r0, long r1, long width,
+                          float eps) {
+    for (long r = r0; r < r1; r++) {
+        const char *xr = (const char *) x + (size_t) (r * width) * (xt == DT_F32 ? 4 : 2);
+        char *yr = (char *) y + (size_t) (r * width) * (xt == DT_F32 ? 4 : 2);
+        __m512 acc = _mm512_setzero_ps();
+        for (long i = 0; i < width; i += 16) {
+            __m512 v = load16(xt, xr, i, width);
+            acc = _mm512_fmadd_ps(v, v, acc);
+        }
+        float mean = _mm512_reduce_add_ps(acc) / (float) width;
+        float inv = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(mean + eps)));
+        for (long i = 0; i < width; i++) store1(xt, yr, i, load1(wt, w, i) * (load1(xt, xr, i) * inv));
+    }
+}
+
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_rmsNorm0(JNIEnv *env, jclass cls, jlong x,
+        jint xtype, jlong w, jint wtype, jlong y, jlong rows, jlong width, jfloat eps, jint threads) {
+    (void) env;
+    (void) cls;
+    if (level() == 0) return -1;
+    const void *xp = (const void *) (intptr_t) x, *wp = (const void *) (intptr_t) w;
+    void *yp = (void *) (intptr_t) y;
+    if (rows * width < PAR_MIN || threads <= 1 || rows == 1) {
+        rms_rows(xtype, xp, wtype, wp, yp, 0, rows, width, eps);
+        return 0;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) rms_rows(xtype, xp, wtype, wp, yp, r, r + 1, width, eps);
+    return 0;
+}
+
+/*
+ * Interleaved rotary, in place, on the first `rot` values of each of `heads` heads of `headDim` values in every row:
+ * pairs (x0, x1) become (x0 c - x1 s, x1 c + x0 s), each product and the sum rounded to the dtype as libtorch's
+ * elementwise operations on that dtype would. cos/sin: [rows, rot/2] in ctype.
+ */
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_rotary0(JNIEnv *env, jclass cls, jlong x,
+        jint type, jlong rows, jlong rowStride, jlong heads, jlong headDim, jlong rot, jlong cosp, jlong sinp,
+        jint ctype) {
+    (void) env;
+    (void) cls;
+    if (level() == 0) return -1;
+    size_t es = type == DT_F32 ? 4 : 2;
+    long half = rot / 2;
+    for (long r = 0; r < rows; r++) {
+        char *row = (char *) (intptr_t) x + (size_t) (r * rowStride) * es;
+        const void *c = (const char *) (intptr_t) cosp + (size_t) (r * half) * (ctype == DT_F32 ? 4 : 2);
+        const void *s = (const char *) (intptr_t) sinp + (size_t) (r * half) * (ctype == DT_F32 ? 4 : 2);
+        for (long h = 0; h < heads; h++) {
+            char *p = row + (size_t) (h * headDim) * es;
+            for (long i = 0; i < half; i++) {
+                float x0 = load1(type, p, 2 * i), x1 = load1(type, p, 2 * i + 1);
+                float ci = load1(ctype, c, i), si = load1(ctype, s, i);
+                float o0 = round_to(type, round_to(type, x0 * ci) - round_to(type, x1 * si));
+                float o1 = round_to(type, round_to(type, x1 * ci) + round_to(type, x0 * si));
+                store1(type, p, 2 * i, o0);
+                store1(type, p, 2 * i + 1, o1);
+            }
+        }
+    }
+    return 0;
+}
+
+/*
+ * silu(a) * b for the two halves of each row of up [rows, 2 ffn]: silu rounded to the dtype, then the product.
+ * out [rows, ffn].
+ */
+T512 static void swiglu_rows(int type, const void *up, void *out, long r0, long r1, long ffn) {
+    size_t es = type == DT_F32 ? 4 : 2;
+    float a[16], b[16];
+    for (long r = r0; r < r1; r++) {
+        const char *ar = (const char *) up + (size_t) (r * 2 * ffn) * es, *br = ar + (size_t) ffn * es;
+        char *o = (char *) out + (size_t) (r * ffn) * es;
+        for (long i = 0; i < ffn; i += 16) {
+            __m512 av = load16(type, ar, i, ffn);
+            __m512 sv = _mm512_div_ps(av, _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), av))));
+            _mm512_storeu_ps(a, sv);
+            _mm512_storeu_ps(b, load16(type, br, i, ffn));
+            long n = ffn - i < 16 ? ffn - i : 16;
+            for (long l = 0; l < n; l++) store1(type, o, i + l, round_to(type, a[l]) * b[l]);
+        }
+    }
+}
+
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_swiglu0(JNIEnv *env, jclass cls, jlong up,
+        jint type, jlong out, jlong rows, jlong ffn, jint threads) {
+    (void) env;
+    (void) cls;
+    if (level() == 0) return -1;
+    const void *u = (const void *) (intptr_t) up;
+    void *o = (void *) (intptr_t) out;
+    if (rows * ffn < PAR_MIN || threads <= 1 || rows == 1) {
+        swiglu_rows(type, u, o, 0, rows, ffn);
+        return 0;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long r = 0; r < rows; r++) swiglu_rows(type, u, o, r, r + 1, ffn);
+    return 0;
+}
+
+/*
+ * Attention of one query position per batch row against T cached positions, with `groups` key/value heads shared
+ * by heads/groups query heads each (multi-query / grouped-query):
+ *   s_t = round(round(q . k_t) * pre) * post, masked to -inf where mask[b, t] != 0, p = softmax(s) in float32,
+ *   rounded to the dtype, out = round(sum_t p_t v_t).
+ * q: row b at q + b * qBatch, head h at + h * headDim. k/v: position t, row b, group g at
+ * + t * kvPos + b * kvBatch + g * headDim. out [batch, heads * headDim]. Heads of one group are done together, so a
+ * key or value vector is read once per group, not once per head.
+ */
+typedef struct {
+    int type;
+    const void *q, *k, *v;
+    const uint8_t *mask;
+    void *out;
+    long qBatch, kvPos, kvBatch, keys, batch, heads, groups, dim;
+    float pre, post;
+} attend_args;
+
+T512 static void attend_run(const attend_args *a, long b, long h0, long h1, float *scores, float *acc) {
+    int t = a->type;
+    size_t es = t == DT_F32 ? 4 : 2;
+    long per = a->heads / a->groups, g = h0 / per, n = h1 - h0, D = a->dim, T = a->keys;
+    long Dp = (D + 15) / 16 * 16; /* acc rows padded: tail lanes hold zeros, never a neighbour's values */
+    const char *qb = (const char *) a->q + (size_t) (b * a->qBatch) * es;
+    const char *kb = (const char *) a->k + (size_t) (b * a->kvBatch + g * D) * es;
+    const char *vb = (const char *) a->v + (size_t) (b * a->kvBatch + g * D) * es;
+    /* queries of the run as float32, in acc for now */
+    for (long i = 0; i < n; i++) {
+        for (long d = 0; d < D; d += 16) _mm512_storeu_ps(acc + i * Dp + d, load16(t, qb, (h0 + i) * D + d, (h0 + i) * D + D));
+    }
+    for (long s = 0; s < T; s++) {
+        const char *kt = kb + (size_t) (s * a->kvPos) * es;
+        for (long i = 0; i < n; i++) {
+            __m512 sum = _mm512_setzero_ps();
+            for (long d = 0; d < D; d += 16) sum = _mm512_fmadd_ps(_mm512_loadu_ps(acc + i * Dp + d), load16(t, kt, d, D), sum);
+            float v = round_to(t, round_to(t, _mm512_reduce_add_ps(sum)) * a->pre) * a->post;
+            if (a->mask != NULL && a->mask[b * T + s]) v = -INFINITY;
+            scores[i * T + s] = v;
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        float *sc = scores + i * T;
+        float m = -INFINITY;
+        for (long s = 0; s < T; s++) m = sc[s] > m ? sc[s] : m;
+        __m512 mv = _mm512_set1_ps(m), tot = _mm512_setzero_ps();
+        long s = 0;
+        for (; s + 16 <= T; s += 16) {
+            __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sc + s), mv));
+            _mm512_storeu_ps(sc + s, e);
+            tot = _mm512_add_ps(tot, e);
+        }
+        float sum = _mm512_reduce_add_ps(tot);
+        for (; s < T; s++) {
+            sc[s] = exp1(sc[s] - m);
+            sum += sc[s];
+        }
+        float inv = 1.0f / sum;
+        for (s = 0; s < T; s++) sc[s] = round_to(t, sc[s] * inv);
+        for (long d = 0; d < Dp; d++) acc[i * Dp + d] = 0.0f;
+    }
+    for (long s = 0; s < T; s++) {
+        const char *vt = vb + (size_t) (s * a->kvPos) * es;
+        for (long d = 0; d < D; d += 16) {
+            __m512 vv = load16(t, vt, d, D);
+            for (long i = 0; i < n; i++) {
+                __m512 o = _mm512_loadu_ps(acc + i * Dp + d);
+                _mm512_storeu_ps(acc + i * Dp + d, _mm512_fmadd_ps(_mm512_set1_ps(scores[i * T + s]), vv, o));
+            }
+        }
+    }
+    char *ob = (char *) a->out + (size_t) (b * a->heads * D) * es;
+    for (long i = 0; i < n; i++) {
+        for (long d = 0; d < D; d++) store1(t, ob, (h0 + i) * D + d, acc[i * Dp + d]);
+    }
+}
+
+/* Work item w of (batch row, group, part of the group's heads). */
+T512 static void attend_item(const attend_args *a, long w, long parts, float *scores, float *acc) {
+    long per = a->heads / a->groups;
+    long part = w % parts, bg = w / parts, b = bg / a->groups, g = bg % a->groups;
+    long h0 = g * per + part * per / parts, h1 = g * per + (part + 1) * per / parts;
+    if (h1 > h0) attend_run(a, b, h0, h1, scores, acc);
+}
+
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_attend0(JNIEnv *env, jclass cls, jint type,
+        jlong q, jlong qBatch, jlong k, jlong v, jlong kvPos, jlong kvBatch, jlong keys, jlong batch, jlong heads,
+        jlong groups, jlong dim, jlong mask, jfloat pre, jfloat post, jlong out, jint threads) {
+    (void) env;
+    (void) cls;
+    if (level() == 0) return -1;
+    attend_args a = {type, (const void *) (intptr_t) q, (const void *) (intptr_t) k, (const void *) (intptr_t) v,
+                     (const uint8_t *) (intptr_t) mask, (void *) (intptr_t) out, qBatch, kvPos, kvBatch, keys, batch,
+                     heads, groups, dim, pre, post};
+    long per = heads / groups;
+    long dpad = (dim + 15) / 16 * 16;
+    size_t scratch = sizeof(float) * (size_t) (per * keys + per * dpad + 16);
+    int nt = threads < 1 ? 1 : threads;
+    if (keys * heads * dim * batch < 4 * PAR_MIN) nt = 1;
+    /* enough items for every thread: split each group's heads when batch x groups is smaller than the team */
+    long parts = 1;
+    while (batch * groups * parts < nt && parts < per) parts++;
+    long items = batch * groups * parts;
+    int rc = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        float *buf = aligned_alloc(64, (scratch + 63) / 64 * 64);
+        if (buf == NULL) {
+#pragma omp atomic write
+            rc = ENOMEM;
+        }
+        /* every thread meets the loop; one without scratch leaves its items, and the call reports ENOMEM */
+#pragma omp for schedule(static)
+        for (long w = 0; w < items; w++) {
+            if (buf != NULL) attend_item(&a, w, parts, buf, buf + per * keys);
+        }
+        free(buf);
+    }
+    return rc;
 }

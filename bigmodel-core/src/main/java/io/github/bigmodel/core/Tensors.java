@@ -67,4 +67,22 @@ public final class Tensors {
     public static long[] shape(Tensor tensor) {
         return tensor.sizes().vec().get();
     }
+
+    /**
+     * Whether {@code tensor} holds {@code type}. Compare dtypes with this, never with {@code ==}: the bindings hand
+     * out a new {@code ScalarType} object for every {@code scalar_type()} call, so {@code t.scalar_type() ==
+     * ScalarType.Float} is false even for a float32 tensor.
+     *
+     * <pre>{@code
+     * Tensors.hasType(torch.ones(2), ScalarType.Float);   // true
+     * }</pre>
+     */
+    public static boolean hasType(Tensor tensor, org.bytedeco.pytorch.global.torch.ScalarType type) {
+        return tensor.scalar_type().value == type.value;
+    }
+
+    /** Whether two tensors hold one dtype (see {@link #hasType}). */
+    public static boolean sameType(Tensor a, Tensor b) {
+        return a.scalar_type().value == b.scalar_type().value;
+    }
 }

@@ -4,6 +4,7 @@ import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.NativeOps;
 import org.bytedeco.javacpp.LongPointer;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.ScalarTypeOptional;
@@ -39,14 +40,21 @@ public final class Ops {
         return x.to(Tensors.toTorch(device), type);
     }
 
-    /** RMSNorm as ChatGLM2/3 computes it: statistics in float32, scaled by the weight, back to the input dtype. */
+    /**
+     * RMSNorm as ChatGLM2/3 computes it: statistics in float32, scaled by the weight, back to the input dtype. On the
+     * CPU one native call ({@link NativeOps#rmsNorm}) instead of seven operations.
+     */
     public static Tensor rmsNorm(Tensor x, Parameter weight, double eps) {
+        Tensor w = weight.data();
+        if (NativeOps.available() && NativeOps.supports(x) && NativeOps.supports(w)) {
+            return NativeOps.rmsNorm(x, w, eps);
+        }
         ScalarType inputType = x.scalar_type();
-        Tensor xf = inputType == ScalarType.Float ? x : x.to(ScalarType.Float);
+        Tensor xf = Tensors.hasType(x, ScalarType.Float) ? x : x.to(ScalarType.Float);
         Tensor variance = xf.mul(xf).mean(new long[] {-1}, true, new ScalarTypeOptional());
         Tensor normed = x.mul(variance.add(new Scalar(eps)).rsqrt());
         Tensor out = weight.data().mul(normed);
-        return out.scalar_type() == inputType ? out : out.to(inputType);
+        return Tensors.sameType(out, x) ? out : out.to(inputType);
     }
 
     public static Tensor layerNorm(Tensor x, Parameter weight, Parameter bias, double eps) {

@@ -8,6 +8,7 @@ import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.NativeOps;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import java.util.Arrays;
 import org.bytedeco.javacpp.PointerScope;
@@ -172,8 +173,9 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         // cos/sin for every (position, row): [L, B, 1, rot/2].
         Tensor flatPos = Ops.to(step.positions(), device, ScalarType.Long).reshape(-1);
         long half = ropeCos.size(1);
-        Tensor cos = ropeCos.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1);
-        Tensor sin = ropeSin.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1);
+        // Contiguous once per step: row (position, batch row) r of a projection's output takes row r of these.
+        Tensor cos = ropeCos.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1).contiguous();
+        Tensor sin = ropeSin.index_select(0, flatPos).view(batch, len, 1, half).transpose(0, 1).contiguous();
         Tensor mask = step.mask() == null ? null : Ops.to(step.mask(), device, ScalarType.Bool);
         ModuleList<Block> layers = transformer.encoder.layers;
         long[] rows = chunkRows(batch, len, step.past() + len);
@@ -495,16 +497,26 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             Device device = queryKeyValue.executionDevice();
             Tensor cos = Ops.onDevice(cosIn, device);
             Tensor sin = Ops.onDevice(sinIn, device);
+            // On the CPU the rotary runs natively, in place on the projection's output (queries and keys are its
+            // first heads + groups heads), the single-position attention too: a few calls instead of some fifty.
+            boolean nativeOps = NativeOps.available() && device.isCpu();
+            long qWidth = (long) heads * headDim;
             Tensor[] qkv = PromptChunks.inOwnScope(() -> {
                 Tensor all = queryKeyValue.forward(x);
-                long qWidth = (long) heads * headDim;
+                boolean inPlace = nativeOps && NativeOps.supports(all) && NativeOps.supports(cos);
+                if (inPlace) {
+                    all = all.contiguous();
+                    NativeOps.rotaryInPlace(all, heads + groups, headDim, cos, sin);
+                }
                 long kvWidth = (long) groups * headDim;
                 Tensor raw = all.narrow(2, 0, qWidth).reshape(len, batch, heads, headDim);
                 Tensor k = all.narrow(2, qWidth, kvWidth).reshape(len, batch, groups, headDim);
                 Tensor v = all.narrow(2, qWidth + kvWidth, kvWidth).reshape(len, batch, groups, headDim);
-                Tensor q = PromptChunks.byRows(len, rows[1], 0, (start, n) -> rotate(raw.narrow(0, start, n),
-                        cos.narrow(0, start, n), sin.narrow(0, start, n)));
-                k = rotate(k, cos, sin);
+                Tensor q = inPlace ? raw : PromptChunks.byRows(len, rows[1], 0, (start, n) -> rotate(
+                        raw.narrow(0, start, n), cos.narrow(0, start, n), sin.narrow(0, start, n)));
+                if (!inPlace) {
+                    k = rotate(k, cos, sin);
+                }
                 if (cache != null) {
                     Tensor[] kv = cache.write(layerIndex, k, v);
                     k = kv[0];
@@ -532,12 +544,19 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             Tensor mask = maskIn == null ? null : Ops.onDevice(maskIn, device);
             boolean causal = mask == null && len == keyLen;
             double coeff = layerScaling ? layerNumber : 1.0;
+            if (nativeOps && len == 1 && NativeOps.supports(q) && k.is_contiguous() && v.is_contiguous()
+                    && Tensors.sameType(q, k) && Tensors.sameType(k, v)) {
+                // One position (a decode step): the same arithmetic in one call, keys read once per group.
+                Tensor rowMask = mask == null ? null : mask.reshape(batch, keyLen);
+                return NativeOps.attendOne(q.view(batch, -1), k, v, heads, groups, rowMask,
+                        1.0 / (Math.sqrt(headDim) * coeff), layerScaling ? coeff : 1.0).view(1, batch, -1);
+            }
             return PromptChunks.byRows(len, rows[0], 0, (start, n) -> {
                 // Query heads of one group are contiguous: score all of them against the group's keys at once.
                 Tensor qg = q.narrow(0, start, n).permute(1, 2, 0, 3).reshape(batch, groups, perGroup * n, headDim);
                 Tensor scores = qg.matmul(keys).view(batch, heads, n, keyLen);
                 scores.mul_(new Scalar(1.0 / (Math.sqrt(headDim) * coeff)));
-                if (scores.scalar_type() != ScalarType.Float) {
+                if (!Tensors.hasType(scores, ScalarType.Float)) {
                     scores = scores.to(ScalarType.Float);
                 }
                 if (layerScaling) {
@@ -554,7 +573,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                     scores.masked_fill_(rowMask, new Scalar(Double.NEGATIVE_INFINITY));
                 }
                 Tensor probs = scores.softmax(-1, new ScalarTypeOptional());
-                if (probs.scalar_type() != values.scalar_type()) {
+                if (!Tensors.sameType(probs, values)) {
                     probs = probs.to(values.scalar_type());
                 }
                 return probs.view(batch, groups, perGroup * n, keyLen).matmul(values)
@@ -596,7 +615,8 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
 
         Tensor forward(Tensor x) {
             Tensor up = denseHTo4h.forward(x);
-            Tensor gated = torch.silu(up.narrow(-1, 0, ffn)).mul(up.narrow(-1, ffn, ffn));
+            Tensor gated = NativeOps.available() && NativeOps.supports(up) ? NativeOps.swiglu(up)
+                    : torch.silu(up.narrow(-1, 0, ffn)).mul(up.narrow(-1, ffn, ffn));
             return dense4hToH.forward(gated);
         }
     }

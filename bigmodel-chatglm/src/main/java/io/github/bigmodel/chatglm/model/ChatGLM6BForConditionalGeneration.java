@@ -586,7 +586,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
                 Tensor scaled = scores.to(ScalarType.Float);
                 scaled.mul_(new Scalar(coeff));
                 Tensor probs = scaled.softmax(-1, new ScalarTypeOptional());
-                if (type != ScalarType.Float) {
+                if (type.value != ScalarType.Float.value) {
                     probs = probs.to(type);
                 }
                 return probs.matmul(values).permute(2, 0, 1, 3).reshape(n, batch, (long) heads * headDim);

@@ -251,7 +251,7 @@ public final class WeightConversion {
                 ScalarType floatType = target.dtype.scalarType();
                 QuantizedWeight made = null;
                 if (storedAs != null) {
-                    Tensor signed = stored.scalar_type() == ScalarType.Char ? stored : stored.view(ScalarType.Char);
+                    Tensor signed = Tensors.hasType(stored, ScalarType.Char) ? stored : stored.view(ScalarType.Char);
                     QuantizedWeight asStored = new QuantizedWeight(signed, storedScale, storedAs, in);
                     if (storedAs == want) {
                         made = asStored;
