@@ -22,7 +22,7 @@ import org.junit.jupiter.params.provider.CsvSource;
 /**
  * The native kernels against a float64 product of the same stored values: every format, one row (the decode
  * kernels) and several (the prompt kernels), sizes that leave tails at every blocking (rows not a multiple of 4 or
- * 8, columns not a multiple of 16, 32 or the 512-column chunk), several thread counts, a row's result the same bits
+ * 8, columns not a multiple of 16, 32, int4's 128-value block or the 512-column chunk), several thread counts, a row's result the same bits
  * alone or among others, conversions of half-precision activations, and bad inputs refused.
  * On Linux x86-64 with AVX-512 (this project's machines) the kernels must have been built and loaded.
  */
@@ -88,6 +88,7 @@ class NativeKernelsTest {
         "FP16, 1, 37, 1001, 2", "FP16, 1, 3, 13, 1", "FP16, 5, 37, 1001, 2", "FP16, 17, 64, 2048, 3",
         "INT8, 1, 37, 1001, 2", "INT8, 1, 1, 15, 1", "INT8, 4, 37, 1001, 2", "INT8, 17, 67, 1100, 2",
         "INT4, 1, 37, 1002, 2", "INT4, 1, 5, 30, 1", "INT4, 2, 37, 1002, 2", "INT4, 17, 67, 1090, 3",
+        "INT4, 1, 9, 1152, 2", "INT4, 3, 9, 1152, 1",
     })
     void matchesAFloat64Product(Format format, long m, long n, long k, int threads) {
         assumeTrue(NativeKernels.available(), "native kernels not supported here");
@@ -116,7 +117,7 @@ class NativeKernelsTest {
     }
 
     @ParameterizedTest(name = "{0} k={1}")
-    @CsvSource({"FP16, 1001", "FP16, 2048", "INT8, 1001", "INT8, 1536", "INT4, 1090", "INT4, 4096", "INT4, 30"})
+    @CsvSource({"FP16, 1001", "FP16, 2048", "INT8, 1001", "INT8, 1536", "INT4, 1090", "INT4, 4096", "INT4, 30", "INT4, 1152", "INT4, 130"})
     void aRowsResultDoesNotDependOnTheRowsBesideIt(Format format, long k) {
         assumeTrue(NativeKernels.available(), "native kernels not supported here");
         try (PointerScope scope = new PointerScope()) {
