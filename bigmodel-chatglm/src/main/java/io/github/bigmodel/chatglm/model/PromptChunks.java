@@ -2,6 +2,7 @@ package io.github.bigmodel.chatglm.model;
 
 import io.github.bigmodel.core.Tensors;
 import java.util.function.Supplier;
+import io.github.bigmodel.core.kernel.Scopes;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -63,7 +64,7 @@ final class PromptChunks {
             }
             throw e;
         }
-        return handOver(out);
+        return Scopes.handOut(out);
     }
 
     /** {@link ChatGLMLanguageModel#inOwnScope} for a step that returns several tensors. */
@@ -76,7 +77,7 @@ final class PromptChunks {
             }
         }
         for (Tensor t : result) {
-            handOver(t);
+            Scopes.handOut(t);
         }
         return result;
     }
@@ -109,16 +110,6 @@ final class PromptChunks {
             }
             throw e;
         }
-        return owned == null ? input : handOver(owned);
-    }
-
-    /** Gives a tensor this code holds the only reference to over to the caller's innermost scope, if any. */
-    private static Tensor handOver(Tensor t) {
-        PointerScope outer = PointerScope.getInnerScope();
-        if (outer != null) {
-            outer.attach(t);
-            t.releaseReference();
-        }
-        return t;
+        return owned == null ? input : Scopes.handOut(owned);
     }
 }

@@ -4,8 +4,8 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 
 /**
- * Hands tensors made inside a private pointer scope to the caller, as the rest of the project does. Internal to
- * bigmodel-core (this package is not exported): the kernels and the quantization code share it.
+ * Hands tensors made inside a private pointer scope to the caller, as the rest of the project does. Internal (this
+ * package is exported to the ChatGLM modeling only): the kernels, the quantization code and the modeling share it.
  */
 public final class Scopes {
 
