@@ -15,7 +15,6 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.ScalarTypeOptional;
 import org.bytedeco.pytorch.Tensor;
-import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
@@ -512,10 +511,10 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                 Tensor raw = all.narrow(2, 0, qWidth).reshape(len, batch, heads, headDim);
                 Tensor k = all.narrow(2, qWidth, kvWidth).reshape(len, batch, groups, headDim);
                 Tensor v = all.narrow(2, qWidth + kvWidth, kvWidth).reshape(len, batch, groups, headDim);
-                Tensor q = inPlace ? raw : PromptChunks.byRows(len, rows[1], 0, (start, n) -> rotate(
+                Tensor q = inPlace ? raw : PromptChunks.byRows(len, rows[1], 0, (start, n) -> NativeOps.rotaryOps(
                         raw.narrow(0, start, n), cos.narrow(0, start, n), sin.narrow(0, start, n)));
                 if (!inPlace) {
-                    k = rotate(k, cos, sin);
+                    k = NativeOps.rotaryOps(k, cos, sin);
                 }
                 if (cache != null) {
                     Tensor[] kv = cache.write(layerIndex, k, v);
@@ -579,23 +578,6 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                 return probs.view(batch, groups, perGroup * n, keyLen).matmul(values)
                         .view(batch, heads, n, headDim).permute(2, 0, 1, 3).reshape(n, batch, (long) heads * headDim);
             });
-        }
-
-        /** Interleaved rotary on the first half of each head; the second half passes through. */
-        private static Tensor rotate(Tensor x, Tensor cos, Tensor sin) {
-            long len = x.size(0);
-            long batch = x.size(1);
-            long n = x.size(2);
-            long half = cos.size(3);
-            long rot = half * 2;
-            Tensor rotated = x.narrow(3, 0, rot).reshape(len, batch, n, half, 2);
-            Tensor x0 = rotated.select(4, 0);
-            Tensor x1 = rotated.select(4, 1);
-            Tensor out0 = x0.mul(cos).sub(x1.mul(sin));
-            Tensor out1 = x1.mul(cos).add(x0.mul(sin));
-            Tensor merged = torch.stack(new TensorVector(out0, out1), -1).flatten(3, 4);
-            Tensor pass = x.narrow(3, rot, x.size(3) - rot);
-            return torch.cat(new TensorVector(merged, pass), 3);
         }
     }
 

@@ -5,6 +5,7 @@ import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptions;
+import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
 import org.bytedeco.pytorch.global.torch.ScalarType;
 
@@ -113,6 +114,31 @@ public final class NativeOps {
             check(rotary0(x.data_ptr().address(), xt, rows, width, heads, headDim, 2 * half, c.data_ptr().address(),
                     s.data_ptr().address(), ct));
         }
+    }
+
+    /**
+     * The same interleaved rotary as {@link #rotaryInPlace}, in libtorch operations on any device, returning a new
+     * tensor: what runs where the native form does not (a GPU, another dtype, no library), and the form the native
+     * one is checked against bit for bit.
+     *
+     * @param x   {@code [L, B, heads, headDim]}
+     * @param cos {@code [L, B, 1, rot/2]}, broadcast over the heads
+     * @param sin as cos
+     */
+    public static Tensor rotaryOps(Tensor x, Tensor cos, Tensor sin) {
+        long len = x.size(0);
+        long batch = x.size(1);
+        long n = x.size(2);
+        long half = cos.size(3);
+        long rot = half * 2;
+        Tensor rotated = x.narrow(3, 0, rot).reshape(len, batch, n, half, 2);
+        Tensor x0 = rotated.select(4, 0);
+        Tensor x1 = rotated.select(4, 1);
+        Tensor out0 = x0.mul(cos).sub(x1.mul(sin));
+        Tensor out1 = x1.mul(cos).add(x0.mul(sin));
+        Tensor merged = torch.stack(new TensorVector(out0, out1), -1).flatten(3, 4);
+        Tensor pass = x.narrow(3, rot, x.size(3) - rot);
+        return torch.cat(new TensorVector(merged, pass), 3);
     }
 
     /**

@@ -90,27 +90,10 @@ class NativeOpsTest {
         }
     }
 
-    /** ChatGLM2/3's interleaved rotary on the first half of each head, as separate libtorch operations. */
-    private static Tensor rotateReference(Tensor x, Tensor cos, Tensor sin) {
-        long len = x.size(0);
-        long batch = x.size(1);
-        long n = x.size(2);
-        long half = cos.size(3);
-        long rot = half * 2;
-        Tensor rotated = x.narrow(3, 0, rot).reshape(len, batch, n, half, 2);
-        Tensor x0 = rotated.select(4, 0);
-        Tensor x1 = rotated.select(4, 1);
-        Tensor out0 = x0.mul(cos).sub(x1.mul(sin));
-        Tensor out1 = x1.mul(cos).add(x0.mul(sin));
-        Tensor merged = torch.stack(new TensorVector(out0, out1), -1).flatten(3, 4);
-        Tensor pass = x.narrow(3, rot, x.size(3) - rot);
-        return torch.cat(new TensorVector(merged, pass), 3);
-    }
-
     @ParameterizedTest
     @CsvSource({"f32,1,1,34,128", "bf16,1,1,34,128", "f16,1,1,34,128", "bf16,7,2,6,8", "f16,3,2,5,24",
         "f32,4,3,3,16"})
-    void rotaryInPlaceIsTheOperationByOperationFormBitForBit(String dtype, int len, int batch, int heads, int dim) {
+    void rotaryInPlaceIsTheLibtorchFormBitForBit(String dtype, int len, int batch, int heads, int dim) {
         requireNative();
         try (PointerScope scope = new PointerScope()) {
             ScalarType t = type(dtype);
@@ -122,7 +105,7 @@ class NativeOpsTest {
             Tensor cos = torch.cos(angles).to(t);
             Tensor sin = torch.sin(angles).to(t);
             Tensor heads4 = x.narrow(2, 0, (long) heads * dim).reshape(len, batch, heads, dim);
-            Tensor want = rotateReference(heads4, cos, sin).reshape(len, batch, (long) heads * dim);
+            Tensor want = NativeOps.rotaryOps(heads4, cos, sin).reshape(len, batch, (long) heads * dim);
             Tensor tail = x.narrow(2, (long) heads * dim, extra).clone();
             NativeOps.rotaryInPlace(x, heads, dim, cos.contiguous(), sin.contiguous());
             assertThat(torch.equal(x.narrow(2, 0, (long) heads * dim), want)).as("rotated heads").isTrue();
