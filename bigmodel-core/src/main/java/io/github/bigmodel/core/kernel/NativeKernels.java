@@ -175,11 +175,16 @@ public final class NativeKernels {
         return Scopes.handOut(out);
     }
 
+    /** The C side's code for a float tensor's dtype: 0 float32, 1 bfloat16, 2 float16; -1 for any other. */
+    static int dtypeCode(Tensor t) {
+        int v = t.scalar_type().value;
+        return v == ScalarType.Float.value ? 0 : v == ScalarType.BFloat16.value ? 1 : v == ScalarType.Half.value ? 2
+                : -1;
+    }
+
     /** Checks the arguments; returns the C side's code for x's dtype (0 float32, 1 bfloat16, 2 float16). */
     private static int check(Format format, Tensor x, Tensor w, Tensor scale) {
-        int xt = x.scalar_type().value;
-        int code = xt == ScalarType.Float.value ? 0 : xt == ScalarType.BFloat16.value ? 1
-                : xt == ScalarType.Half.value ? 2 : -1;
+        int code = dtypeCode(x);
         if (x.dim() != 2 || code < 0 || !x.is_contiguous() || !x.is_cpu()) {
             throw new IllegalArgumentException("x must be a contiguous float32, bfloat16 or float16 CPU matrix");
         }

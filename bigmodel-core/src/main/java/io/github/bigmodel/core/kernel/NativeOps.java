@@ -41,7 +41,7 @@ public final class NativeOps {
 
     /** Whether {@code t}'s dtype is one the operations take. */
     public static boolean supports(Tensor t) {
-        return typeCode(t) >= 0 && t.is_cpu();
+        return NativeKernels.dtypeCode(t) >= 0 && t.is_cpu();
     }
 
     /**
@@ -242,15 +242,8 @@ public final class NativeOps {
         }
     }
 
-    /** 0 float32, 1 bfloat16, 2 float16 (the C side's codes), -1 otherwise. */
-    private static int typeCode(Tensor t) {
-        int v = t.scalar_type().value;
-        return v == ScalarType.Float.value ? 0 : v == ScalarType.BFloat16.value ? 1 : v == ScalarType.Half.value ? 2
-                : -1;
-    }
-
     private static int requireType(String what, Tensor t) {
-        int code = typeCode(t);
+        int code = NativeKernels.dtypeCode(t);
         if (code < 0 || !t.is_cpu()) {
             throw new IllegalArgumentException(what + " must be a float32, bfloat16 or float16 CPU tensor, got "
                     + t.scalar_type() + (t.is_cpu() ? "" : " off the CPU"));
