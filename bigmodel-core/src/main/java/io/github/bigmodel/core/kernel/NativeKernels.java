@@ -19,6 +19,13 @@ import org.slf4j.LoggerFactory;
  * {@code y} in float32, bfloat16 or float16), the weight read once, in place, in its stored layout: bfloat16, float16, THUDM's int8 or THUDM's
  * packed int4 (two values per byte, high nibble first). They run on libtorch's own OpenMP threads.
  *
+ * <p>For int8 and int4 weights each row of {@code x} is first rounded to int16 per {@value #ACTIVATION_BLOCK}
+ * values (step: the block's largest {@code |x|} / 32767) and a block's products are summed exactly in integers: each
+ * {@code x} value moves by at most 1/65534 of its block's largest, far less than the weights' own rounding (int8: 1/254
+ * of a row's largest) or bfloat16 activations' 2<sup>-9</sup>, and the kernels then read the weights at the memory's
+ * pace instead of widening each to float32 (docs/benchmarks.md, "Kernels"). An {@code x} block holding a NaN or an
+ * infinity makes every output it reaches NaN.
+ *
  * <p>Why: libtorch's kernels for these weights at one row of activations (every decode step) read the weight at
  * a third to a half of the memory's bandwidth on this project's AVX-512 CPU, and its int4 kernel needs the weight
  * repacked into tiles at every load (docs/benchmarks.md, "Kernels"). Only CPUs with AVX-512 (F, BW, VL, DQ) are
@@ -37,6 +44,9 @@ public final class NativeKernels {
 
     /** System property: {@code false} keeps libtorch's kernels everywhere (for measurements and comparisons). */
     public static final String PROPERTY = "bigmodel.kernels.native";
+
+    /** Values of a row of {@code x} that share one int16 step for int8/int4 weights (see the class comment). */
+    public static final int ACTIVATION_BLOCK = 128;
 
     private static final Logger LOG = LoggerFactory.getLogger(NativeKernels.class);
     private static final String LIBRARY = "linux-x86_64/libbigmodel_kernels.so";

@@ -82,6 +82,18 @@ class NativeKernelsTest {
         };
     }
 
+    /** Each value of x [m, k] replaced by the largest |x| of its activation block. */
+    private static Tensor blockMax(Tensor x) {
+        long k = x.size(1);
+        Tensor out = torch.empty_like(x);
+        for (long j = 0; j < k; j += NativeKernels.ACTIVATION_BLOCK) {
+            long n = Math.min(NativeKernels.ACTIVATION_BLOCK, k - j);
+            Tensor max = x.narrow(1, j, n).abs().amax(new long[] {1}, true);
+            out.narrow(1, j, n).copy_(max.expand(new long[] {x.size(0), n}));
+        }
+        return out;
+    }
+
     @ParameterizedTest(name = "{0} m={1} n={2} k={3} threads={4}")
     @CsvSource({
         "BF16, 1, 37, 1001, 2", "BF16, 1, 4096, 4096, 1", "BF16, 3, 37, 1001, 2", "BF16, 17, 67, 1100, 2",
@@ -106,6 +118,10 @@ class NativeKernelsTest {
             // float32 accumulation in 16 or 32 lanes, then across lanes: error below (k/16 + 64) * 2^-24 * sum |w x|
             // (and scaling rounds once more); one missed or doubled term would exceed it
             Tensor bound = x64.abs().matmul(s.values().abs().t()).mul(new Scalar((k / 16.0 + 64) * 0x1p-24));
+            if (format.quantized()) {
+                // x rounded to int16 per block: each value within half a step (+ float32 rounding of x / step)
+                bound = bound.add(blockMax(x64).matmul(s.values().abs().t()).mul(new Scalar(0.5 / 32767 + 0x1p-20)));
+            }
             Tensor error = y.to(ScalarType.Double).sub(expected).abs();
             assertThat(y.size(0)).isEqualTo(m);
             assertThat(y.size(1)).isEqualTo(n);
@@ -133,6 +149,51 @@ class NativeKernelsTest {
             }
             Tensor two = NativeKernels.mm(format, x.narrow(0, 3, 2).contiguous(), s.weight(), scale);
             assertThat(torch.equal(two, all.narrow(0, 3, 2))).as("rows 3-4 as a pair").isTrue();
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @CsvSource({"INT8", "INT4"})
+    void activationOutliersCostNoMoreThanTheirBlock(Format format) {
+        assumeTrue(NativeKernels.available(), "native kernels not supported here");
+        try (PointerScope scope = new PointerScope()) {
+            torch.manual_seed(11);
+            long k = 4096;
+            Stored s = stored(format, 64, k);
+            // a language model's activations: mostly small, a few channels 100x larger
+            Tensor x = torch.randn(1, k);
+            x.narrow(1, 7, 1).mul_(new Scalar(100));
+            x.narrow(1, 3001, 1).mul_(new Scalar(-150));
+            Tensor y = NativeKernels.mm(format, x, s.weight(), s.scale().to(ScalarType.Float).contiguous());
+            Tensor expected = x.to(ScalarType.Double).matmul(s.values().t());
+            double relative = y.to(ScalarType.Double).sub(expected).norm().item_double() / expected.norm().item_double();
+            // what rounding x to bfloat16 alone (a bf16 model's activations) would cost on the same product
+            Tensor viaBf16 = x.to(ScalarType.BFloat16).to(ScalarType.Double).matmul(s.values().t());
+            double bf16 = viaBf16.sub(expected).norm().item_double() / expected.norm().item_double();
+            // the outlier blocks' steps are 1/32767 of 100-150, yet the whole error stays well under bf16's
+            assertThat(relative).isLessThan(bf16 / 4).isGreaterThan(0);
+        }
+    }
+
+    @ParameterizedTest(name = "{0} m={1}")
+    @CsvSource({"INT8, 1", "INT8, 3", "INT4, 1", "INT4, 3"})
+    void aNonFiniteActivationGivesNaNNotAFiniteGuess(Format format, long m) {
+        assumeTrue(NativeKernels.available(), "native kernels not supported here");
+        try (PointerScope scope = new PointerScope()) {
+            torch.manual_seed(5);
+            Stored s = stored(format, 9, 300);
+            Tensor scale = s.scale().to(ScalarType.Float).contiguous();
+            Tensor x = torch.randn(m, 300);
+            x.select(0, m - 1).narrow(0, 200, 1).fill_(new Scalar(Double.POSITIVE_INFINITY));
+            if (m > 1) {
+                x.select(0, 0).narrow(0, 5, 1).fill_(new Scalar(Double.NaN));
+            }
+            Tensor y = NativeKernels.mm(format, x, s.weight(), scale);
+            assertThat(y.select(0, m - 1).isnan().all().item_bool()).as("row with +inf").isTrue();
+            if (m > 1) {
+                assertThat(y.select(0, 0).isnan().all().item_bool()).as("row with NaN").isTrue();
+                assertThat(y.select(0, 1).isfinite().all().item_bool()).as("a finite row beside them").isTrue();
+            }
         }
     }
 
