@@ -300,7 +300,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                 for (int i = 0; i < flat.length; i++) {
                     flat[i] = i % len;
                 }
-                positions = Ops.longTensor(flat, request.promptIds().length, len);
+                positions = owned(flat, request.promptIds().length, len);
                 b.positionIds(positions);
             }
             if (request.paddingMask() != null) {
@@ -323,7 +323,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                 pos[i] = lastPosition[i];
             }
             release();
-            positions = Ops.longTensor(pos, batch, 1);
+            positions = owned(pos, batch, 1);
             ForwardInput.Builder b = ForwardInput.builder(ids).cache(cache).positionIds(positions).lastLogitOnly(true);
             if (padding != null) {
                 long[][] grown = new long[batch][];
@@ -332,7 +332,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                     grown[i][padding[i].length] = 1;
                 }
                 padding = grown;
-                paddingTensor = Ops.longTensor(Ops.flatten(padding), batch, padding[0].length);
+                paddingTensor = owned(Ops.flatten(padding), batch, padding[0].length);
                 b.paddingMask(paddingTensor);
             }
             return b.build();

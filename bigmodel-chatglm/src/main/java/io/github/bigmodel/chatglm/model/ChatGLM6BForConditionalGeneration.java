@@ -329,7 +329,6 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         private final long[][] lastPosition;
         private Tensor maskRow;
         private Tensor stepPositions;
-        private Tensor stepMask;
 
         Glm1Decoding(GenerationRequest request, ChatGLMConfig config) {
             this.request = request;
@@ -383,7 +382,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
                 pos[2 * i + 1] = lastPosition[i][1];
             }
             release();
-            stepPositions = Ops.longTensor(pos, batch, 2, 1);
+            stepPositions = owned(pos, batch, 2, 1);
             ForwardInput.Builder b = ForwardInput.builder(ids).cache(cache).positionIds(stepPositions)
                     .lastLogitOnly(true);
             if (maskRow != null) {
@@ -405,10 +404,6 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             if (stepPositions != null) {
                 stepPositions.close();
                 stepPositions = null;
-            }
-            if (stepMask != null) {
-                stepMask.close();
-                stepMask = null;
             }
         }
 

@@ -7,6 +7,7 @@ import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.UseGuard;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.Scopes;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
@@ -36,6 +37,7 @@ import org.slf4j.LoggerFactory;
 import io.github.bigmodel.chatglm.ChatGLMConfig;
 import io.github.bigmodel.chatglm.ChatGLMConfigException;
 import io.github.bigmodel.chatglm.generation.GenerationRequest;
+import io.github.bigmodel.chatglm.internal.Ops;
 
 /**
  * A ChatGLM causal language model ({@code ChatGLMForConditionalGeneration}) as a {@link Module} tree with the
@@ -897,5 +899,17 @@ public abstract class ChatGLMLanguageModel extends Module {
 
         @Override
         public abstract void close();
+
+        /**
+         * A tensor this decoding owns until it closes it: kept out of the caller's pointer scope, because
+         * {@link #close()} may run on another thread (a session closed from outside) while the stepping thread closes
+         * its own scope, and two threads releasing one tensor at once free it twice (a heap corruption seen as
+         * {@code malloc_consolidate(): invalid chunk size}).
+         */
+        protected static Tensor owned(long[] values, long... shape) {
+            try (PointerScope scope = new PointerScope()) {
+                return Scopes.keep(Ops.longTensor(values, shape));
+            }
+        }
     }
 }
