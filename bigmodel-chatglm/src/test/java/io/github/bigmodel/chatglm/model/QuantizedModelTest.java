@@ -9,6 +9,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Module;
+import io.github.bigmodel.core.kernel.NativeKernels;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
@@ -45,7 +46,8 @@ import io.github.bigmodel.chatglm.ChatGLMConfigException;
  * implements THUDM's {@code quantize(bits)} itself (per output row {@code scale = max|w| / (2^(bits-1) - 1)},
  * {@code codes = round(w / scale)} half to even, for the four linear layers of every block), loads a float32 model
  * with {@code codes * scale} as those weights, and requires the quantized model's logits to equal that model's
- * within float32 rounding ({@value #RECIPE_TOLERANCE} of the largest logit). THUDM's two files differ in one point
+ * within float32 rounding ({@value #RECIPE_TOLERANCE} of the largest logit; more where the native kernels round a
+ * linear's input to int16, see {@link #recipeTolerance}). THUDM's two files differ in one point
  * that matters for these float32 weights: ChatGLM2/3's keeps the scale in the weight's dtype, ChatGLM-6B's rounds it
  * to half; the quantized model must match one of the two. How far the recipe itself is from the official float32
  * logits depends on the weights and is only logged (figures in docs/quantization.md).
@@ -62,6 +64,20 @@ class QuantizedModelTest {
      * float32 port is allowed against the official logits (models README: 1e-4 on logits up to ~7).
      */
     static final double RECIPE_TOLERANCE = 2e-5;
+
+    /**
+     * {@link #RECIPE_TOLERANCE}, plus, where bigmodel's native kernels run, what they do on purpose: each int8/int4
+     * linear rounds its input to int16 per {@link NativeKernels#ACTIVATION_BLOCK} values, every value within 2^-16
+     * of its block's largest. Allowed: 2^-15 of the largest logit per linear, four linears per layer, added over the
+     * tree's layers (from its config). On the 2-layer public trees the largest seen is 1.0e-4 of 2.6e-4.
+     */
+    static double recipeTolerance(Path folder) {
+        if (!NativeKernels.available()) {
+            return RECIPE_TOLERANCE;
+        }
+        int layers = ChatGLMConfig.fromJson(folder.resolve("config.json")).numLayers();
+        return RECIPE_TOLERANCE + 4.0 * layers * 0x1p-15;
+    }
 
     /** The linear weights THUDM's quantize(bits) replaces in each block (ChatGLM-6B and ChatGLM2/3 names). */
     private static final Pattern QUANTIZED_BY_THUDM = Pattern.compile(
@@ -167,7 +183,7 @@ class QuantizedModelTest {
                 }
             }
             assertThat(best).as("quantized logits vs THUDM's rule on the same weights")
-                    .isLessThanOrEqualTo(RECIPE_TOLERANCE);
+                    .isLessThanOrEqualTo(recipeTolerance(folder));
         } finally {
             model.toMeta();
         }
@@ -264,7 +280,7 @@ class QuantizedModelTest {
             }
             // Dequantized weights in float32 compute what the int4 kernels compute, up to rounding.
             assertThat(relativeError(Ops.floats(asFloat.forward(ForwardInput.builder(ids).build())), reference))
-                    .isLessThan(1e-4);
+                    .isLessThanOrEqualTo(recipeTolerance(folder));
             ChatGLMLanguageModel asInt8 = ChatGLMLanguageModel.create(int4.config(), DType.FLOAT32);
             try (Checkpoint st = Checkpoint.open(file)) {
                 asInt8.loadWeights(source(st), name -> Device.CPU, DType.FLOAT32, d -> Precision.INT8);
@@ -280,7 +296,7 @@ class QuantizedModelTest {
                 best = Math.min(best, relativeError(got, Ops.floats(recipe.forward(ForwardInput.builder(ids).build()))));
                 recipe.toMeta();
             }
-            assertThat(best).isLessThanOrEqualTo(RECIPE_TOLERANCE);
+            assertThat(best).isLessThanOrEqualTo(recipeTolerance(folder));
         }
     }
 
