@@ -143,7 +143,7 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
  *   for each chunk of MR_CHUNK columns, in order: a = 0; a = fma(w16, x16, a) over the chunk's 16-wide vectors in
  *   order (the last one zero-padded); y += the lanes of a summed by reduce8; finally y *= scale.
  * Each 64-byte line also prefetches the same columns four rows on, as the int8/int4 kernels do (fp16, C harness:
- * 37-38 -> 38-41 GB/s; widening half-line loads leaves fewer lines in flight than bfloat16's dot product).
+ * 40 -> 42-45 GB/s; widening half-line loads leaves fewer lines in flight than bfloat16's dot product).
  */
 #define CANON_GEMV(NAME, T, STEP, LOADW, LOADW_TAIL)                                                              \
     T512 static void NAME(const T *w, const float *scale, const float *x, float *y, long r0, long r1, long k) {   \
