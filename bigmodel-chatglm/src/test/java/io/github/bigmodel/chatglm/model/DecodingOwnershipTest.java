@@ -21,6 +21,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  * test JVM with {@code malloc_consolidate(): invalid chunk size}). So: the caller's scope closing leaves them alive,
  * and {@link ChatGLMLanguageModel.Decoding#close()} frees them.
  */
+// The PointerScope block is used for what it releases on close, not referenced by name.
+@SuppressWarnings("try")
 class DecodingOwnershipTest {
 
     @ParameterizedTest
