@@ -14,6 +14,7 @@ import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
+import io.github.bigmodel.core.testing.KernelAllowance;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import io.github.bigmodel.dispatch.DispatchOptions;
 import java.nio.charset.StandardCharsets;
@@ -132,12 +133,11 @@ class ConvertedFolderLoadTest {
                     assertAllLinears(dequantized, Precision.FP32);
                     // codes * scales in float32 are the quantized layer's own weights: same logits up to the
                     // kernels' rounding (float32 sums in another order, and the native kernels' int16 rounding of
-                    // each linear's input: 2^-15 of the largest logit per linear, four per layer; see
-                    // QuantizedModelTest.recipeTolerance)
+                    // each linear's input: KernelAllowance.logits)
                     double largest = expected.abs().max().item_double();
                     double worst = logits(dequantized, ids).sub(expected).abs().max().item_double();
                     assertThat(worst / largest).as(name + " dequantized")
-                            .isLessThanOrEqualTo(2e-5 + 4.0 * config.numLayers() * 0x1p-15);
+                            .isLessThanOrEqualTo(2e-5 + KernelAllowance.logits(config.numLayers()));
                 }
             }
             CliTest.Run fromOriginal = CliTest.run("generate", "--model", source.toString(), "--ids",

@@ -9,10 +9,10 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Module;
-import io.github.bigmodel.core.kernel.NativeKernels;
 import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import io.github.bigmodel.core.quant.QuantizedWeight;
+import io.github.bigmodel.core.testing.KernelAllowance;
 import io.github.bigmodel.core.testing.ReferenceTree;
 import io.github.bigmodel.dispatch.plan.ModuleSizes;
 import io.github.bigmodel.safetensors.Checkpoint;
@@ -66,17 +66,13 @@ class QuantizedModelTest {
     static final double RECIPE_TOLERANCE = 2e-5;
 
     /**
-     * {@link #RECIPE_TOLERANCE}, plus, where bigmodel's native kernels run, what they do on purpose: each int8/int4
-     * linear rounds its input to int16 per {@link NativeKernels#ACTIVATION_BLOCK} values, every value within 2^-16
-     * of its block's largest. Allowed: 2^-15 of the largest logit per linear, four linears per layer, added over the
-     * tree's layers (from its config). On the 2-layer public trees the largest seen is 1.0e-4 of 2.6e-4.
+     * {@link #RECIPE_TOLERANCE}, plus what the native kernels do on purpose where they run (each int8/int4 linear
+     * rounds its input to int16 per block: {@link KernelAllowance#logits}, over the tree's layers from its config). On
+     * the 2-layer public trees the largest seen is 1.0e-4 of 2.6e-4.
      */
     static double recipeTolerance(Path folder) {
-        if (!NativeKernels.available()) {
-            return RECIPE_TOLERANCE;
-        }
         int layers = ChatGLMConfig.fromJson(folder.resolve("config.json")).numLayers();
-        return RECIPE_TOLERANCE + 4.0 * layers * 0x1p-15;
+        return RECIPE_TOLERANCE + KernelAllowance.logits(layers);
     }
 
     /** The linear weights THUDM's quantize(bits) replaces in each block (ChatGLM-6B and ChatGLM2/3 names). */

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 import io.github.bigmodel.core.NativeRuntime;
 import io.github.bigmodel.core.kernel.NativeKernels.Format;
 import io.github.bigmodel.core.quant.WeightQuantizer;
+import io.github.bigmodel.core.testing.KernelAllowance;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.bytedeco.javacpp.PointerScope;
@@ -120,7 +121,7 @@ class NativeKernelsTest {
             Tensor bound = x64.abs().matmul(s.values().abs().t()).mul(new Scalar((k / 16.0 + 64) * 0x1p-24));
             if (format.quantized()) {
                 // x rounded to int16 per block: each value within half a step (+ float32 rounding of x / step)
-                bound = bound.add(blockMax(x64).matmul(s.values().abs().t()).mul(new Scalar(0.5 / 32767 + 0x1p-20)));
+                bound = bound.add(blockMax(x64).matmul(s.values().abs().t()).mul(new Scalar(KernelAllowance.ACTIVATION)));
             }
             Tensor error = y.to(ScalarType.Double).sub(expected).abs();
             assertThat(y.size(0)).isEqualTo(m);

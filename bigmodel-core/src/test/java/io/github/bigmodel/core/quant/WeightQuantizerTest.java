@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.kernel.NativeKernels;
+import io.github.bigmodel.core.testing.KernelAllowance;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.global.torch;
@@ -155,7 +156,7 @@ class WeightQuantizerTest {
                     // bfloat16 keeps 8 significant bits: its outputs round at about 0.4% of their size. float32:
                     // float sums, and with the native kernels x within half an int16 step (1/65534 of its largest)
                     double xStep = NativeKernels.available()
-                            ? (0.5 / 32767 + 0x1p-20) * xa.abs().max().item_double()
+                            ? KernelAllowance.ACTIVATION * xa.abs().max().item_double()
                                     * dense.to(ScalarType.Double).abs().sum(new long[] {1}).max().item_double()
                             : 0;
                     double tol = act == DType.FLOAT32 ? 1e-4 + xStep : 0.01 * largest;
