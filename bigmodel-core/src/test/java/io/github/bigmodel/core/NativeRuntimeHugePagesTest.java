@@ -21,7 +21,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * {@link NativeRuntime#adviseHugePages}: on a file mapped the way checkpoints are (libtorch's {@code from_file},
  * copy-on-write), the advice reaches the kernel: the mapping's 2 MiB-aligned middle carries {@code hg} in
- * {@code /proc/self/smaps}, and the bytes read through it are unchanged.
+ * {@code /proc/self/smaps}, and the bytes read through it are unchanged. And {@link NativeKernels#populate}: one
+ * call maps every page of such a mapping (its resident size goes from nothing to all of it) without a fault each.
  */
 class NativeRuntimeHugePagesTest {
 
@@ -52,6 +53,40 @@ class NativeRuntimeHugePagesTest {
             // nothing 2 MiB-aligned inside: no call, no error
             assertThat(NativeRuntime.adviseHugePages(small)).isTrue();
         }
+    }
+
+    @Test
+    void populateMapsEveryPageOfAMappedFileInOneCall(@TempDir Path dir) throws IOException {
+        assumeTrue(NativeKernels.supported(), "bigmodel's native library is not loaded on this machine");
+        Path file = dir.resolve("weights.bin");
+        long size = 4L << 20;
+        byte[] bytes = new byte[(int) size];
+        bytes[12345] = 7;
+        Files.write(file, bytes);
+        try (Tensor mapped = torch.from_file(file.toString(), new BoolOptional(false), new LongOptional(size),
+                new TensorOptions(ScalarType.Byte))) {
+            long start = mapped.data_ptr().address();
+            assertThat(residentKibOfMappingAt(start)).as("nothing touched yet").isZero();
+            boolean populated = NativeKernels.populate(start, size);
+            assumeTrue(populated, "this kernel has no MADV_POPULATE_READ (Linux 5.14)");
+            assertThat(residentKibOfMappingAt(start) * 1024L).as("every page mapped").isEqualTo(size);
+            assertThat(mapped.get(12345).item_int()).isEqualTo(7);
+        }
+    }
+
+    /** The Rss (KiB) of the /proc/self/smaps entry whose range holds {@code address}. */
+    private static long residentKibOfMappingAt(long address) throws IOException {
+        boolean inside = false;
+        for (String line : Files.readAllLines(Path.of("/proc/self/smaps"))) {
+            if (line.matches("^[0-9a-f]+-[0-9a-f]+ .*")) {
+                String[] range = line.substring(0, line.indexOf(' ')).split("-");
+                inside = Long.compareUnsigned(address, Long.parseUnsignedLong(range[0], 16)) >= 0
+                        && Long.compareUnsigned(address, Long.parseUnsignedLong(range[1], 16)) < 0;
+            } else if (inside && line.startsWith("Rss:")) {
+                return Long.parseLong(line.substring(4).trim().split("\\s+")[0]);
+            }
+        }
+        return -1;
     }
 
     /** The VmFlags line of the /proc/self/smaps entry whose range holds {@code address}. */
