@@ -135,7 +135,8 @@ public final class DispatchOptions {
 
     /**
      * Whether CPU-resident weights that need no conversion stay mapped from the checkpoint file instead of being
-     * copied into memory (true unless {@link Builder#offloadStateDict(boolean)} turned it off).
+     * copied into memory (true unless {@link Builder#offloadStateDict(boolean)} turned it off; a device map with
+     * {@code disk} entries copies them either way, see there).
      */
     public boolean offloadStateDict() {
         return offloadStateDict;
@@ -285,7 +286,11 @@ public final class DispatchOptions {
          * while loading; int8/int4 codes of a converted folder included) stay copy-on-write views of the mapped
          * checkpoint: pages come from the page cache, cost no anonymous memory and can be dropped by the kernel,
          * and loading them takes no time. On by default; {@code false} copies them into memory (for a checkpoint
-         * on a slow or removable disk that must not be read during inference). A tensor whose bytes cannot be
+         * on a slow or removable disk that must not be read during inference). When the device map also puts
+         * weights on {@code disk}, CPU weights are copied either way: the blocks streamed from disk pass more bytes
+         * through the page cache each token than it can hold and would push the CPU blocks' pages out with them
+         * (measured: a 4 GiB budget of a 6B model re-read 1.4-2.4 GiB of its CPU blocks per token); the copies are
+         * the budget the planner gave the CPU. A tensor whose bytes cannot be
          * viewed (unaligned for its dtype in a safetensors file, compressed in a {@code .bin} zip) is copied
          * either way. The mapping lives as long as any view of it: closing the model releases the views and
          * unmaps the file.

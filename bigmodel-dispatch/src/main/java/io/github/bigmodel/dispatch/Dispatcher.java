@@ -526,12 +526,17 @@ final class Dispatcher {
                 }
             }
             int total = placements.size();
+            // CPU weights stay views of the mapped checkpoint only while nothing streams from disk beside them: a
+            // map with disk entries pushes more bytes through the page cache every token than it holds, and the
+            // kernel then evicts the CPU blocks' pages too (a 4 GiB budget of the 6B re-read 1.4 GiB (bf16) and
+            // 2.4 GiB (int8) of its CPU blocks from disk per token). Copies keep the budget in memory.
+            boolean mapCpu = options.offloadStateDict() && placements.stream().noneMatch(p -> p.placed.isDisk());
             for (Placement p : ordered) {
                 keepsCheckpoint |= p.inPlace;
                 if (isQuantizedWeight(p)) {
-                    placeQuantized(p, checkpoint, out, options);
+                    placeQuantized(p, checkpoint, out, mapCpu);
                 } else {
-                    placeFromCheckpoint(p, checkpoint, options, out);
+                    placeFromCheckpoint(p, checkpoint, mapCpu, out);
                 }
                 done++;
                 if (options.progress() != null) {
@@ -557,8 +562,7 @@ final class Dispatcher {
         }
     }
 
-    private static void placeFromCheckpoint(Placement p, Checkpoint checkpoint, DispatchOptions options,
-            Placed out) {
+    private static void placeFromCheckpoint(Placement p, Checkpoint checkpoint, boolean mapCpu, Placed out) {
         String name = p.checkpointName;
         if (p.placed.isDisk()) {
             if (p.inPlace) {
@@ -572,8 +576,8 @@ final class Dispatcher {
             p.parameter.markOffloaded();
             return;
         }
-        // offloadStateDict: a CPU tensor that needs no conversion stays a view of the mapped checkpoint.
-        Tensor value = fromCheckpoint(p, checkpoint, p.placed, p.placed.isCpu() && options.offloadStateDict());
+        // mapCpu: a CPU tensor that needs no conversion stays a view of the mapped checkpoint.
+        Tensor value = fromCheckpoint(p, checkpoint, p.placed, p.placed.isCpu() && mapCpu);
         if (p.offloaded) {
             out.sources.put(p.parameter, WeightSource.of(value));
             out.resources.add(value);
@@ -680,10 +684,10 @@ final class Dispatcher {
      * codes {@code [out, in]} or packed {@code [out, in/2]}, scales in the float type), which the hook converts to
      * the layout of the execution device for each forward. For a reused offload folder nothing is quantized.
      */
-    private static void placeQuantized(Placement p, Checkpoint checkpoint, Placed out, DispatchOptions options) {
+    private static void placeQuantized(Placement p, Checkpoint checkpoint, Placed out, boolean mapCpu) {
         QuantizedLinear q = p.quantized;
         Placement s = p.scale;
-        boolean share = p.placed.isCpu() && options.offloadStateDict();
+        boolean share = p.placed.isCpu() && mapCpu;
         if (!p.offloaded) {
             q.setQuantized(quantizedFromCheckpoint(p, checkpoint, p.placed, share));
             return;

@@ -22,7 +22,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * CPU weights that need no conversion are mapped views of the checkpoint by default: the file stays mapped while the
  * model holds them, with the stored values, and closing the model unmaps it; {@code offloadStateDict(false)} copies
- * them (nothing stays mapped once loading ends), and a dtype conversion always copies.
+ * them (nothing stays mapped once loading ends), and a dtype conversion always copies. A map that also streams
+ * weights from disk copies its CPU weights: the page cache that streams the disk blocks would evict them.
  */
 // PointerScope blocks are used for what they release on close.
 @SuppressWarnings("try")
@@ -43,6 +44,53 @@ class MappedWeightsTest {
 
     private static boolean mapped(Path file) throws Exception {
         return Files.readAllLines(Path.of("/proc/self/maps")).stream().anyMatch(l -> l.endsWith(file.toString()));
+    }
+
+    /** Whether {@code address} lies in a mapping of {@code file} in this process. */
+    private static boolean insideMappingOf(Path file, long address) throws Exception {
+        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
+            if (line.endsWith(file.toString())) {
+                String[] range = line.substring(0, line.indexOf(' ')).split("-");
+                if (Long.compareUnsigned(address, Long.parseUnsignedLong(range[0], 16)) >= 0
+                        && Long.compareUnsigned(address, Long.parseUnsignedLong(range[1], 16)) < 0) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    @Test
+    void cpuWeightsBesideDiskEntriesAreCopiesSoTheStreamedBlocksCannotEvictThem() throws Exception {
+        try (PointerScope scope = new PointerScope()) {
+            SyntheticStack shape = new SyntheticStack(2, 32);
+            Map<String, Tensor> values = shape.randomWeights(4);
+            Path file = write(shape, values);
+            DeviceInventory noGpu = DeviceInventory.simulated(List.of(), 8L << 30);
+            Tensor x = torch.randn(3, 32);
+            Tensor[] out = new Tensor[2];
+            boolean[] cpuMapped = new boolean[2];
+            DeviceMap[] maps = {DeviceMap.of(Map.of("", Device.CPU)),
+                    DeviceMap.of(Map.of("layers.0", Device.CPU, "layers.1", Device.DISK))};
+            for (int run = 0; run < 2; run++) {
+                SyntheticStack model = new SyntheticStack(2, 32);
+                try (DispatchedModel<SyntheticStack> d = BigModel.loadCheckpointAndDispatch(model, file,
+                        DispatchOptions.builder().deviceMap(maps[run]).inventory(noGpu).build());
+                     PointerScope handles = new PointerScope()) {
+                    Tensor cpuWeight = model.tensor("layers.0.up.weight").data();
+                    assertThat(torch.equal(cpuWeight, values.get("layers.0.up.weight"))).isTrue();
+                    cpuMapped[run] = insideMappingOf(file, cpuWeight.data_ptr().address());
+                    if (run == 1) {
+                        assertThat(mapped(file)).as("the disk block is read in place from the mapped file").isTrue();
+                    }
+                    out[run] = model.forward(x);
+                    scope.attach(out[run]);
+                }
+            }
+            assertThat(cpuMapped[0]).as("everything on the CPU: a view of the mapped file").isTrue();
+            assertThat(cpuMapped[1]).as("beside a disk entry: a copy").isFalse();
+            assertThat(torch.equal(out[1], out[0])).isTrue();
+        }
     }
 
     @Test
