@@ -123,6 +123,21 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
     }
 
     @Override
+    protected void releaseComputedBuffers() {
+        if (ropeCos != null) {
+            ropeCos.close();
+            ropeSin.close();
+            ropeCos = null;
+            ropeSin = null;
+        }
+    }
+
+    @Override
+    long computedBufferBytes() {
+        return ropeCos == null ? 0 : ropeCos.nbytes() + ropeSin.nbytes();
+    }
+
+    @Override
     protected Tensor[] stepInputs(ForwardInput in, long past) {
         ChatGLMConfig c = config();
         if (ropeCos == null) {

@@ -123,6 +123,30 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
         ensureRopeTable(config().maxSequenceLength());
     }
 
+    @Override
+    protected synchronized void releaseComputedBuffers() {
+        RopeTable current = rope;
+        rope = null;
+        if (current != null) {
+            retiredRope.add(current);
+        }
+        for (RopeTable t : retiredRope) {
+            t.cos().close();
+            t.sin().close();
+        }
+        retiredRope.clear();
+    }
+
+    @Override
+    synchronized long computedBufferBytes() {
+        RopeTable current = rope;
+        long bytes = current == null ? 0 : current.cos().nbytes() + current.sin().nbytes();
+        for (RopeTable t : retiredRope) {
+            bytes += t.cos().nbytes() + t.sin().nbytes();
+        }
+        return bytes;
+    }
+
     /**
      * A cos/sin table covering positions {@code [0, positions)}; it grows past max_sequence_length on demand.
      * The common case (the table is large enough) reads the volatile field without a lock, so concurrent

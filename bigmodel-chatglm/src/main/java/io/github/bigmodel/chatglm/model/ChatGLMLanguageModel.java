@@ -149,6 +149,16 @@ public abstract class ChatGLMLanguageModel extends Module {
     protected abstract void initComputedBuffers();
 
     /**
+     * Frees what {@link #initComputedBuffers()} made (tables held outside the state dict, such as the rotary
+     * cos/sin); called by {@link #toMeta()} once no forward pass runs, so a released model holds no native memory
+     * and a reload builds them again on its own devices.
+     */
+    protected abstract void releaseComputedBuffers();
+
+    /** Bytes held by the computed tables outside the state dict (0 after {@link #toMeta()}); for tests. */
+    abstract long computedBufferBytes();
+
+    /**
      * Derives the rotary tables once an external loader (bigmodel-dispatch's {@code BigModel}) has placed the
      * weights, on the devices the layers execute on.
      */
@@ -171,6 +181,7 @@ public abstract class ChatGLMLanguageModel extends Module {
         guard.close();
         try {
             super.toMeta();
+            releaseComputedBuffers();
             weightBytes = Map.of();
         } finally {
             if (!wasClosed) {
