@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Decode benchmark of a 6B ChatGLM3 with random weights (docs/benchmarks.md, "A 6B ChatGLM3 on a small machine").
 #
-#   benchmarks/run-6b.sh MODEL_DIR [ROWS]          ROWS: all (default: a to d) or a,b-noprefetch,b-prefetch,c,d,fp16
+#   benchmarks/run-6b.sh MODEL_DIR [ROWS]          ROWS: all (default: a to d) or a,b-noprefetch,b-prefetch,c,d,fp16,
+#                                                  b-int8,b-int4 (budget + disk with int8/int4 blocks; MODEL_DIR a
+#                                                  `bigmodel convert` folder, or a bf16 one with EXTRA="--offload DIR")
 #
 # 1. builds benchmarks/target/benchmarks.jar if absent;
 # 2. writes the checkpoint into MODEL_DIR if it has no config.json (chatglm3-6b shapes, bf16, 2 GB shards, 12.5 GB;
@@ -22,7 +24,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
-  sed -n '2,24p' "$0"
+  sed -n '2,26p' "$0"
   exit 2
 fi
 MODEL_DIR=$1

@@ -130,7 +130,7 @@ public final class DecodeProgram {
         }
 
         static String usage() {
-            return "\nusage: DecodeProgram --model DIR [--row a|b-noprefetch|b-prefetch|b|c|d|all[,...]] [--prompt 16]"
+            return "\nusage: DecodeProgram --model DIR [--row a|b-noprefetch|b-prefetch|b|c|d|b-int8|b-int4|fp16|all[,...]] [--prompt 16]"
                     + " [--tokens 64] [--threads N] [--budget 4GiB] [--cgroup NAME] [--drop-caches] [--in-process]"
                     + " [--mem-bytes 1GiB] [--disk-bytes 2GiB] [--offload DIR] [--java-opts '-Xmx1g'] [--memory-only]";
         }
@@ -196,6 +196,9 @@ public final class DecodeProgram {
             RowResult r = o.inProcess ? runRow(row, o) : runChild(row, o);
             results.add(r);
             out.println("# row " + row.key() + " done: " + tableRow(row, r, limits, o));
+            out.println("# row " + row.key() + " read " + gib(r.storageReadBytesPerToken)
+                    + " per token from storage (/proc/self/io; the device map offloads " + gib(r.diskBytesPerToken)
+                    + ")");
             out.flush();
         }
         report(results, limits, o, out);
@@ -305,11 +308,13 @@ public final class DecodeProgram {
             s.step();
             r.ttftMs = (System.nanoTime() - t0) / 1e6;
             r.firstTokenEpochMs = System.currentTimeMillis();
+            long readBefore = MemorySampler.storageReadBytes();
             for (int i = 0; i < o.tokens; i++) {
                 long t = System.nanoTime();
                 s.step();
                 steps[i] = (System.nanoTime() - t) / 1e6;
             }
+            r.storageReadBytesPerToken = (MemorySampler.storageReadBytes() - readBefore) / o.tokens;
             r.ids = s.ids()[0];
         }
         r.measuredTokens = o.tokens;
@@ -417,15 +422,15 @@ public final class DecodeProgram {
     static String csvHeader() {
         return "row,threads,load_ms,ttft_ms,ms_per_token,median_ms_per_token,peak_rss_bytes,peak_anon_bytes,"
                 + "anon_after_load_bytes,ram_bytes_per_token,disk_bytes_per_token,disk_modules,mem_bw_bytes_s,"
-                + "disk_bw_bytes_s,floor_ms,ratio";
+                + "disk_bw_bytes_s,floor_ms,ratio,storage_read_bytes_per_token";
     }
 
     static String csvLine(RowResult r, Limits l) {
         double floor = floorMs(r, l);
-        return String.format(Locale.ROOT, "%s,%d,%.1f,%.1f,%.2f,%.2f,%d,%d,%d,%d,%d,%d,%.0f,%.0f,%.2f,%.3f", r.row,
+        return String.format(Locale.ROOT, "%s,%d,%.1f,%.1f,%.2f,%.2f,%d,%d,%d,%d,%d,%d,%.0f,%.0f,%.2f,%.3f,%d", r.row,
                 r.threads, r.loadMs, r.ttftMs, r.msPerToken, r.medianMsPerToken, r.peakRssBytes, r.peakAnonBytes,
                 r.anonAfterLoadBytes, r.ramBytesPerToken, r.diskBytesPerToken, r.diskModules, l.memory(), l.disk(),
-                floor, r.msPerToken / floor);
+                floor, r.msPerToken / floor, r.storageReadBytesPerToken);
     }
 
     private static String gib(long bytes) {
@@ -450,19 +455,38 @@ public final class DecodeProgram {
                     String.format(Locale.ROOT, "%.2fx", a.msPerToken / floorMs(a, l)));
         }
         long anonLimit = o.budgetBytes + (1L << 30);
-        for (String key : List.of("b-noprefetch", "b-prefetch")) {
+        for (String key : List.of("b-noprefetch", "b-prefetch", "b-int8", "b-int4")) {
             RowResult b = byRow.get(key);
             if (b != null) {
                 target(out, "(" + key + ") peak anonymous within the budget + 1 GiB (" + gib(anonLimit) + ")",
                         b.peakAnonBytes <= anonLimit, gib(b.peakAnonBytes));
             }
         }
-        RowResult bp = byRow.get("b-prefetch");
-        if (bp != null) {
-            double diskOnly = bp.diskBytesPerToken / l.disk() * 1e3;
-            target(out, "(b-prefetch) within 1.2x of the disk floor", bp.msPerToken / floorMs(bp, l) <= 1.2,
-                    String.format(Locale.ROOT, "%.2fx of disk + memory floor %.1f ms; %.2fx of disk-only floor %.1f ms",
-                            bp.msPerToken / floorMs(bp, l), floorMs(bp, l), bp.msPerToken / diskOnly, diskOnly));
+        for (String key : List.of("b-prefetch", "b-int8", "b-int4")) {
+            RowResult bp = byRow.get(key);
+            if (bp != null && bp.diskBytesPerToken == 0) {
+                out.printf(Locale.ROOT, "# (%s) nothing offloaded: the budget holds every weight (%.2fx of the memory"
+                        + " floor)%n", key, bp.msPerToken / floorMs(bp, l));
+            } else if (bp != null) {
+                double diskOnly = bp.diskBytesPerToken / l.disk() * 1e3;
+                target(out, "(" + key + ") within 1.2x of the disk floor", bp.msPerToken / floorMs(bp, l) <= 1.2,
+                        String.format(Locale.ROOT, "%.2fx of disk + memory floor %.1f ms; %.2fx of disk-only floor"
+                                + " %.1f ms", bp.msPerToken / floorMs(bp, l), floorMs(bp, l), bp.msPerToken / diskOnly,
+                                diskOnly));
+            }
+        }
+        RowResult bf = byRow.get("b-prefetch");
+        for (String key : List.of("b-int8", "b-int4")) {
+            RowResult q = byRow.get(key);
+            if (bf != null && q != null) {
+                double speedup = bf.msPerToken / q.msPerToken;
+                double byteRatio = (double) (bf.ramBytesPerToken + bf.diskBytesPerToken)
+                        / (q.ramBytesPerToken + q.diskBytesPerToken);
+                target(out, "(" + key + ") faster than (b-prefetch) in proportion to the bytes read",
+                        speedup >= 0.8 * byteRatio, String.format(Locale.ROOT,
+                                "%.2fx faster, reads %.2fx fewer bytes (%.2fx fewer from disk)", speedup, byteRatio,
+                                (double) bf.diskBytesPerToken / Math.max(1, q.diskBytesPerToken)));
+            }
         }
         for (String key : List.of("c", "d")) {
             RowResult q = byRow.get(key);

@@ -14,9 +14,11 @@ import java.util.Map;
 /**
  * The settings of the 6B decode benchmark, one row of docs/benchmarks.md each: (a) everything on the CPU in bf16,
  * (b) a CPU budget with the rest read from disk, without and with prefetch, (c) block linears in int8, (d) in int4,
- * and (fp16) every weight converted to float16 while loading (the side-by-side run's match for chatglm.cpp's f16;
- * not part of {@code all}). Rows (c) and (d) given a folder written by {@code bigmodel convert --precision int8/int4}
- * load its stored codes instead of quantizing.
+ * (b-int8, b-int4) the budget and prefetch of (b) with int8/int4 block linears, so the same budget holds more blocks
+ * and each offloaded one reads 2x/3.5x fewer bytes, and (fp16) every weight converted to float16 while loading (the
+ * side-by-side run's match for chatglm.cpp's f16). The last three are not part of {@code all}. The int8/int4 rows
+ * given a folder written by {@code bigmodel convert --precision int8/int4} load its stored codes instead of
+ * quantizing (and the disk rows read them in place; from a bf16 checkpoint they need {@code --offload DIR}).
  *
  * <pre>{@code
  * List<DecodeRow> rows = DecodeRow.parseList("a,b-prefetch");
@@ -34,6 +36,10 @@ public enum DecodeRow {
     C("c", "CPU, int8 blocks"),
     /** Block linears int4 (weight-only, activations bf16), everything on the CPU. */
     D("d", "CPU, int4 blocks"),
+    /** As {@link #B_PREFETCH} with int8 block linears (not part of {@code all}). */
+    B_INT8("b-int8", "CPU budget + disk, prefetch 1, int8 blocks"),
+    /** As {@link #B_PREFETCH} with int4 block linears (not part of {@code all}). */
+    B_INT4("b-int4", "CPU budget + disk, prefetch 1, int4 blocks"),
     /** Every weight converted to float16 while loading, everything on the CPU (not part of {@code all}). */
     FP16("fp16", "CPU, fp16 (converted while loading)");
 
@@ -62,7 +68,7 @@ public enum DecodeRow {
 
     /** Whether this row reads weights from disk during decode. */
     public boolean usesDisk() {
-        return this == B_NOPREFETCH || this == B_PREFETCH;
+        return this == B_NOPREFETCH || this == B_PREFETCH || this == B_INT8 || this == B_INT4;
     }
 
     /**
@@ -81,6 +87,8 @@ public enum DecodeRow {
             case A -> b.deviceMap(DeviceMap.of(Map.of("", Device.CPU))).prefetch(0).offloadStateDict(true);
             case B_NOPREFETCH -> b.maxMemory("cpu=" + cpuBudgetBytes).prefetch(0);
             case B_PREFETCH -> b.maxMemory("cpu=" + cpuBudgetBytes).prefetch(1);
+            case B_INT8 -> b.maxMemory("cpu=" + cpuBudgetBytes).prefetch(1).cpuPrecision(Precision.INT8);
+            case B_INT4 -> b.maxMemory("cpu=" + cpuBudgetBytes).prefetch(1).cpuPrecision(Precision.INT4);
             case C -> b.deviceMap(DeviceMap.of(Map.of("", Device.CPU))).prefetch(0).cpuPrecision(Precision.INT8);
             case D -> b.deviceMap(DeviceMap.of(Map.of("", Device.CPU))).prefetch(0).cpuPrecision(Precision.INT4);
             case FP16 -> b.deviceMap(DeviceMap.of(Map.of("", Device.CPU))).prefetch(0);
@@ -97,10 +105,10 @@ public enum DecodeRow {
             }
         }
         throw new IllegalArgumentException("Unknown row '" + key + "': expected a, b-noprefetch, b-prefetch, c, d,"
-                + " fp16, b (both b rows) or all");
+                + " b-int8, b-int4, fp16, b (both bf16 disk rows) or all");
     }
 
-    /** A comma-separated list of rows; {@code all} is (a) to (d), {@code b} both disk rows. */
+    /** A comma-separated list of rows; {@code all} is (a) to (d), {@code b} both bf16 disk rows. */
     public static List<DecodeRow> parseList(String text) {
         List<DecodeRow> out = new ArrayList<>();
         for (String part : text.split(",")) {

@@ -73,6 +73,23 @@ public final class MemorySampler implements AutoCloseable {
         return statusField("VmHWM:");
     }
 
+    /**
+     * Bytes this process has caused to be read from storage ({@code read_bytes} of {@code /proc/self/io}: page
+     * faults on mapped files and read-ahead included, page-cache hits not); 0 where {@code /proc} is not available.
+     */
+    public static long storageReadBytes() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/self/io"), StandardCharsets.US_ASCII)) {
+                if (line.startsWith("read_bytes:")) {
+                    return Long.parseLong(line.substring("read_bytes:".length()).trim());
+                }
+            }
+            return 0;
+        } catch (IOException | RuntimeException e) {
+            return 0;
+        }
+    }
+
     private static long statusField(String name) {
         try {
             String text = Files.readString(STATUS, StandardCharsets.US_ASCII);

@@ -40,6 +40,12 @@ public final class RowResult {
     public long ramBytesPerToken;
     /** Weight bytes each token reads from disk (offloaded blocks). */
     public long diskBytesPerToken;
+    /**
+     * Bytes read from storage per decode step, measured ({@code /proc/self/io} over the timed steps): what the disk
+     * rows really read, which exceeds {@link #diskBytesPerToken} when the page cache also evicts blocks kept on
+     * the CPU.
+     */
+    public long storageReadBytesPerToken;
     /** Modules the device map puts on disk. */
     public int diskModules;
     /** Wall clock ({@code System.currentTimeMillis}) when this JVM started. */

@@ -142,6 +142,41 @@ class DecodeProgramTest {
     }
 
     @Test
+    void quantizedDiskRowsReadFewerBytesFromDiskAndDecodeLikeTheirInMemoryRows() {
+        // From the bf16 checkpoint the int8/int4 disk rows quantize while loading and write the offloaded blocks'
+        // codes to the offload folder; each token then reads those codes from disk.
+        DecodeProgram.Options o = DecodeProgram.Options.parse("--model", model.toString(), "--row",
+                "b-prefetch,c,b-int8,d,b-int4", "--prompt", "8", "--tokens", "4", "--threads", "1", "--budget",
+                "1500000", "--in-process", "--mem-bytes", "32MiB", "--disk-bytes", "1MiB", "--offload",
+                dir.resolve("offload").toString());
+        ByteArrayOutputStream buffer = new ByteArrayOutputStream();
+        List<RowResult> results;
+        try (PrintStream out = new PrintStream(buffer, true, StandardCharsets.UTF_8)) {
+            results = DecodeProgram.run(o, out);
+        }
+        String text = buffer.toString(StandardCharsets.UTF_8);
+        RowResult bf16 = results.get(0);
+        RowResult c = results.get(1);
+        RowResult bInt8 = results.get(2);
+        RowResult d = results.get(3);
+        RowResult bInt4 = results.get(4);
+        for (RowResult q : List.of(bInt8, bInt4)) {
+            assertThat(q.diskModules).as(q.row).isPositive();
+            assertThat(q.diskBytesPerToken).as(q.row).isPositive().isLessThan(bf16.diskBytesPerToken);
+            assertThat(q.ramBytesPerToken + q.diskBytesPerToken).as(q.row)
+                    .isLessThan(bf16.ramBytesPerToken + bf16.diskBytesPerToken);
+        }
+        assertThat(bInt4.ramBytesPerToken + bInt4.diskBytesPerToken)
+                .isLessThan(bInt8.ramBytesPerToken + bInt8.diskBytesPerToken);
+        // Offloading changes where the codes live, not the arithmetic: the same greedy ids as the in-memory rows.
+        assertThat(bInt8.ids).containsExactly(c.ids);
+        assertThat(bInt4.ids).containsExactly(d.ids);
+        assertThat(text).contains("# target (b-int8) faster than (b-prefetch) in proportion to the bytes read")
+                .contains("# target (b-int4) within 1.2x of the disk floor")
+                .contains("# row b-int8 read ");
+    }
+
+    @Test
     void fp16RowConvertsEveryWeightAndDecodesLikeTheBf16Row() {
         DecodeProgram.Options o = DecodeProgram.Options.parse("--model", model.toString(), "--row", "a,fp16",
                 "--prompt", "8", "--tokens", "3", "--threads", "1", "--in-process", "--mem-bytes", "32MiB",
