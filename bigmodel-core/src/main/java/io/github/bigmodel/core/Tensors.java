@@ -63,6 +63,24 @@ public final class Tensors {
         return torch.empty(shape, options(dtype, device), new MemoryFormatOptional());
     }
 
+    /**
+     * An uninitialized tensor for weights: on the CPU its memory is advised into 2 MiB pages before anything
+     * touches it ({@link NativeRuntime#adviseHugePages}), so filling it takes a page fault per 2 MiB instead of per
+     * 4 KiB (in a virtual machine each fault is a trip through the hypervisor) and a decode step streams it through
+     * 512x fewer TLB entries. Elsewhere the same as {@link #empty}.
+     *
+     * <pre>{@code
+     * Tensor codes = Tensors.emptyWeight(DType.INT8, Device.CPU, 4096, 4096);
+     * }</pre>
+     */
+    public static Tensor emptyWeight(DType dtype, Device device, long... shape) {
+        Tensor t = empty(dtype, device, shape);
+        if (device.isCpu()) {
+            NativeRuntime.adviseHugePages(t);
+        }
+        return t;
+    }
+
     /** The shape of a tensor as a Java array. */
     public static long[] shape(Tensor tensor) {
         return tensor.sizes().vec().get();

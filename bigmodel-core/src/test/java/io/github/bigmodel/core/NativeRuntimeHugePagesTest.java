@@ -47,6 +47,18 @@ class NativeRuntimeHugePagesTest {
     }
 
     @Test
+    void weightTensorsAreAdvisedBeforeAnythingTouchesThem() throws IOException {
+        assumeTrue(NativeKernels.supported(), "bigmodel's native library is not loaded on this machine");
+        try (Tensor codes = Tensors.emptyWeight(DType.INT8, Device.CPU, 4096, 2048);
+             Tensor plain = Tensors.empty(DType.INT8, Device.CPU, 4096, 2048)) {
+            long middle = codes.data_ptr().address() + codes.nbytes() / 2;
+            assertThat(flagsOfMappingAt(middle)).as("VmFlags of the weight's memory").contains(" hg");
+            assertThat(flagsOfMappingAt(plain.data_ptr().address() + plain.nbytes() / 2))
+                    .as("VmFlags of a plain tensor's memory").doesNotContain(" hg");
+        }
+    }
+
+    @Test
     void aTensorTooSmallForOneHugePageIsLeftAlone() {
         assumeTrue(NativeKernels.supported(), "bigmodel's native library is not loaded on this machine");
         try (Tensor small = torch.zeros(1024)) {

@@ -58,7 +58,8 @@ final class RowQuantizer {
         // Runs inside the caller's pointer scope, which owns the tensors made here (also on failure).
         Tensor src = weight.is_contiguous() ? weight : weight.contiguous();
         long storedCols = precision == Precision.INT4 ? cols / 2 : cols;
-        Tensor packed = Tensors.empty(DType.INT8, Device.CPU, rows, storedCols);
+        // The codes are what decode streams: in 2 MiB pages, as a converted folder's mapped codes are.
+        Tensor packed = Tensors.emptyWeight(DType.INT8, Device.CPU, rows, storedCols);
         Tensor scale = Tensors.empty(own, Device.CPU, rows);
         Job job = new Job(src, packed, scale, DType.of(src.scalar_type()), own, precision, cols);
         forRows(rows, job::rows);

@@ -318,8 +318,7 @@ public final class WeightConversion {
             // A copy out of a mapped checkpoint faulted on every page of both buffers; in a virtual machine the
             // faults cost more than the copy (1.75 GiB of bf16: 3.7-4.2 s). The destination in 2 MiB pages and the
             // source mapped in one call: 0.4-2.6 s, what is left being the kernel zeroing the new pages.
-            Tensor r = Tensors.empty(dtype, Device.CPU, Tensors.shape(t));
-            io.github.bigmodel.core.NativeRuntime.adviseHugePages(r);
+            Tensor r = Tensors.emptyWeight(dtype, Device.CPU, Tensors.shape(t));
             io.github.bigmodel.core.kernel.NativeKernels.populate(t.data_ptr().address(), t.nbytes());
             r.copy_(t);
             return r;
