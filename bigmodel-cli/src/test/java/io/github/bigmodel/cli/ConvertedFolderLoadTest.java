@@ -30,7 +30,8 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * A folder written by {@code bigmodel convert --precision int8|int4} loads as stored through the device-map path
  * ({@code generate --precision ...}), and greedy generation from it equals quantizing the original at load time,
- * also with blocks offloaded to disk.
+ * also with blocks offloaded to disk; its logits are the same bits under every placement (a CPU budget sweep, every
+ * other block on disk, prefetch on and off).
  */
 class ConvertedFolderLoadTest {
 
@@ -126,6 +127,49 @@ class ConvertedFolderLoadTest {
                             assertThat(files.map(f -> f.getFileName().toString()))
                                     .noneMatch(f -> f.endsWith(".weight_scale.dat") || f.contains("dense"));
                         }
+                    }
+                }
+                // Every placement of the stored codes computes the same bits: a CPU budget swept from nothing (all on
+                // disk, read in place) to the whole folder (all mapped), prefetch on and off; between, the CPU's
+                // codes are copies beside the disk's (Dispatcher's rule for maps with disk entries).
+                long whole = 0;
+                try (java.util.stream.Stream<Path> files = Files.list(out)) {
+                    for (Path f : (Iterable<Path>) files::iterator) {
+                        whole += Files.size(f);
+                    }
+                }
+                java.util.Set<java.util.Set<io.github.bigmodel.core.Device>> kinds = new java.util.HashSet<>();
+                for (int step = 0; step <= 12; step++) {
+                    long budget = whole * step / 12;
+                    try (ChatGLM placed = ChatGLM.load(out, DispatchOptions.builder().strategy("sequential")
+                            .maxMemory("cpu=" + budget).prefetch(step % 2).build())) {
+                        assertAllLinears(placed, p);
+                        kinds.add(placed.hfDeviceMap().devices());
+                        assertThat(torch.equal(logits(placed, ids), expected))
+                                .as(name + " cpu=" + budget + " " + placed.hfDeviceMap().toJson()).isTrue();
+                    }
+                }
+                assertThat(kinds).as(name + ": the sweep planned all-disk and all-cpu maps").contains(
+                        java.util.Set.of(io.github.bigmodel.core.Device.DISK),
+                        java.util.Set.of(io.github.bigmodel.core.Device.CPU));
+                // The tiny model jumps from all on disk to all on the CPU between budgets: a mixed map by hand,
+                // every other block on disk.
+                com.fasterxml.jackson.databind.node.ObjectNode alternating = new ObjectMapper().createObjectNode();
+                alternating.put("transformer.embedding", "cpu");
+                alternating.put("transformer.rotary_pos_emb", "cpu");
+                for (int i = 0; i < config.numLayers(); i++) {
+                    alternating.put("transformer.encoder.layers." + i, i % 2 == 0 ? "disk" : "cpu");
+                }
+                alternating.put("transformer.encoder.final_layernorm", "cpu");
+                alternating.put("transformer.output_layer", "cpu");
+                for (int prefetch = 0; prefetch <= 1; prefetch++) {
+                    try (ChatGLM mixed = ChatGLM.load(out, DispatchOptions.builder()
+                            .deviceMap(alternating.toString()).prefetch(prefetch).build())) {
+                        assertAllLinears(mixed, p);
+                        assertThat(mixed.hfDeviceMap().devices()).containsExactlyInAnyOrder(
+                                io.github.bigmodel.core.Device.CPU, io.github.bigmodel.core.Device.DISK);
+                        assertThat(torch.equal(logits(mixed, ids), expected))
+                                .as(name + " alternating blocks, prefetch " + prefetch).isTrue();
                     }
                 }
                 try (ChatGLM dequantized = ChatGLM.load(out, DispatchOptions.builder().deviceMap("{\"\": \"cpu\"}")
