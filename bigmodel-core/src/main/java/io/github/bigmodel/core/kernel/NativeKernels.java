@@ -228,14 +228,7 @@ public final class NativeKernels {
      * whose pages are not yet cached this makes them come in as 2 MiB folios, read through far fewer TLB entries.
      */
     public static boolean adviseHugePages(long address, long length) {
-        if (LEVEL == 0 || length <= 0) {
-            return false;
-        }
-        int rc = adviseHugePages0(address, length);
-        if (rc != 0) {
-            LOG.debug("madvise(MADV_HUGEPAGE) failed: errno {}", rc);
-        }
-        return rc == 0;
+        return advise("MADV_HUGEPAGE", length, () -> adviseHugePages0(address, length));
     }
 
     /**
@@ -244,12 +237,17 @@ public final class NativeKernels {
      * in one by one, as before). For a copy out of a mapped file: one call instead of a fault per page.
      */
     public static boolean populate(long address, long length) {
+        return advise("MADV_POPULATE_READ", length, () -> populate0(address, length));
+    }
+
+    /** Runs one madvise of the library (returning 0 or an errno); false without the library or on failure. */
+    private static boolean advise(String advice, long length, java.util.function.IntSupplier call) {
         if (LEVEL == 0 || length <= 0) {
             return false;
         }
-        int rc = populate0(address, length);
+        int rc = call.getAsInt();
         if (rc != 0) {
-            LOG.debug("madvise(MADV_POPULATE_READ) failed: errno {}", rc);
+            LOG.debug("madvise({}) failed: errno {}", advice, rc);
         }
         return rc == 0;
     }
