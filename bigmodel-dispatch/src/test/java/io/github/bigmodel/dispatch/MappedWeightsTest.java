@@ -32,14 +32,20 @@ class MappedWeightsTest {
     @TempDir
     Path dir;
 
-    private Path write(SyntheticStack shape, Map<String, Tensor> values) {
+    /** A 2-block, width-32 {@link SyntheticStack} checkpoint holding {@code values}. */
+    private Path write(Map<String, Tensor> values) {
         Path file = dir.resolve("model.safetensors");
         List<SafetensorsWriter.Entry> entries = new ArrayList<>();
-        shape.stateDict().forEach((n, p) -> entries.add(SafetensorsWriter.Entry.of(n, DType.FLOAT32, p.shape())));
+        new SyntheticStack(2, 32).stateDict().forEach((n, p) -> entries.add(SafetensorsWriter.Entry.of(n,
+                DType.FLOAT32, p.shape())));
         try (SafetensorsWriter w = SafetensorsWriter.create(file, entries, Map.of())) {
             values.forEach(w::write);
         }
         return file;
+    }
+
+    private static DeviceInventory noGpu() {
+        return DeviceInventory.simulated(List.of(), 8L << 30);
     }
 
     private static boolean mapped(Path file) throws Exception {
@@ -63,10 +69,9 @@ class MappedWeightsTest {
     @Test
     void cpuWeightsBesideDiskEntriesAreCopiesSoTheStreamedBlocksCannotEvictThem() throws Exception {
         try (PointerScope scope = new PointerScope()) {
-            SyntheticStack shape = new SyntheticStack(2, 32);
-            Map<String, Tensor> values = shape.randomWeights(4);
-            Path file = write(shape, values);
-            DeviceInventory noGpu = DeviceInventory.simulated(List.of(), 8L << 30);
+            Map<String, Tensor> values = new SyntheticStack(2, 32).randomWeights(4);
+            Path file = write(values);
+            DeviceInventory noGpu = noGpu();
             Tensor x = torch.randn(3, 32);
             Tensor[] out = new Tensor[2];
             boolean[] cpuMapped = new boolean[2];
@@ -96,11 +101,10 @@ class MappedWeightsTest {
     @Test
     void cpuWeightsAreViewsOfTheMappedFileUntilClose() throws Exception {
         try (PointerScope scope = new PointerScope()) {
-            SyntheticStack shape = new SyntheticStack(2, 32);
-            Map<String, Tensor> values = shape.randomWeights(3);
-            Path file = write(shape, values);
+            Map<String, Tensor> values = new SyntheticStack(2, 32).randomWeights(3);
+            Path file = write(values);
             DeviceMap cpu = DeviceMap.of(Map.of("", Device.CPU));
-            DeviceInventory noGpu = DeviceInventory.simulated(List.of(), 8L << 30);
+            DeviceInventory noGpu = noGpu();
 
             SyntheticStack model = new SyntheticStack(2, 32);
             DispatchedModel<SyntheticStack> d = BigModel.loadCheckpointAndDispatch(model, file,
