@@ -188,66 +188,37 @@ public final class Bandwidths {
     }
 
     /**
-     * Touches one byte per 4 KiB page of up to {@code maxBytes} of {@code files}, memory-mapped, on {@code threads}
-     * threads taking 64 MiB pieces in file order: how offloaded weights come in (page faults with the kernel's
-     * read-ahead), on one thread as the prefetcher reads, on two as the prefetcher and a forward that caught up
-     * with it fault side by side.
+     * Touches one byte per 4 KiB page of up to {@code maxBytes} of {@code files}, memory-mapped, on one thread:
+     * how the offload prefetcher brings disk weights in (page faults with the kernel's read-ahead).
      */
-    public static double mappedRead(List<Path> files, long maxBytes, int threads) {
-        record Piece(Path file, long at, long length) {
-        }
-        List<Piece> pieces = new ArrayList<>();
-        long planned = 0;
+    public static double mappedRead(List<Path> files, long maxBytes) {
+        long read = 0;
+        long checksum = 0;
+        long start = System.nanoTime();
         try {
             for (Path f : files) {
                 long size = Files.size(f);
-                for (long at = 0; at < size && planned < maxBytes; at += 64L << 20) {
-                    long len = Math.min(Math.min(64L << 20, size - at), maxBytes - planned);
-                    pieces.add(new Piece(f, at, len));
-                    planned += len;
+                try (FileChannel ch = FileChannel.open(f, StandardOpenOption.READ)) {
+                    for (long at = 0; at < size && read < maxBytes; at += 1L << 30) {
+                        long len = Math.min(Math.min(1L << 30, size - at), maxBytes - read);
+                        MappedByteBuffer map = ch.map(FileChannel.MapMode.READ_ONLY, at, len);
+                        for (int i = 0; i < len; i += PAGE) {
+                            checksum += map.get(i);
+                        }
+                        unmap(map);
+                        read += len;
+                    }
+                }
+                if (read >= maxBytes) {
+                    break;
                 }
             }
         } catch (IOException e) {
-            throw new UncheckedIOException("Cannot list the checkpoint", e);
-        }
-        java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
-        java.util.concurrent.Callable<Long> reader = () -> {
-            long checksum = 0;
-            for (int i = next.getAndIncrement(); i < pieces.size(); i = next.getAndIncrement()) {
-                Piece piece = pieces.get(i);
-                try (FileChannel ch = FileChannel.open(piece.file(), StandardOpenOption.READ)) {
-                    MappedByteBuffer map = ch.map(FileChannel.MapMode.READ_ONLY, piece.at(), piece.length());
-                    for (int b = 0; b < piece.length(); b += PAGE) {
-                        checksum += map.get(b);
-                    }
-                    unmap(map);
-                }
-            }
-            return checksum;
-        };
-        ExecutorService pool = Executors.newFixedThreadPool(threads);
-        long start = System.nanoTime();
-        long checksum = 0;
-        try {
-            List<Future<Long>> running = new ArrayList<>();
-            for (int t = 0; t < threads; t++) {
-                running.add(pool.submit(reader));
-            }
-            for (Future<Long> f : running) {
-                checksum += f.get();
-            }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("Interrupted while reading the checkpoint", e);
-        } catch (java.util.concurrent.ExecutionException e) {
-            throw new UncheckedIOException("Cannot map the checkpoint", e.getCause() instanceof IOException io ? io
-                    : new IOException(e.getCause()));
-        } finally {
-            pool.shutdownNow();
+            throw new UncheckedIOException("Cannot map the checkpoint", e);
         }
         double seconds = (System.nanoTime() - start) / 1e9;
         // The checksum keeps the JIT from dropping the reads.
-        return checksum == Long.MIN_VALUE ? 0 : planned / seconds;
+        return checksum == Long.MIN_VALUE ? 0 : read / seconds;
     }
 
     /**

@@ -144,7 +144,7 @@ public final class DecodeProgram {
         double fileChannelDisk;
         double mappedDisk;
         /** Read as the offload prefetcher reads: libtorch's mapping, 2 MiB folios, its threads. */
-        double mappedDisk2;
+        double prefetcherDisk;
         boolean cacheDropped;
 
         /** The bandwidth that feeds decode from memory: libtorch's read with decode's thread count. */
@@ -154,7 +154,7 @@ public final class DecodeProgram {
 
         /** The disk's read bandwidth: the best of the ways of reading (the stricter floor). */
         double disk() {
-            return Math.max(fileChannelDisk, Math.max(mappedDisk, mappedDisk2));
+            return Math.max(fileChannelDisk, Math.max(mappedDisk, prefetcherDisk));
         }
     }
 
@@ -238,11 +238,11 @@ public final class DecodeProgram {
         if (o.dropCaches) {
             l.cacheDropped &= Bandwidths.dropPageCache();
         }
-        l.mappedDisk = Bandwidths.mappedRead(files, o.diskBytes, 1);
+        l.mappedDisk = Bandwidths.mappedRead(files, o.diskBytes);
         if (o.dropCaches) {
             l.cacheDropped &= Bandwidths.dropPageCache();
         }
-        l.mappedDisk2 = Bandwidths.prefetcherRead(files, o.diskBytes, o.threads);
+        l.prefetcherDisk = Bandwidths.prefetcherRead(files, o.diskBytes, o.threads);
         out.printf(Locale.ROOT, "# threads: %d (libtorch), %d processors%n", o.threads,
                 Runtime.getRuntime().availableProcessors());
         out.printf(Locale.ROOT, "# memory read: libtorch %.2f GB/s (%d threads, %s; the decode floor uses this),"
@@ -251,7 +251,7 @@ public final class DecodeProgram {
         out.printf(Locale.ROOT, "# disk read (%s of the checkpoint, page cache %s): FileChannel %.2f GB/s,"
                 + " mapped page faults %.2f GB/s (1 thread), %.2f GB/s (as the prefetcher reads); the floor uses %.2f GB/s%n",
                 MemorySize.format(o.diskBytes), l.cacheDropped ? "dropped first" : "NOT dropped: may be the page cache's speed",
-                l.fileChannelDisk / 1e9, l.mappedDisk / 1e9, l.mappedDisk2 / 1e9, l.disk() / 1e9);
+                l.fileChannelDisk / 1e9, l.mappedDisk / 1e9, l.prefetcherDisk / 1e9, l.disk() / 1e9);
         return l;
     }
 

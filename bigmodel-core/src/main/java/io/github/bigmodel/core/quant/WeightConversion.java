@@ -3,6 +3,7 @@ package io.github.bigmodel.core.quant;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.NativeKernels;
 import io.github.bigmodel.core.kernel.Scopes;
 import java.util.Arrays;
 import org.bytedeco.javacpp.PointerScope;
@@ -319,7 +320,7 @@ public final class WeightConversion {
             // faults cost more than the copy (1.75 GiB of bf16: 3.7-4.2 s). The destination in 2 MiB pages and the
             // source mapped in one call: 0.4-2.6 s, what is left being the kernel zeroing the new pages.
             Tensor r = Tensors.emptyWeight(dtype, Device.CPU, Tensors.shape(t));
-            io.github.bigmodel.core.kernel.NativeKernels.populate(t.data_ptr().address(), t.nbytes());
+            NativeKernels.populate(t.data_ptr().address(), t.nbytes());
             r.copy_(t);
             return r;
         }
