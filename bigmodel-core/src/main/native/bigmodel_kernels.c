@@ -366,6 +366,7 @@ static quantized_x quantize_rows(int fmt, const float *x, long m, long k) {
         free(q.xq);
         free(q.step);
         q.xq = NULL;
+        q.step = NULL;
         return q;
     }
     for (long r = 0; r < m; r++) quantize_x(fmt, x + r * k, k, q.xq + r * q.blocks * XQ_BLOCK, q.step + r * q.blocks);
@@ -382,44 +383,78 @@ static inline uint16_t f_to_bf16(float f) {
 /* Rows per unit of work of a GEMV (a multiple of the 4 rows the kernels take at once). */
 #define GEMV_GROUP 32
 
+/*
+ * One row of activations as a GEMV's kernel reads it: x in float32, x rounded to bfloat16 (xb, the AVX512_BF16
+ * kernel's), or x quantized to int16 blocks (q, int8/int4). Made once per call by gemv_prepare, read by every thread.
+ */
+typedef struct { const float *x; const uint16_t *xb; quantized_x q; void *scratch; } gemv_input;
+
 /* xb: x already in bfloat16 (a bf16 model's activations), or NULL to round x here when the kernel wants it. */
-static int gemv(int fmt, int lvl, const void *w, const float *scale, const float *x, const uint16_t *xb, float *y,
-                long n, long k, int threads) {
-    void *scratch = NULL;
-    quantized_x q = {NULL, NULL, 0};
+static int gemv_prepare(int fmt, int lvl, const float *x, const uint16_t *xb, long k, gemv_input *in) {
+    in->x = x;
+    in->xb = xb;
+    in->q = (quantized_x) {NULL, NULL, 0};
+    in->scratch = NULL;
     if (fmt == FMT_BF16 && lvl >= 2 && xb == NULL) {
-        scratch = aligned_alloc(64, ((size_t) k * 2 + 63) / 64 * 64);
-        if (scratch == NULL) return ENOMEM;
-        uint16_t *rounded = scratch;
+        in->scratch = aligned_alloc(64, ((size_t) k * 2 + 63) / 64 * 64);
+        if (in->scratch == NULL) return ENOMEM;
+        uint16_t *rounded = in->scratch;
         for (long j = 0; j < k; j++) rounded[j] = f_to_bf16(x[j]);
-        xb = rounded;
+        in->xb = rounded;
     } else if (fmt == FMT_INT8 || fmt == FMT_INT4) {
-        q = quantize_rows(fmt, x, 1, k);
-        if (q.xq == NULL) return ENOMEM;
+        in->q = quantize_rows(fmt, x, 1, k);
+        if (in->q.xq == NULL) return ENOMEM;
     }
-    /*
-     * Rows are handed out in small runs as threads ask (dynamic), not one fixed share per thread: with fixed shares
-     * each thread spent about 11% of a 6B decode step waiting for the other at the end of a call (a thread that
-     * starts late, e.g. woken from sleep, finishes late). A run is GEMV_GROUP rows, so every row is computed the
-     * same way whoever takes it.
-     */
+    return 0;
+}
+
+static void gemv_release(gemv_input *in) {
+    free(in->scratch);
+    free(in->q.xq);
+    free(in->q.step);
+    in->scratch = NULL;
+    in->q.xq = NULL;
+    in->q.step = NULL;
+}
+
+/* Rows [r0, r1) of y = W x: the same arithmetic for a row whichever thread or call computes it. */
+static void gemv_rows(int fmt, int lvl, const void *w, const float *scale, const gemv_input *in, float *y, long r0,
+                      long r1, long k) {
+    switch (fmt) {
+        case FMT_BF16:
+            if (lvl >= 2) gemv_bf16dp_rows(w, in->xb, y, r0, r1, k);
+            else gemv_bf16_rows(w, NULL, in->x, y, r0, r1, k);
+            break;
+        case FMT_FP16: gemv_f16_rows(w, NULL, in->x, y, r0, r1, k); break;
+        case FMT_INT8: gemv_i8_rows(w, scale, in->q.xq, in->q.step, y, r0, r1, k); break;
+        default: gemv_i4_rows(w, scale, in->q.xq, in->q.step, y, r0, r1, k); break;
+    }
+}
+
+/*
+ * Rows are handed out in small runs as threads ask (dynamic), not one fixed share per thread: with fixed shares
+ * each thread spent about 11% of a 6B decode step waiting for the other at the end of a call (a thread that
+ * starts late, e.g. woken from sleep, finishes late). A run is GEMV_GROUP rows, so every row is computed the
+ * same way whoever takes it. Called by every thread of a parallel region (an orphaned worksharing loop).
+ */
+static void gemv_shared(int fmt, int lvl, const void *w, const float *scale, const gemv_input *in, float *y, long n,
+                        long k) {
     long groups = (n + GEMV_GROUP - 1) / GEMV_GROUP;
-#pragma omp parallel for num_threads(threads) schedule(dynamic)
+#pragma omp for schedule(dynamic)
     for (long g = 0; g < groups; g++) {
         long r0 = g * GEMV_GROUP, r1 = r0 + GEMV_GROUP < n ? r0 + GEMV_GROUP : n;
-        switch (fmt) {
-            case FMT_BF16:
-                if (lvl >= 2) gemv_bf16dp_rows(w, xb, y, r0, r1, k);
-                else gemv_bf16_rows(w, NULL, x, y, r0, r1, k);
-                break;
-            case FMT_FP16: gemv_f16_rows(w, NULL, x, y, r0, r1, k); break;
-            case FMT_INT8: gemv_i8_rows(w, scale, q.xq, q.step, y, r0, r1, k); break;
-            default: gemv_i4_rows(w, scale, q.xq, q.step, y, r0, r1, k); break;
-        }
+        gemv_rows(fmt, lvl, w, scale, in, y, r0, r1, k);
     }
-    free(scratch);
-    free(q.xq);
-    free(q.step);
+}
+
+static int gemv(int fmt, int lvl, const void *w, const float *scale, const float *x, const uint16_t *xb, float *y,
+                long n, long k, int threads) {
+    gemv_input in;
+    int rc = gemv_prepare(fmt, lvl, x, xb, k, &in);
+    if (rc != 0) return rc;
+#pragma omp parallel num_threads(threads)
+    gemv_shared(fmt, lvl, w, scale, &in, y, n, k);
+    gemv_release(&in);
     return 0;
 }
 
@@ -819,18 +854,14 @@ JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_rmsNorm0(JN
  * pairs (x0, x1) become (x0 c - x1 s, x1 c + x0 s), each product and the sum rounded to the dtype as libtorch's
  * elementwise operations on that dtype would. cos/sin: [rows, rot/2] in ctype.
  */
-JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_rotary0(JNIEnv *env, jclass cls, jlong x,
-        jint type, jlong rows, jlong rowStride, jlong heads, jlong headDim, jlong rot, jlong cosp, jlong sinp,
-        jint ctype) {
-    (void) env;
-    (void) cls;
-    if (level() == 0) return -1;
+T512 static void rotary_rows(int type, void *x, long rows, long rowStride, long heads, long headDim, long rot,
+                             const void *cosp, const void *sinp, int ctype) {
     size_t es = type == DT_F32 ? 4 : 2;
     long half = rot / 2;
     for (long r = 0; r < rows; r++) {
-        char *row = (char *) (intptr_t) x + (size_t) (r * rowStride) * es;
-        const void *c = (const char *) (intptr_t) cosp + (size_t) (r * half) * (ctype == DT_F32 ? 4 : 2);
-        const void *s = (const char *) (intptr_t) sinp + (size_t) (r * half) * (ctype == DT_F32 ? 4 : 2);
+        char *row = (char *) x + (size_t) (r * rowStride) * es;
+        const void *c = (const char *) cosp + (size_t) (r * half) * (ctype == DT_F32 ? 4 : 2);
+        const void *s = (const char *) sinp + (size_t) (r * half) * (ctype == DT_F32 ? 4 : 2);
         for (long h = 0; h < heads; h++) {
             char *p = row + (size_t) (h * headDim) * es;
             for (long i = 0; i < half; i++) {
@@ -843,6 +874,16 @@ JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_rotary0(JNI
             }
         }
     }
+}
+
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_rotary0(JNIEnv *env, jclass cls, jlong x,
+        jint type, jlong rows, jlong rowStride, jlong heads, jlong headDim, jlong rot, jlong cosp, jlong sinp,
+        jint ctype) {
+    (void) env;
+    (void) cls;
+    if (level() == 0) return -1;
+    rotary_rows(type, (void *) (intptr_t) x, rows, rowStride, heads, headDim, rot, (const void *) (intptr_t) cosp,
+                (const void *) (intptr_t) sinp, ctype);
     return 0;
 }
 
@@ -1000,5 +1041,186 @@ JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_NativeOps_attend0(JNI
         }
         free(buf);
     }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- a decoder block at one position */
+
+/*
+ * One position (a decode step of one sequence) through a pre-norm decoder block, ChatGLM2/3's GLMBlock:
+ *   n1 = rms(x); qkv = W_qkv n1 (+b); rotary on the query and key heads; key and value into the cache at `pos`;
+ *   ctx = the query heads' attention over positions [0, pos]; h = (n1 or x) + W_o ctx (+b);
+ *   n2 = rms(h); u = W_up n2 (+b); g = swiglu(u); out = (n2 or h) + W_down g (+b).
+ * Each part is the function the op-by-op form calls (rms_rows, gemv_rows, rotary_rows, attend_item, swiglu_rows),
+ * rounded to the activations' dtype at the same points, so the result is that form's bit for bit.
+ * Why: the op-by-op form spends some 0.3 ms of Java, JNI and libtorch dispatch per layer on one thread while the
+ * others wait; here a block is one call and one parallel region whose threads meet at barriers.
+ */
+typedef struct {
+    int fmt;
+    const void *w;
+    const float *scale; /* float32 per row for int8/int4, else NULL */
+    const void *bias;   /* NULL for none */
+    int btype;          /* the bias' DT_* */
+    long n, k;
+} projection;
+
+/* The step's argument array, as io.github.bigmodel.core.kernel.DecoderStep fills it. */
+enum {
+    A_X, A_OUT, A_NORM1, A_NORM2, A_COS, A_SIN, A_KEYS, A_VALUES,
+    A_PROJ, /* qkv, dense, up, down: 7 values each (fmt, w, scale, bias, btype, n, k) */
+    A_TYPE = A_PROJ + 28, A_NORM1_TYPE, A_NORM2_TYPE, A_COS_TYPE, A_HEADS, A_GROUPS, A_HEAD_DIM, A_ROT, A_POS,
+    A_KV_POS, A_RESIDUAL_FROM_NORM, A_THREADS, A_COUNT
+};
+
+/* x (the activations' dtype, k values) as p's kernel reads it, with mm0's choices for one row; xf: float scratch [k]. */
+static int prepare_projection(int lvl, int type, const projection *p, const void *x, float *xf, gemv_input *in) {
+    if (p->fmt == FMT_BF16 && lvl >= 2 && type == DT_BF16) return gemv_prepare(p->fmt, lvl, NULL, x, p->k, in);
+    const float *xs = x;
+    if (type != DT_F32) {
+        to_float(type, x, xf, p->k);
+        xs = xf;
+    }
+    return gemv_prepare(p->fmt, lvl, xs, NULL, p->k, in);
+}
+
+/* y [n] rounded to the dtype into out, then the bias (rounded to the dtype) added and rounded: mm0, then an add. */
+T512 static void finish_projection(int type, const projection *p, const float *y, void *out) {
+    if (type == DT_F32) memcpy(out, y, sizeof(float) * (size_t) p->n);
+    else from_float(type, y, out, p->n);
+    if (p->bias != NULL) {
+        for (long i = 0; i < p->n; i++) {
+            store1(type, out, i, load1(type, out, i) + round_to(type, load1(p->btype, p->bias, i)));
+        }
+    }
+}
+
+/* out = a + b, rounded to the dtype (out may be a or b). */
+T512 static void add_values(int type, const void *a, const void *b, void *out, long n) {
+    for (long i = 0; i < n; i++) store1(type, out, i, load1(type, a, i) + load1(type, b, i));
+}
+
+static char *carve(char **at, size_t bytes) {
+    char *p = *at;
+    *at += (bytes + 63) / 64 * 64;
+    return p;
+}
+
+JNIEXPORT jint JNICALL Java_io_github_bigmodel_core_kernel_DecoderStep_step0(JNIEnv *env, jclass cls,
+        jlongArray args, jfloat eps, jfloat pre, jfloat post) {
+    (void) cls;
+    int lvl = level();
+    if (lvl == 0) return -1;
+    jlong a[A_COUNT];
+    if ((*env)->GetArrayLength(env, args) != A_COUNT) return EINVAL;
+    (*env)->GetLongArrayRegion(env, args, 0, A_COUNT, a);
+    projection p[4];
+    for (int i = 0; i < 4; i++) {
+        const jlong *v = a + A_PROJ + 7 * i;
+        p[i] = (projection) {(int) v[0], (const void *) (intptr_t) v[1], (const float *) (intptr_t) v[2],
+                             (const void *) (intptr_t) v[3], (int) v[4], v[5], v[6]};
+    }
+    const projection *qkv = &p[0], *dense = &p[1], *up = &p[2], *down = &p[3];
+    int type = (int) a[A_TYPE], n1t = (int) a[A_NORM1_TYPE], n2t = (int) a[A_NORM2_TYPE], ct = (int) a[A_COS_TYPE];
+    const void *x = (const void *) (intptr_t) a[A_X];
+    void *out = (void *) (intptr_t) a[A_OUT];
+    char *keys = (char *) (intptr_t) a[A_KEYS], *values = (char *) (intptr_t) a[A_VALUES];
+    long heads = a[A_HEADS], groups = a[A_GROUPS], D = a[A_HEAD_DIM], pos = a[A_POS], kvPos = a[A_KV_POS];
+    long H = dense->n, ffn = up->n / 2, T = pos + 1;
+    int rfn = a[A_RESIDUAL_FROM_NORM] != 0;
+    int nt = a[A_THREADS] < 1 ? 1 : (int) a[A_THREADS];
+    size_t es = type == DT_F32 ? 4 : 2;
+
+    /* attention work items: each group's heads split so that every thread has one (per-item arithmetic is the same) */
+    long per = heads / groups, dpad = (D + 15) / 16 * 16, parts = 1;
+    while (groups * parts < nt && parts < per) parts++;
+    long items = groups * parts;
+    size_t attn = sizeof(float) * (size_t) (per * T + per * dpad + 16);
+
+    long maxn = qkv->n, maxk = qkv->k;
+    for (int i = 1; i < 4; i++) {
+        if (p[i].n > maxn) maxn = p[i].n;
+        if (p[i].k > maxk) maxk = p[i].k;
+    }
+    size_t total = 0;
+    size_t parts_bytes[] = {sizeof(float) * (size_t) maxn, sizeof(float) * (size_t) maxk, es * (size_t) H,
+                            es * (size_t) H, es * (size_t) H, es * (size_t) H, es * (size_t) qkv->n,
+                            es * (size_t) (heads * D), es * (size_t) up->n, es * (size_t) ffn};
+    for (size_t i = 0; i < sizeof parts_bytes / sizeof parts_bytes[0]; i++) total += (parts_bytes[i] + 63) / 64 * 64;
+    total += (size_t) nt * ((attn + 63) / 64 * 64);
+    char *base = aligned_alloc(64, total);
+    if (base == NULL) return ENOMEM;
+    char *at = base;
+    float *yf = (float *) carve(&at, parts_bytes[0]);
+    float *xf = (float *) carve(&at, parts_bytes[1]);
+    char *n1 = carve(&at, parts_bytes[2]), *h = carve(&at, parts_bytes[3]), *n2 = carve(&at, parts_bytes[4]);
+    char *tmp = carve(&at, parts_bytes[5]), *qkvb = carve(&at, parts_bytes[6]), *ctx = carve(&at, parts_bytes[7]);
+    char *upb = carve(&at, parts_bytes[8]), *gated = carve(&at, parts_bytes[9]);
+    char *attnBase = at;
+    size_t attnStride = (attn + 63) / 64 * 64;
+
+    attend_args att = {type, qkvb, keys, values, NULL, ctx, qkv->n, kvPos, groups * D, T, 1, heads, groups, D, pre,
+                       post};
+    gemv_input in = {NULL, NULL, {NULL, NULL, 0}, NULL};
+    int rc = 0;
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp single
+        {
+            rms_rows(type, x, n1t, (const void *) (intptr_t) a[A_NORM1], n1, 0, 1, H, eps);
+            rc = prepare_projection(lvl, type, qkv, n1, xf, &in);
+        }
+        if (rc == 0) gemv_shared(qkv->fmt, lvl, qkv->w, qkv->scale, &in, yf, qkv->n, qkv->k);
+#pragma omp single
+        {
+            gemv_release(&in);
+            if (rc == 0) {
+                finish_projection(type, qkv, yf, qkvb);
+                rotary_rows(type, qkvb, 1, qkv->n, heads + groups, D, a[A_ROT], (const void *) (intptr_t) a[A_COS],
+                            (const void *) (intptr_t) a[A_SIN], ct);
+                memcpy(keys + (size_t) (pos * kvPos) * es, qkvb + (size_t) (heads * D) * es, (size_t) (groups * D) * es);
+                memcpy(values + (size_t) (pos * kvPos) * es, qkvb + (size_t) ((heads + groups) * D) * es,
+                       (size_t) (groups * D) * es);
+            }
+        }
+        if (rc == 0) {
+            float *buf = (float *) (attnBase + (size_t) omp_get_thread_num() * attnStride);
+#pragma omp for schedule(static)
+            for (long w = 0; w < items; w++) attend_item(&att, w, parts, buf, buf + per * T);
+        }
+#pragma omp single
+        if (rc == 0) rc = prepare_projection(lvl, type, dense, ctx, xf, &in);
+        if (rc == 0) gemv_shared(dense->fmt, lvl, dense->w, dense->scale, &in, yf, dense->n, dense->k);
+#pragma omp single
+        {
+            gemv_release(&in);
+            if (rc == 0) {
+                finish_projection(type, dense, yf, tmp);
+                add_values(type, rfn ? n1 : x, tmp, h, H);
+                rms_rows(type, h, n2t, (const void *) (intptr_t) a[A_NORM2], n2, 0, 1, H, eps);
+                rc = prepare_projection(lvl, type, up, n2, xf, &in);
+            }
+        }
+        if (rc == 0) gemv_shared(up->fmt, lvl, up->w, up->scale, &in, yf, up->n, up->k);
+#pragma omp single
+        {
+            gemv_release(&in);
+            if (rc == 0) {
+                finish_projection(type, up, yf, upb);
+                swiglu_rows(type, upb, gated, 0, 1, ffn);
+                rc = prepare_projection(lvl, type, down, gated, xf, &in);
+            }
+        }
+        if (rc == 0) gemv_shared(down->fmt, lvl, down->w, down->scale, &in, yf, down->n, down->k);
+#pragma omp single
+        {
+            gemv_release(&in);
+            if (rc == 0) {
+                finish_projection(type, down, yf, tmp);
+                add_values(type, rfn ? n2 : h, tmp, out, H);
+            }
+        }
+    }
+    free(base);
     return rc;
 }

@@ -81,18 +81,9 @@ public class Linear extends Module {
 
     /** The native kernel's format for {@code x W^T}, or null where libtorch's {@code linear} runs. */
     private static Format nativeFormat(Tensor x, Tensor w) {
-        if (!NativeKernels.available() || !w.is_cpu() || w.dim() != 2 || !w.is_contiguous() || x.dim() < 1
-                || x.scalar_type().value != w.scalar_type().value || x.size(-1) != w.size(1) || x.numel() == 0) {
+        if (x.dim() < 1 || w.dim() != 2 || x.size(-1) != w.size(1) || x.numel() == 0) {
             return null;
         }
-        // ScalarType values from libtorch are not always the enum's own instances: compared by value.
-        int type = w.scalar_type().value;
-        if (type == ScalarType.Half.value) {
-            return Format.FP16;
-        }
-        if (type == ScalarType.BFloat16.value && x.numel() == x.size(-1)) {
-            return Format.BF16;
-        }
-        return null;
+        return NativeKernels.floatFormat(w, x.scalar_type().value, x.numel() / x.size(-1));
     }
 }

@@ -185,6 +185,31 @@ public final class NativeKernels {
         return Scopes.handOut(out);
     }
 
+    /**
+     * The format these kernels compute {@code x W^T} in for a floating-point weight, by what measured fastest on the
+     * CPU (docs/benchmarks.md, "Kernels"), or null where libtorch's {@code linear} runs: a float16 weight at any
+     * number of rows, a bfloat16 weight at one row (libtorch reads bf16 at one row and fp16 at several rows 2.5 to 5
+     * times slower), {@code x} in the weight's dtype; float32 weights and prompts against bfloat16 weights stay with
+     * libtorch. The one rule for every floating-point projection, fused or not.
+     *
+     * @param activationType {@code x}'s {@link ScalarType} value
+     * @param rows           rows of {@code x}
+     */
+    public static Format floatFormat(Tensor w, int activationType, long rows) {
+        if (!enabled || rows <= 0 || !w.is_cpu() || w.dim() != 2 || !w.is_contiguous()) {
+            return null;
+        }
+        // ScalarType values from libtorch are not always the enum's own instances: compared by value.
+        int type = w.scalar_type().value;
+        if (activationType != type) {
+            return null;
+        }
+        if (type == ScalarType.Half.value) {
+            return Format.FP16;
+        }
+        return type == ScalarType.BFloat16.value && rows == 1 ? Format.BF16 : null;
+    }
+
     /** The C side's code for a float tensor's dtype: 0 float32, 1 bfloat16, 2 float16; -1 for any other. */
     static int dtypeCode(Tensor t) {
         int v = t.scalar_type().value;

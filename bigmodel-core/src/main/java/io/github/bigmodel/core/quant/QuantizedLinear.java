@@ -286,11 +286,9 @@ public class QuantizedLinear extends Linear {
             throw new IllegalStateException("An int4 weight in the CPU kernel's layout was moved to " + device);
         }
         boolean cpu = device.isCpu();
-        if (cpu && !cpuTiles && NativeKernels.available()) {
-            // bigmodel's kernels read THUDM's int8/int4 layouts in place, for decode steps and prompts alike
-            // (docs/benchmarks.md, "Kernels"); scales in float32, as the kernels accumulate.
-            return NativeKernels.linear(precision == Precision.INT4 ? Format.INT4 : Format.INT8, x, w,
-                    table(ScalarType.Float).table(), null);
+        Tensor nativeScales = nativeKernelScales();
+        if (nativeScales != null) {
+            return NativeKernels.linear(nativeFormat(), x, w, nativeScales, null);
         }
         if (cpu && (cpuTiles || (precision == Precision.INT8 && QuantKernels.hasInt8Cpu()))) {
             // float16 activations run the kernel in bfloat16: libtorch's CPU kernels vectorize bf16 only and ran 8x
@@ -312,6 +310,26 @@ public class QuantizedLinear extends Linear {
         QuantizedWeight view = new QuantizedWeight(w, weightScale.data(), precision, in);
         Tensor dense = WeightQuantizer.dequantize(view, type);
         return torch.linear(x, dense);
+    }
+
+    /**
+     * The float32 per-row scales bigmodel's native kernels take with this layer's weight as held now, or null where
+     * {@link #forward} does not run those kernels (not quantized, weight off the CPU or absent, libtorch's int4
+     * tiles, kernels off). They read THUDM's int8/int4 layouts in place, for decode steps and prompts alike
+     * (docs/benchmarks.md, "Kernels"); scales in float32, as the kernels accumulate. Built once and owned by the layer
+     * (freed when its weight is replaced or released).
+     */
+    public Tensor nativeKernelScales() {
+        if (!isQuantized() || cpuTiles || !NativeKernels.available() || !weight().isMaterialized()
+                || !weight().data().is_cpu()) {
+            return null;
+        }
+        return table(ScalarType.Float).table();
+    }
+
+    /** The native kernels' layout of this layer's quantized weight. */
+    private Format nativeFormat() {
+        return precision == Precision.INT4 ? Format.INT4 : Format.INT8;
     }
 
     /** The CPU kernel table for activations of {@code type}: the published one, or built now under the lock. */
