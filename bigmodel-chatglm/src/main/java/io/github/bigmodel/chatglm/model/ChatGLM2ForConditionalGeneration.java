@@ -8,7 +8,11 @@ import io.github.bigmodel.core.Module;
 import io.github.bigmodel.core.ModuleList;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.DecoderStep;
+import io.github.bigmodel.core.kernel.NativeKernels;
+import io.github.bigmodel.core.kernel.NativeKernels.Format;
 import io.github.bigmodel.core.kernel.NativeOps;
+import io.github.bigmodel.core.quant.Precision;
 import io.github.bigmodel.core.quant.QuantizedLinear;
 import java.util.Arrays;
 import org.bytedeco.javacpp.PointerScope;
@@ -429,6 +433,9 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
         final Norm postAttentionLayernorm;
         final Mlp mlp;
         private final boolean residualFromNorm;
+        /** The modules inside the block, whose hooks (if any) the fused step would skip. */
+        private final Module[] inside;
+        private DecoderStep.Shape shape;
 
         Block(ChatGLMConfig c, int layerNumber, DType dtype) {
             super(BLOCK_CLASS);
@@ -439,6 +446,8 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                     new Norm(c.rmsnorm(), c.hiddenSize(), c.layernormEpsilon(), dtype));
             this.mlp = registerModule("mlp", new Mlp(c, dtype));
             this.residualFromNorm = c.applyResidualConnectionPostLayernorm();
+            this.inside = new Module[] {inputLayernorm, selfAttention, selfAttention.queryKeyValue,
+                selfAttention.dense, postAttentionLayernorm, mlp, mlp.denseHTo4h, mlp.dense4hToH};
         }
 
         /**
@@ -451,6 +460,10 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             try (ForwardScope f = enterForward()) {
                 // Devices come from where modules run, never from weights that a hook may not have brought in yet.
                 Tensor x = Ops.onDevice(f.input(hidden), inputLayernorm.executionDevice());
+                Tensor fused = fusedStep(x, cos, sin, mask, cache, layerIndex);
+                if (fused != null) {
+                    return f.output(fused);
+                }
                 // RMSNorm works in float32: over a whole long prompt its temporaries alone would be several
                 // float32 copies of the hidden states (about 120 MiB at 2048 tokens of ChatGLM3-6B), so it runs
                 // in the same position chunks as the MLP.
@@ -468,6 +481,66 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                 });
                 return f.output(out);
             }
+        }
+
+        /**
+         * The block in one native call ({@link DecoderStep}) for one position of one sequence on the CPU, when each
+         * of its parts would run natively op by op (the same arithmetic, bit for bit) and no hook sits inside the
+         * block (hooks act on the block as a whole, the device map's unit); else null, and the op-by-op form runs.
+         */
+        private Tensor fusedStep(Tensor x, Tensor cos, Tensor sin, Tensor mask, KvCache cache, int layerIndex) {
+            if (mask != null || cache == null || !DecoderStep.available() || x.numel() != x.size(-1)
+                    || !inputLayernorm.isRms() || !postAttentionLayernorm.isRms() || !NativeOps.supports(x)
+                    || !NativeOps.supports(cos) || !x.is_contiguous() || hookInside()) {
+                return null;
+            }
+            Tensor norm1 = inputLayernorm.weight().data();
+            Tensor norm2 = postAttentionLayernorm.weight().data();
+            Tensor keys = cache.keyBuffer(layerIndex);
+            Tensor values = cache.valueBuffer(layerIndex);
+            if (!NativeOps.supports(norm1) || !NativeOps.supports(norm2) || !Tensors.sameType(keys, x)
+                    || !Tensors.sameType(values, x)) {
+                return null;
+            }
+            int type = x.scalar_type().value;
+            DecoderStep.Projection qkv = projection(selfAttention.queryKeyValue, type);
+            DecoderStep.Projection dense = projection(selfAttention.dense, type);
+            DecoderStep.Projection up = projection(mlp.denseHTo4h, type);
+            DecoderStep.Projection down = projection(mlp.dense4hToH, type);
+            if (qkv == null || dense == null || up == null || down == null) {
+                return null;
+            }
+            if (shape == null) {
+                shape = new DecoderStep.Shape(selfAttention.heads, selfAttention.groups, selfAttention.headDim,
+                        inputLayernorm.eps(), selfAttention.preScale(), selfAttention.postScale(), residualFromNorm);
+            }
+            return DecoderStep.run(x, norm1, qkv, cos, sin, keys, values, cache.length(), dense, norm2, up, down,
+                    shape);
+        }
+
+        private boolean hookInside() {
+            for (Module m : inside) {
+                if (!m.forwardHooks().isEmpty()) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        /** What the native kernels read for {@code layer} at one row of activations, or null where they do not. */
+        private static DecoderStep.Projection projection(Linear layer, int activationType) {
+            if (!layer.weight().isMaterialized()) {
+                return null;
+            }
+            Tensor w = layer.weight().data();
+            Tensor bias = layer.bias() == null ? null : layer.bias().data();
+            if (layer instanceof QuantizedLinear q && q.isQuantized()) {
+                Tensor scales = q.nativeKernelScales();
+                Format format = q.precision() == Precision.INT4 ? Format.INT4 : Format.INT8;
+                return scales == null ? null : new DecoderStep.Projection(format, w, scales, bias);
+            }
+            Format format = NativeKernels.floatFormat(w, activationType, 1);
+            return format == null ? null : new DecoderStep.Projection(format, w, null, bias);
         }
     }
 
@@ -491,6 +564,16 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                     c.addBiasLinear() || c.addQkvBias(), dtype));
             this.dense = registerModule("dense", new QuantizedLinear((long) heads * headDim, c.hiddenSize(),
                     c.addBiasLinear(), dtype));
+        }
+
+        /** The scores' scale before rounding to the dtype: {@code 1 / (sqrt(headDim) * coeff)}, as the official code. */
+        double preScale() {
+            return 1.0 / (Math.sqrt(headDim) * (layerScaling ? layerNumber : 1.0));
+        }
+
+        /** The float32 factor after it: the layer-scaling coefficient back, or 1. */
+        double postScale() {
+            return layerScaling ? layerNumber : 1.0;
         }
 
         /**
@@ -562,8 +645,8 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                     && Tensors.sameType(q, k) && Tensors.sameType(k, v)) {
                 // One position (a decode step): the same arithmetic in one call, keys read once per group.
                 Tensor rowMask = mask == null ? null : mask.reshape(batch, keyLen);
-                return NativeOps.attendOne(q.view(batch, -1), k, v, heads, groups, rowMask,
-                        1.0 / (Math.sqrt(headDim) * coeff), layerScaling ? coeff : 1.0).view(1, batch, -1);
+                return NativeOps.attendOne(q.view(batch, -1), k, v, heads, groups, rowMask, preScale(), postScale())
+                        .view(1, batch, -1);
             }
             return PromptChunks.byRows(len, rows[0], 0, (start, n) -> {
                 // Query heads of one group are contiguous: score all of them against the group's keys at once.

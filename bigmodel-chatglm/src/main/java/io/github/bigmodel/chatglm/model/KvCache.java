@@ -241,6 +241,19 @@ public final class KvCache implements AutoCloseable {
         return new Tensor[] {kb.narrow(0, 0, length + n), vb.narrow(0, 0, length + n)};
     }
 
+    /**
+     * Layer {@code layer}'s whole key buffer {@code [capacity, batch, kvHeads, headDim]}: for a fused step that writes
+     * position {@link #length()} itself (as {@link #write} would) before the cache advances.
+     */
+    Tensor keyBuffer(int layer) {
+        return live(keys, layer);
+    }
+
+    /** Layer {@code layer}'s whole value buffer, as {@link #keyBuffer}. */
+    Tensor valueBuffer(int layer) {
+        return live(values, layer);
+    }
+
     /** Marks {@code n} more positions as filled once every layer has written them. */
     void advance(long n) {
         length += n;

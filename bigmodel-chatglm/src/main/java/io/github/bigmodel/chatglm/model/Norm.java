@@ -23,6 +23,18 @@ final class Norm extends Module {
         this.bias = rms ? null : registerParameter("bias", Parameter.empty(dtype, size));
     }
 
+    boolean isRms() {
+        return rms;
+    }
+
+    double eps() {
+        return eps;
+    }
+
+    Parameter weight() {
+        return weight;
+    }
+
     Tensor forward(Tensor x) {
         try (ForwardScope f = enterForward()) {
             Tensor in = Ops.onDeviceOf(f.input(x), weight.data());
