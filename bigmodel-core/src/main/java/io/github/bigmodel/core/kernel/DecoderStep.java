@@ -7,7 +7,6 @@ import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorOptions;
 import org.bytedeco.pytorch.global.torch;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * One position of one sequence (a decode step) through a pre-norm decoder block in a single native call, ChatGLM2/3's
@@ -113,7 +112,7 @@ public final class DecoderStep {
         if (!available()) {
             throw new IllegalStateException("the fused decoder step is not available here");
         }
-        int type = floatType("x", x);
+        int type = NativeOps.requireType("x", x);
         if (!x.is_contiguous()) {
             throw new IllegalArgumentException("x must be contiguous");
         }
@@ -130,18 +129,18 @@ public final class DecoderStep {
         Tensor out;
         try (PointerScope scope = new PointerScope()) {
             args[X] = x.data_ptr().address();
-            args[NORM1_TYPE] = floatType("norm1", norm1);
+            args[NORM1_TYPE] = NativeOps.requireType("norm1", norm1);
             args[NORM1] = vector("norm1", norm1, hidden);
-            args[NORM2_TYPE] = floatType("norm2", norm2);
+            args[NORM2_TYPE] = NativeOps.requireType("norm2", norm2);
             args[NORM2] = vector("norm2", norm2, hidden);
             long half = cos.numel();
             if (2 * half > headDim || half == 0) {
                 throw new IllegalArgumentException("rotary of " + 2 * half + " values does not fit heads of " + headDim);
             }
-            args[COS_TYPE] = floatType("cos", cos);
+            args[COS_TYPE] = NativeOps.requireType("cos", cos);
             args[COS] = vector("cos", cos, half);
             args[SIN] = vector("sin", sin, half);
-            if (floatType("sin", sin) != args[COS_TYPE]) {
+            if (NativeOps.requireType("sin", sin) != args[COS_TYPE]) {
                 throw new IllegalArgumentException("cos and sin must have one dtype");
             }
             projection(0, "qkv", qkv, (heads + 2 * groups) * headDim, hidden, args);
@@ -204,15 +203,6 @@ public final class DecoderStep {
     private static final int THREADS = TYPE + 11;
     private static final int ARG_COUNT = TYPE + 12;
 
-    private static int floatType(String what, Tensor t) {
-        int code = NativeKernels.dtypeCode(t);
-        if (code < 0 || !t.is_cpu()) {
-            throw new IllegalArgumentException(what + " must be a float32, bfloat16 or float16 CPU tensor, got "
-                    + t.scalar_type() + (t.is_cpu() ? "" : " off the CPU"));
-        }
-        return code;
-    }
-
     /** The address of {@code t}, which must hold {@code n} contiguous values. */
     private static long vector(String what, Tensor t, long n) {
         if (t.numel() != n || !t.is_contiguous()) {
@@ -225,33 +215,19 @@ public final class DecoderStep {
     private static void projection(int index, String what, Projection p, long n, long k, long[] args) {
         Tensor w = p.weight();
         Format format = p.format();
-        int expected = switch (format) {
-            case BF16 -> ScalarType.BFloat16.value;
-            case FP16 -> ScalarType.Half.value;
-            case INT8, INT4 -> ScalarType.Char.value;
-        };
-        long columns = format == Format.INT4 ? k / 2 : k;
-        if (w.dim() != 2 || w.size(0) != n || w.size(1) != columns || (format == Format.INT4 && k % 2 != 0)
-                || w.scalar_type().value != expected || !w.is_contiguous() || !w.is_cpu() || n == 0 || k == 0) {
-            throw new IllegalArgumentException(what + ": a " + format + " weight [" + n + ", " + columns
-                    + "] must be contiguous on the CPU, got " + java.util.Arrays.toString(Tensors.shape(w)) + " "
-                    + w.scalar_type());
+        NativeKernels.checkWeight(what + ": ", format, w, k, p.scale());
+        if (w.size(0) != n) {
+            throw new IllegalArgumentException(what + ": the weight must have " + n + " rows, got "
+                    + java.util.Arrays.toString(Tensors.shape(w)));
         }
         int base = PROJ + 7 * index;
         args[base] = format.code;
         args[base + 1] = w.data_ptr().address();
         if (format.quantized()) {
-            Tensor s = p.scale();
-            if (s == null || s.numel() != n || !s.is_contiguous() || !s.is_cpu()
-                    || s.scalar_type().value != ScalarType.Float.value) {
-                throw new IllegalArgumentException(what + ": " + format + " needs float32 scales [" + n + "]");
-            }
-            args[base + 2] = s.data_ptr().address();
-        } else if (p.scale() != null) {
-            throw new IllegalArgumentException(what + ": " + format + " takes no scales");
+            args[base + 2] = p.scale().data_ptr().address();
         }
         if (p.bias() != null) {
-            args[base + 4] = floatType(what + " bias", p.bias());
+            args[base + 4] = NativeOps.requireType(what + " bias", p.bias());
             args[base + 3] = vector(what + " bias", p.bias(), n);
         }
         args[base + 5] = n;
@@ -260,7 +236,7 @@ public final class DecoderStep {
 
     /** A cache buffer {@code [capacity, 1, groups, headDim]} with room for {@code position}: its address. */
     private static long cache(String what, Tensor t, int type, long position, long groups, long headDim) {
-        if (floatType(what, t) != type || t.dim() != 4 || t.size(1) != 1 || t.size(2) != groups
+        if (NativeOps.requireType(what, t) != type || t.dim() != 4 || t.size(1) != 1 || t.size(2) != groups
                 || t.size(3) != headDim || !t.is_contiguous()) {
             throw new IllegalArgumentException(what + " must be a contiguous [capacity, 1, " + groups + ", " + headDim
                     + "] buffer in x's dtype, got " + java.util.Arrays.toString(Tensors.shape(t)) + " "

@@ -223,7 +223,15 @@ public final class NativeKernels {
         if (x.dim() != 2 || code < 0 || !x.is_contiguous() || !x.is_cpu()) {
             throw new IllegalArgumentException("x must be a contiguous float32, bfloat16 or float16 CPU matrix");
         }
-        long k = x.size(1);
+        checkWeight("", format, w, x.size(1), scale);
+        return code;
+    }
+
+    /**
+     * Checks a weight in {@code format}'s layout for {@code k} input columns, and its scales (float32 per row for
+     * int8/int4, none otherwise): what every caller of the kernels hands them. {@code what} prefixes the message.
+     */
+    static void checkWeight(String what, Format format, Tensor w, long k, Tensor scale) {
         int expected = switch (format) {
             case BF16 -> ScalarType.BFloat16.value;
             case FP16 -> ScalarType.Half.value;
@@ -232,19 +240,18 @@ public final class NativeKernels {
         long columns = format == Format.INT4 ? k / 2 : k;
         if (w.dim() != 2 || w.scalar_type().value != expected || !w.is_contiguous() || !w.is_cpu()
                 || w.size(1) != columns || (format == Format.INT4 && k % 2 != 0) || k == 0 || w.size(0) == 0) {
-            throw new IllegalArgumentException(format + " weight must be a contiguous CPU tensor [n, " + columns
+            throw new IllegalArgumentException(what + format + " weight must be a contiguous CPU tensor [n, " + columns
                     + "] of " + ScalarType.values()[expected] + ", got " + java.util.Arrays.toString(Tensors.shape(w))
                     + " " + w.scalar_type());
         }
         if (format.quantized()) {
             if (scale == null || scale.dim() != 1 || scale.size(0) != w.size(0) || !scale.is_contiguous()
                     || scale.scalar_type().value != ScalarType.Float.value || !scale.is_cpu()) {
-                throw new IllegalArgumentException(format + " needs float32 scales [" + w.size(0) + "]");
+                throw new IllegalArgumentException(what + format + " needs float32 scales [" + w.size(0) + "]");
             }
         } else if (scale != null) {
-            throw new IllegalArgumentException(format + " takes no scales");
+            throw new IllegalArgumentException(what + format + " takes no scales");
         }
-        return code;
     }
 
     /**

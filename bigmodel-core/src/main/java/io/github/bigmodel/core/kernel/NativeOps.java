@@ -242,7 +242,8 @@ public final class NativeOps {
         }
     }
 
-    private static int requireType(String what, Tensor t) {
+    /** The C side's dtype code of {@code t}, which must be a float32, bfloat16 or float16 CPU tensor. */
+    static int requireType(String what, Tensor t) {
         int code = NativeKernels.dtypeCode(t);
         if (code < 0 || !t.is_cpu()) {
             throw new IllegalArgumentException(what + " must be a float32, bfloat16 or float16 CPU tensor, got "
