@@ -4,11 +4,11 @@ import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.github.bigmodel.core.kernel.NativeKernels;
+import io.github.bigmodel.core.testing.ProcMaps;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
 import org.bytedeco.pytorch.BoolOptional;
 import org.bytedeco.pytorch.LongOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -40,7 +40,7 @@ class NativeRuntimeHugePagesTest {
                 new TensorOptions(ScalarType.Byte))) {
             assertThat(NativeRuntime.adviseHugePages(mapped)).isTrue();
             long start = mapped.data_ptr().address();
-            assertThat(flagsOfMappingAt(start + size / 2)).as("VmFlags of the mapping's middle").contains("hg");
+            assertThat(ProcMaps.flagsOfMappingAt(start + size / 2)).as("VmFlags of the mapping's middle").contains("hg");
             assertThat(mapped.get(size / 2).item_int()).isEqualTo(42);
             assertThat(mapped.get(0).item_int()).isZero();
         }
@@ -52,8 +52,8 @@ class NativeRuntimeHugePagesTest {
         try (Tensor codes = Tensors.emptyWeight(DType.INT8, Device.CPU, 4096, 2048);
              Tensor plain = Tensors.empty(DType.INT8, Device.CPU, 4096, 2048)) {
             long middle = codes.data_ptr().address() + codes.nbytes() / 2;
-            assertThat(flagsOfMappingAt(middle)).as("VmFlags of the weight's memory").contains(" hg");
-            assertThat(flagsOfMappingAt(plain.data_ptr().address() + plain.nbytes() / 2))
+            assertThat(ProcMaps.flagsOfMappingAt(middle)).as("VmFlags of the weight's memory").contains(" hg");
+            assertThat(ProcMaps.flagsOfMappingAt(plain.data_ptr().address() + plain.nbytes() / 2))
                     .as("VmFlags of a plain tensor's memory").doesNotContain(" hg");
         }
     }
@@ -78,43 +78,11 @@ class NativeRuntimeHugePagesTest {
         try (Tensor mapped = torch.from_file(file.toString(), new BoolOptional(false), new LongOptional(size),
                 new TensorOptions(ScalarType.Byte))) {
             long start = mapped.data_ptr().address();
-            assertThat(residentKibOfMappingAt(start)).as("nothing touched yet").isZero();
+            assertThat(ProcMaps.residentKibOfMappingAt(start)).as("nothing touched yet").isZero();
             boolean populated = NativeKernels.populate(start, size);
             assumeTrue(populated, "this kernel has no MADV_POPULATE_READ (Linux 5.14)");
-            assertThat(residentKibOfMappingAt(start) * 1024L).as("every page mapped").isEqualTo(size);
+            assertThat(ProcMaps.residentKibOfMappingAt(start) * 1024L).as("every page mapped").isEqualTo(size);
             assertThat(mapped.get(12345).item_int()).isEqualTo(7);
         }
-    }
-
-    /** The Rss (KiB) of the /proc/self/smaps entry whose range holds {@code address}. */
-    private static long residentKibOfMappingAt(long address) throws IOException {
-        boolean inside = false;
-        for (String line : Files.readAllLines(Path.of("/proc/self/smaps"))) {
-            if (line.matches("^[0-9a-f]+-[0-9a-f]+ .*")) {
-                String[] range = line.substring(0, line.indexOf(' ')).split("-");
-                inside = Long.compareUnsigned(address, Long.parseUnsignedLong(range[0], 16)) >= 0
-                        && Long.compareUnsigned(address, Long.parseUnsignedLong(range[1], 16)) < 0;
-            } else if (inside && line.startsWith("Rss:")) {
-                return Long.parseLong(line.substring(4).trim().split("\\s+")[0]);
-            }
-        }
-        return -1;
-    }
-
-    /** The VmFlags line of the /proc/self/smaps entry whose range holds {@code address}. */
-    private static String flagsOfMappingAt(long address) throws IOException {
-        List<String> lines = Files.readAllLines(Path.of("/proc/self/smaps"));
-        boolean inside = false;
-        for (String line : lines) {
-            if (line.matches("^[0-9a-f]+-[0-9a-f]+ .*")) {
-                String[] range = line.substring(0, line.indexOf(' ')).split("-");
-                long lo = Long.parseUnsignedLong(range[0], 16);
-                long hi = Long.parseUnsignedLong(range[1], 16);
-                inside = Long.compareUnsigned(address, lo) >= 0 && Long.compareUnsigned(address, hi) < 0;
-            } else if (inside && line.startsWith("VmFlags:")) {
-                return line;
-            }
-        }
-        return "";
     }
 }

@@ -315,10 +315,13 @@ public final class WeightConversion {
 
     /** {@code t} on {@code device} as {@code dtype}, contiguous: a new tensor unless {@code share} allows a view. */
     private static Tensor moved(Tensor t, Device device, DType dtype, boolean share) {
-        if (!share && device.isCpu() && t.device().is_cpu() && t.nbytes() >= (4L << 20)) {
+        boolean newTensor = !share || t.scalar_type().value != dtype.scalarType().value || !t.is_contiguous();
+        if (newTensor && device.isCpu() && t.device().is_cpu() && t.nbytes() >= (4L << 20)) {
             // A copy out of a mapped checkpoint faulted on every page of both buffers; in a virtual machine the
             // faults cost more than the copy (1.75 GiB of bf16: 3.7-4.2 s). The destination in 2 MiB pages and the
-            // source mapped in one call: 0.4-2.6 s, what is left being the kernel zeroing the new pages.
+            // source mapped in one call: 0.4-2.6 s, what is left being the kernel zeroing the new pages. The same
+            // for a conversion (bf16 stored, fp16 wanted): libtorch's own allocation got 4 KiB pages, which the
+            // decode then streams through 512x more TLB entries.
             Tensor r = Tensors.emptyWeight(dtype, Device.CPU, Tensors.shape(t));
             NativeKernels.populate(t.data_ptr().address(), t.nbytes());
             r.copy_(t);
