@@ -193,6 +193,8 @@ def run_bigmodel(a, setting, prompt, tokens):
         "prompt_tokens": prompt,
         "output_tokens": r["measuredTokens"],
         "wall_s": ended - launched,
+        # how much of the mapped weights the decode read through 2 MiB entries (0 for weights made in memory)
+        "file_pmd_mapped": r.get("filePmdMappedBytes", 0),
     }
 
 
@@ -291,7 +293,9 @@ def one_run(a, s, prompt, tokens, kind):
         f.write(json.dumps(r) + "\n")
     log(f"  {kind} {s['key']:<10} {r['ms_per_token']:8.1f} ms/token  TTFT from start {r['ttft_start_ms']:8.0f} ms"
         f"  prompt {r['prompt_ms']:8.0f} ms  load {r['load_s']:7.2f} s  peak anon {r['peak_anon'] / 2**30:6.2f} GiB"
-        f"  (warmed {warmed / 1e9:.1f} GB in {warm_s:.1f} s, load avg {r['loadavg']:.1f})")
+        f"  (warmed {warmed / 1e9:.1f} GB in {warm_s:.1f} s, load avg {r['loadavg']:.1f}"
+        + (f", {r['file_pmd_mapped'] / 1e9:.1f} GB mapped in 2 MiB entries" if r.get("file_pmd_mapped") else "")
+        + ")")
     return r
 
 

@@ -200,7 +200,7 @@ public final class DecodeProgram {
             out.println("# row " + row.key() + " done: " + tableRow(row, r, limits, o));
             out.println("# row " + row.key() + " read " + gib(r.storageReadBytesPerToken)
                     + " per token from storage (/proc/self/io; the device map offloads " + gib(r.diskBytesPerToken)
-                    + ")");
+                    + "); " + gib(r.filePmdMappedBytes) + " of file mappings in 2 MiB entries at the end");
             out.flush();
         }
         report(results, limits, o, out);
@@ -321,6 +321,7 @@ public final class DecodeProgram {
                 steps[i] = (System.nanoTime() - t) / 1e6;
             }
             r.storageReadBytesPerToken = (MemorySampler.storageReadBytes() - readBefore) / o.tokens;
+            r.filePmdMappedBytes = MemorySampler.filePmdMappedBytes();
             r.ids = s.ids()[0];
         }
         r.measuredTokens = o.tokens;

@@ -90,9 +90,23 @@ public final class MemorySampler implements AutoCloseable {
         }
     }
 
+    /**
+     * Bytes of this process's file mappings mapped by 2 MiB page-table entries now ({@code FilePmdMapped} of
+     * {@code /proc/self/smaps_rollup}): how much of a mapped checkpoint a decode step reads through one TLB entry
+     * per 2 MiB rather than per 4 KiB; 0 where {@code /proc} does not say.
+     */
+    public static long filePmdMappedBytes() {
+        return field(Path.of("/proc/self/smaps_rollup"), "FilePmdMapped:");
+    }
+
     private static long statusField(String name) {
+        return field(STATUS, name);
+    }
+
+    /** A "Name: value kB" field of a /proc file, in bytes; 0 when absent or unreadable. */
+    private static long field(Path file, String name) {
         try {
-            String text = Files.readString(STATUS, StandardCharsets.US_ASCII);
+            String text = Files.readString(file, StandardCharsets.US_ASCII);
             int at = text.indexOf(name);
             if (at < 0) {
                 return 0;

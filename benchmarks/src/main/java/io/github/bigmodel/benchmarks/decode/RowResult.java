@@ -46,6 +46,11 @@ public final class RowResult {
      * the CPU.
      */
     public long storageReadBytesPerToken;
+    /**
+     * File-mapped bytes mapped by 2 MiB entries at the end of the decode ({@code FilePmdMapped}): a mapped
+     * checkpoint whose page cache is in small folios is read through 4 KiB entries, and decodes slower.
+     */
+    public long filePmdMappedBytes;
     /** Modules the device map puts on disk. */
     public int diskModules;
     /** Wall clock ({@code System.currentTimeMillis}) when this JVM started. */
