@@ -2,6 +2,7 @@ package io.github.bigmodel.dispatch;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.github.bigmodel.core.testing.ProcMaps;
 import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Parameter;
@@ -54,16 +55,7 @@ class MappedWeightsTest {
 
     /** Whether {@code address} lies in a mapping of {@code file} in this process. */
     private static boolean insideMappingOf(Path file, long address) throws Exception {
-        for (String line : Files.readAllLines(Path.of("/proc/self/maps"))) {
-            if (line.endsWith(file.toString())) {
-                String[] range = line.substring(0, line.indexOf(' ')).split("-");
-                if (Long.compareUnsigned(address, Long.parseUnsignedLong(range[0], 16)) >= 0
-                        && Long.compareUnsigned(address, Long.parseUnsignedLong(range[1], 16)) < 0) {
-                    return true;
-                }
-            }
-        }
-        return false;
+        return ProcMaps.mappingAt(address).endsWith(file.toString());
     }
 
     @Test

@@ -21,6 +21,12 @@ public final class ProcMaps {
         return rss.isEmpty() ? -1 : Long.parseLong(rss.substring(4).trim().split("\\s+")[0]);
     }
 
+    /** The header line (range, flags, ..., path) of the mapping holding {@code address}, "" when none. */
+    public static String mappingAt(long address) throws IOException {
+        return fieldOfMappingAt(address, null);
+    }
+
+    /** The {@code field} line of the mapping holding {@code address}, or its header line when {@code field} is null. */
     private static String fieldOfMappingAt(long address, String field) throws IOException {
         boolean inside = false;
         for (String line : Files.readAllLines(Path.of("/proc/self/smaps"))) {
@@ -28,6 +34,9 @@ public final class ProcMaps {
                 String[] range = line.substring(0, line.indexOf(' ')).split("-");
                 inside = Long.compareUnsigned(address, Long.parseUnsignedLong(range[0], 16)) >= 0
                         && Long.compareUnsigned(address, Long.parseUnsignedLong(range[1], 16)) < 0;
+                if (inside && field == null) {
+                    return line;
+                }
             } else if (inside && line.startsWith(field)) {
                 return line;
             }
