@@ -79,6 +79,32 @@ static inline long row_bytes(int fmt, long k) {
 
 /* ---------------------------------------------------------------- one row of activations (decode) */
 
+/*
+ * The four rows a GEMV step computes together. Quad t of rows [r0, r1) takes rows r0 + t + i * q (i = 0..3, q a
+ * quarter of the range), so each of the four walks one long straight run of memory (a quarter of a GEMV_GROUP); a
+ * last, partial quad takes the 1-3 rows left over (its unused slots repeat its first row, computed and dropped).
+ * Returns how many rows are real.
+ * Why: four neighbouring rows made four streams one row long each (8 KiB in a 6B's bf16 weights, 2 KiB in int4),
+ * too short for the hardware prefetch to reach speed. C harness, the 6B's layer shapes from memory, 2 threads,
+ * GB/s before -> after (with GEMV_GROUP 32 -> 128): bf16 51-56 -> 63-73, fp16 37-44 -> 52-67, int8 38-42 -> 50-62,
+ * int4 31-37 -> 44-57; a plain read of 4 streams per thread: 71-84. A row's arithmetic never depends on the rows
+ * beside it, so results are the same bits as before.
+ */
+static inline long quad_count(long r0, long r1) {
+    return (r1 - r0 + 3) / 4;
+}
+
+static inline int quad_rows(long r0, long r1, long t, long rows[4]) {
+    long q = (r1 - r0) / 4;
+    if (t < q) {
+        for (int i = 0; i < 4; i++) rows[i] = r0 + t + i * q;
+        return 4;
+    }
+    int nr = (int) (r1 - r0 - 4 * q);
+    for (int i = 0; i < 4; i++) rows[i] = r0 + 4 * q + (i < nr ? i : 0);
+    return nr;
+}
+
 /* bfloat16 widened by a 16-bit shift (CPUs without AVX512_BF16). */
 T512 static inline __m512 widen_bf16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *) p)), 16));
@@ -90,9 +116,10 @@ T512 static inline __m512 widen_bf16(const uint16_t *p) {
  */
 T512BF static void gemv_bf16dp_rows(const uint16_t *w, const uint16_t *xb, float *y, long r0, long r1, long k) {
     long body = k & ~31L;
-    long r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const uint16_t *w0 = w + r * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+    for (long t = 0, nq = quad_count(r0, r1); t < nq; t++) {
+        long rows[4];
+        int nr = quad_rows(r0, r1, t, rows);
+        const uint16_t *w0 = w + rows[0] * k, *w1 = w + rows[1] * k, *w2 = w + rows[2] * k, *w3 = w + rows[3] * k;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (long j = 0; j < body; j += 32) {
             __m512bh xv = (__m512bh) _mm512_loadu_si512(xb + j);
@@ -101,26 +128,16 @@ T512BF static void gemv_bf16dp_rows(const uint16_t *w, const uint16_t *xb, float
             a2 = _mm512_dpbf16_ps(a2, (__m512bh) _mm512_loadu_si512(w2 + j), xv);
             a3 = _mm512_dpbf16_ps(a3, (__m512bh) _mm512_loadu_si512(w3 + j), xv);
         }
-        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
-        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
+        float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                      _mm512_reduce_add_ps(a3)};
         for (long j = body; j < k; j++) {
             float xj = bf16_to_f(xb[j]);
-            s0 += bf16_to_f(w0[j]) * xj;
-            s1 += bf16_to_f(w1[j]) * xj;
-            s2 += bf16_to_f(w2[j]) * xj;
-            s3 += bf16_to_f(w3[j]) * xj;
+            s[0] += bf16_to_f(w0[j]) * xj;
+            s[1] += bf16_to_f(w1[j]) * xj;
+            s[2] += bf16_to_f(w2[j]) * xj;
+            s[3] += bf16_to_f(w3[j]) * xj;
         }
-        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
-    }
-    for (; r < r1; r++) {
-        const uint16_t *w0 = w + r * k;
-        __m512 a0 = _mm512_setzero_ps();
-        for (long j = 0; j < body; j += 32) {
-            a0 = _mm512_dpbf16_ps(a0, (__m512bh) _mm512_loadu_si512(w0 + j), (__m512bh) _mm512_loadu_si512(xb + j));
-        }
-        float s0 = _mm512_reduce_add_ps(a0);
-        for (long j = body; j < k; j++) s0 += bf16_to_f(w0[j]) * bf16_to_f(xb[j]);
-        y[r] = s0;
+        for (int i = 0; i < nr; i++) y[rows[i]] = s[i];
     }
 }
 
@@ -142,16 +159,16 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
  * row's result never depends on how many rows came with it (a prompt in one piece or in chunks, or token by token):
  *   for each chunk of MR_CHUNK columns, in order: a = 0; a = fma(w16, x16, a) over the chunk's 16-wide vectors in
  *   order (the last one zero-padded); y += the lanes of a summed by reduce8; finally y *= scale.
- * Each 64-byte line also prefetches the same columns four rows on, as the int8/int4 kernels do (fp16, C harness:
- * 40 -> 42-45 GB/s; widening half-line loads leaves fewer lines in flight than bfloat16's dot product).
+ * Rows go four at a time in quads (quad_rows); no software prefetch: with long streams it cost fp16 10-15%.
  */
 #define CANON_GEMV(NAME, T, STEP, LOADW, LOADW_TAIL)                                                              \
     T512 static void NAME(const T *w, const float *scale, const float *x, float *y, long r0, long r1, long k) {   \
         long rb = STEP(k);                                                                                        \
-        for (long r = r0; r < r1; r += 4) {                                                                       \
-            int nr = (int) (r1 - r < 4 ? r1 - r : 4);                                                             \
+        for (long t = 0, nq = quad_count(r0, r1); t < nq; t++) {                                                  \
+            long rows[4];                                                                                         \
+            int nr = quad_rows(r0, r1, t, rows);                                                                  \
             const T *p[4];                                                                                        \
-            for (int i = 0; i < 4; i++) p[i] = w + (r + (i < nr ? i : 0)) * rb;                                   \
+            for (int i = 0; i < 4; i++) p[i] = w + rows[i] * rb;                                                  \
             float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                                                \
             for (long c = 0; c < k; c += MR_CHUNK) {                                                              \
                 long len = k - c < MR_CHUNK ? k - c : MR_CHUNK;                                                   \
@@ -160,9 +177,6 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
                 for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();                                           \
                 for (long j = c; j < c + full; j += 16) {                                                         \
                     __m512 xv = _mm512_loadu_ps(x + j);                                                           \
-                    if ((j & 31) == 0) {                                                                          \
-                        for (int i = 0; i < 4; i++) _mm_prefetch((const char *) (p[i] + j + 4 * rb), _MM_HINT_T0); \
-                    }                                                                                             \
                     for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(LOADW(p[i], j, k), xv, a[i]);              \
                 }                                                                                                 \
                 if (len > full) {                                                                                 \
@@ -175,7 +189,7 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
                 _mm256_storeu_ps(t, reduce8(a));                                                                  \
                 for (int i = 0; i < 4; i++) s[i] += t[i];                                                         \
             }                                                                                                     \
-            for (int i = 0; i < nr; i++) y[r + i] = scale != NULL ? s[i] * scale[r + i] : s[i];                   \
+            for (int i = 0; i < nr; i++) y[rows[i]] = scale != NULL ? s[i] * scale[rows[i]] : s[i];              \
         }                                                                                                         \
     }
 
@@ -284,18 +298,19 @@ T512 static inline __m512i dot16(__m512i c, __m512i w, __m512i x) {
 }
 
 /*
- * Rows [r0, r1) of W times one quantized x, four rows at a time. Each full block also prefetches the same columns
- * four rows on (the next step's rows): int8 rows of 4 KiB and int4 rows of 2 KiB are too short for the hardware's
- * stream prefetch to ramp up (C harness: int4 25 -> 35 GB/s, int8 38 -> 41).
+ * Rows [r0, r1) of W times one quantized x, four rows at a time in quads (quad_rows). int4 also prefetches each full
+ * block's columns one row on (the same stream's next row, 2 KiB ahead): int4 does the most work per byte, and the
+ * prefetch gained it 10-15% in the C harness; for int8 it cost 0-10%, so int8 has none.
  */
 T512 static inline __attribute__((always_inline)) void gemv_q_rows(int fmt, const uint8_t *w, const float *scale,
         const int16_t *xq, const float *step, float *y, long r0, long r1, long k) {
     long rb = row_bytes(fmt, k), full = k / XQ_BLOCK, nb = (k + XQ_BLOCK - 1) / XQ_BLOCK;
     long bb = fmt == FMT_INT8 ? XQ_BLOCK : XQ_BLOCK / 2; /* bytes of a full block */
-    for (long r = r0; r < r1; r += 4) {
-        int nr = (int) (r1 - r < 4 ? r1 - r : 4);
+    for (long t = 0, nq = quad_count(r0, r1); t < nq; t++) {
+        long rows[4];
+        int nr = quad_rows(r0, r1, t, rows);
         const uint8_t *p[4];
-        for (int i = 0; i < 4; i++) p[i] = w + (r + (i < nr ? i : 0)) * rb;
+        for (int i = 0; i < 4; i++) p[i] = w + rows[i] * rb;
         float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (long c = 0; c < nb; c += CHUNK_BLOCKS) {
             long ce = c + CHUNK_BLOCKS < nb ? c + CHUNK_BLOCKS : nb;
@@ -306,8 +321,10 @@ T512 static inline __attribute__((always_inline)) void gemv_q_rows(int fmt, cons
                 __m512i acc[4];
                 for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_si512();
                 if (b < full) {
-                    for (int i = 0; i < 4; i++) {
-                        for (long l = 0; l < bb; l += 64) _mm_prefetch((const char *) (p[i] + b * bb + l + 4 * rb), _MM_HINT_T0);
+                    if (fmt == FMT_INT4) {
+                        for (int i = 0; i < 4; i++) {
+                            for (long l = 0; l < bb; l += 64) _mm_prefetch((const char *) (p[i] + b * bb + l + rb), _MM_HINT_T0);
+                        }
                     }
                     if (fmt == FMT_INT8) {
                         for (int v = 0; v < 4; v++) {
@@ -341,7 +358,7 @@ T512 static inline __attribute__((always_inline)) void gemv_q_rows(int fmt, cons
             _mm256_storeu_ps(t, reduce8(a));
             for (int i = 0; i < 4; i++) s[i] += t[i];
         }
-        for (int i = 0; i < nr; i++) y[r + i] = s[i] * scale[r + i];
+        for (int i = 0; i < nr; i++) y[rows[i]] = s[i] * scale[rows[i]];
     }
 }
 
@@ -381,7 +398,7 @@ static inline uint16_t f_to_bf16(float f) {
 }
 
 /* Rows per unit of work of a GEMV (a multiple of the 4 rows the kernels take at once). */
-#define GEMV_GROUP 32
+#define GEMV_GROUP 128
 
 /*
  * One row of activations as a GEMV's kernel reads it: x in float32, x rounded to bfloat16 (xb, the AVX512_BF16
@@ -435,7 +452,8 @@ static void gemv_rows(int fmt, int lvl, const void *w, const float *scale, const
  * Rows are handed out in small runs as threads ask (dynamic), not one fixed share per thread: with fixed shares
  * each thread spent about 11% of a 6B decode step waiting for the other at the end of a call (a thread that
  * starts late, e.g. woken from sleep, finishes late). A run is GEMV_GROUP rows, so every row is computed the
- * same way whoever takes it. Called by every thread of a parallel region (an orphaned worksharing loop).
+ * same way whoever takes it; 128 rows make each of a quad's four streams 32 rows long (32 fared worse, 256-1024
+ * no better, and fewer runs balance the threads less well). Called by every thread of a parallel region (an orphaned worksharing loop).
  */
 static void gemv_shared(int fmt, int lvl, const void *w, const float *scale, const gemv_input *in, float *y, long n,
                         long k) {

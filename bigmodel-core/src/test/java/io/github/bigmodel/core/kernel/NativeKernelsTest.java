@@ -102,6 +102,8 @@ class NativeKernelsTest {
         "INT8, 1, 37, 1001, 2", "INT8, 1, 1, 15, 1", "INT8, 4, 37, 1001, 2", "INT8, 17, 67, 1100, 2",
         "INT4, 1, 37, 1002, 2", "INT4, 1, 5, 30, 1", "INT4, 2, 37, 1002, 2", "INT4, 17, 67, 1090, 3",
         "INT4, 1, 9, 1152, 2", "INT4, 3, 9, 1152, 1",
+        // several of the decode kernel's 128-row runs, the last one's rows not a multiple of 4
+        "BF16, 1, 263, 1001, 2", "FP16, 1, 263, 1001, 2", "INT8, 1, 263, 1001, 2", "INT4, 1, 263, 1002, 2",
     })
     void matchesAFloat64Product(Format format, long m, long n, long k, int threads) {
         assumeTrue(NativeKernels.available(), "native kernels not supported here");
@@ -150,6 +152,28 @@ class NativeKernelsTest {
             }
             Tensor two = NativeKernels.mm(format, x.narrow(0, 3, 2).contiguous(), s.weight(), scale);
             assertThat(torch.equal(two, all.narrow(0, 3, 2))).as("rows 3-4 as a pair").isTrue();
+        }
+    }
+
+    @ParameterizedTest(name = "{0} k={1}")
+    @CsvSource({"BF16, 1001", "FP16, 1001", "INT8, 1001", "INT4, 1002"})
+    void aWeightRowsResultDoesNotDependOnTheWeightRowsBesideIt(Format format, long k) {
+        // the decode kernel computes four rows at a time, taken a quarter of a run apart: which rows share a step
+        // changes with the matrix's height and where it starts, a row's result must not
+        assumeTrue(NativeKernels.available(), "native kernels not supported here");
+        try (PointerScope scope = new PointerScope()) {
+            torch.manual_seed(k + 3);
+            Stored s = stored(format, 263, k);
+            Tensor scale = s.scale() == null ? null : s.scale().to(ScalarType.Float).contiguous();
+            Tensor x = torch.randn(1, k).to(ScalarType.BFloat16).to(ScalarType.Float);
+            Tensor all = NativeKernels.mm(format, x, s.weight(), scale);
+            for (long[] window : new long[][] {{5, 250}, {130, 133}, {1, 3}, {262, 1}}) {
+                long from = window[0], rows = window[1];
+                Tensor part = NativeKernels.mm(format, x, s.weight().narrow(0, from, rows).contiguous(),
+                        scale == null ? null : scale.narrow(0, from, rows).contiguous());
+                assertThat(torch.equal(part, all.narrow(1, from, rows)))
+                        .as("rows %d..%d alone vs among 263", from, from + rows - 1).isTrue();
+            }
         }
     }
 
