@@ -177,6 +177,29 @@ class NativeKernelsTest {
         }
     }
 
+    @ParameterizedTest(name = "{0} k={1}")
+    @CsvSource({"BF16, 1056", "BF16, 1040", "BF16, 4096", "FP16, 1056", "FP16, 1001"})
+    void sameBitsWhereverTheWeightStartsInItsCacheLine(Format format, long k) {
+        // a checkpoint's tensors start wherever its header ends (8-byte padding): the kernel may load whole lines and
+        // realign them, but a weight's result must not depend on where it lies
+        assumeTrue(NativeKernels.available(), "native kernels not supported here");
+        try (PointerScope scope = new PointerScope()) {
+            torch.manual_seed(k + 17);
+            long n = 37;
+            Stored s = stored(format, n, k);
+            Tensor x = torch.randn(1, k).to(ScalarType.BFloat16).to(ScalarType.Float);
+            Tensor atStart = NativeKernels.mm(format, x, s.weight(), null);
+            for (long offset : new long[] {1, 4, 16, 31}) {
+                Tensor room = torch.zeros(n * k + 64).to(s.weight().scalar_type());
+                Tensor shifted = room.narrow(0, offset, n * k).view(n, k);
+                shifted.copy_(s.weight());
+                assertThat(shifted.data_ptr().address() % 64).as("libtorch allocates on 64 bytes").isEqualTo(2 * offset);
+                Tensor y = NativeKernels.mm(format, x, shifted, null);
+                assertThat(torch.equal(y, atStart)).as("weight %d bytes further on", 2 * offset).isTrue();
+            }
+        }
+    }
+
     @ParameterizedTest(name = "{0}")
     @CsvSource({"INT8", "INT4"})
     void activationOutliersCostNoMoreThanTheirBlock(Format format) {
