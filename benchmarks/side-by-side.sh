@@ -5,7 +5,9 @@
 #   benchmarks/side-by-side.sh DATA_DIR
 #
 # DATA_DIR holds (what is missing is made first, except the peer's build):
-#   bf16/        the checkpoint: chatglm3-6b shapes, random bf16 weights, 12.5 GB (GenerateCheckpoint, as run-6b.sh)
+#   bf16/        the checkpoint: chatglm3-6b shapes, random bf16 weights, 12.5 GB (GenerateCheckpoint, as run-6b.sh,
+#                then benchmarks/peer/shift_safetensors.py: tensors 8 bytes past a cache line, as Hugging Face's are)
+#   fp16/        a float16 checkpoint of the same shapes and seed, made the same way (chatglm3-6b ships in float16)
 #   int8/ int4/  `bigmodel convert bf16 int8 --precision int8` (and int4) of it
 #   ggml/        chatglm.cpp's f16, q8_0 and q4_0 files of it and its prompt files
 #                (benchmarks/peer/convert-for-chatglm-cpp.sh: needs PEER_SRC, THUDM_DIR, PYTHON when missing)
@@ -24,7 +26,7 @@
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
-  sed -n '2,21p' "$0"
+  sed -n '2,24p' "$0"
   exit 2
 fi
 DATA=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -43,12 +45,16 @@ if [[ ! -x $PEER_BUILD/bin/main ]]; then
     "benchmarks/peer/build-chatglm-cpp.sh CHATGLM_CPP_CHECKOUT $PEER_BUILD" >&2
   exit 1
 fi
-if [[ ! -f $DATA/bf16/config.json ]]; then
-  echo "Writing the chatglm3-6b checkpoint into $DATA/bf16"
-  # shellcheck disable=SC2086
-  java -cp "$JAR" io.github.bigmodel.benchmarks.decode.GenerateCheckpoint --out "$DATA/bf16" --preset chatglm3-6b \
-    --dtype bf16 --shard-size 2GB --seed "${SEED:-42}" ${GEN_ARGS:-}
-fi
+for d in bf16 fp16; do
+  if [[ ! -f $DATA/$d/config.json ]]; then
+    echo "Writing the chatglm3-6b checkpoint in $d into $DATA/$d"
+    # shellcheck disable=SC2086
+    java -cp "$JAR" io.github.bigmodel.benchmarks.decode.GenerateCheckpoint --out "$DATA/$d" --preset chatglm3-6b \
+      --dtype "$d" --shard-size 2GB --seed "${SEED:-42}" ${GEN_ARGS:-}
+    # where a Hugging Face checkpoint's tensors lie: 8 bytes past a cache line, not on one as bigmodel writes them
+    python3 "$ROOT/benchmarks/peer/shift_safetensors.py" "$DATA/$d" 8
+  fi
+done
 for p in int8 int4; do
   if [[ ! -f $DATA/$p/model.safetensors.index.json ]]; then
     echo "Converting the checkpoint to $p into $DATA/$p"
@@ -73,7 +79,8 @@ if [[ $(nproc) -ne $THREADS ]]; then
   echo "WARNING: chatglm.cpp uses every hardware thread up to 4 ($(nproc) here; it has no thread option)," \
     "bigmodel THREADS=$THREADS: the comparison is not at equal threads" >&2
 fi
-python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --int8 "$DATA/int8" --int4 "$DATA/int4" \
+python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --fp16 "$DATA/fp16" \
+  --int8 "$DATA/int8" --int4 "$DATA/int4" \
   --ggml "$DATA/ggml" --peer-bin "$PEER_BUILD/bin/main" \
   --peer-commits "$(tr '\n' ';' < "$PEER_BUILD/peer-commits.txt" 2>/dev/null || echo unknown)" \
   --jar "$JAR" --threads "$THREADS" --prompt "${PROMPT:-16}" --tokens "${TOKENS:-64}" --repeats "${REPEATS:-3}" \

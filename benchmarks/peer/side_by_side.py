@@ -2,7 +2,8 @@
 chatglm.cpp"). Called by benchmarks/side-by-side.sh, which documents the layout of the data folder; standard library
 only, so it runs on the machine's python3.
 
-For each precision pair (half: bigmodel bf16 in place and fp16 converted while loading vs chatglm.cpp f16; int8:
+For each precision pair (half: bigmodel bf16 in place, an fp16 checkpoint in place and fp16 converted from the bf16
+one while loading vs chatglm.cpp f16; int8:
 bigmodel int8 from a `bigmodel convert` folder and quantized while loading vs q8_0; int4 likewise vs q4_0) it runs
 every setting on the same prompt length and number of greedy tokens, alternating systems, several times; before
 each run it syncs, evicts every other setting's files from the page cache (posix_fadvise DONTNEED per file, so no
@@ -265,6 +266,7 @@ def settings(a):
     pairs = a.pairs.split(",")
     if "half" in pairs:
         ours("half", "bf16", "bigmodel bf16, in place (mapped)", "a", a.checkpoint, a.repeats)
+        ours("half", "fp16-ckpt", "bigmodel fp16 checkpoint, in place (mapped)", "fp16", a.fp16, a.repeats)
         ours("half", "fp16", "bigmodel fp16, converted while loading", "fp16", a.checkpoint, a.load_repeats, True)
         peer("half", "f16", "chatglm.cpp f16", "chatglm-ggml-f16.bin")
     if "int8" in pairs:
@@ -385,6 +387,8 @@ def report(a, plan, results, bw_before, bw_after, started):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--fp16", type=Path, help="a float16 checkpoint of the same shapes (GenerateCheckpoint --dtype "
+                   "fp16; its tensors 8-byte aligned, as Hugging Face writes them)")
     p.add_argument("--int8", type=Path)
     p.add_argument("--int4", type=Path)
     p.add_argument("--ggml", type=Path, required=True, help="chatglm-ggml-{f16,q8_0,q4_0}.bin, prompt-N.txt")
