@@ -651,7 +651,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
             return PromptChunks.byRows(len, rows[0], 0, (start, n) -> {
                 // Query heads of one group are contiguous: score all of them against the group's keys at once.
                 Tensor qg = q.narrow(0, start, n).permute(1, 2, 0, 3).reshape(batch, groups, perGroup * n, headDim);
-                Tensor scores = qg.matmul(keys).view(batch, heads, n, keyLen);
+                Tensor scores = Ops.matmul(qg, keys).view(batch, heads, n, keyLen);
                 scores.mul_(new Scalar(1.0 / (Math.sqrt(headDim) * coeff)));
                 if (!Tensors.hasType(scores, ScalarType.Float)) {
                     scores = scores.to(ScalarType.Float);
@@ -673,7 +673,7 @@ public final class ChatGLM2ForConditionalGeneration extends ChatGLMLanguageModel
                 if (!Tensors.sameType(probs, values)) {
                     probs = probs.to(values.scalar_type());
                 }
-                return probs.view(batch, groups, perGroup * n, keyLen).matmul(values)
+                return Ops.matmul(probs.view(batch, groups, perGroup * n, keyLen), values)
                         .view(batch, heads, n, headDim).permute(2, 0, 1, 3).reshape(n, batch, (long) heads * headDim);
             });
         }

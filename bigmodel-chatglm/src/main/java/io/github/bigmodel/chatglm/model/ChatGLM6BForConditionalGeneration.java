@@ -597,7 +597,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
             Tensor mask = maskIn == null ? null : Ops.onDevice(maskIn, device);
             return PromptChunks.byRows(len, rows[0], 0, (start, n) -> {
                 Tensor qs = q.narrow(0, start, n).div(new Scalar(Math.sqrt(headDim) * coeff)).permute(1, 2, 0, 3);
-                Tensor scores = qs.matmul(keys);
+                Tensor scores = Ops.matmul(qs, keys);
                 if (mask != null) {
                     scores.masked_fill_(mask.narrow(2, start, n), new Scalar(-10000.0));
                 }
@@ -608,7 +608,7 @@ public final class ChatGLM6BForConditionalGeneration extends ChatGLMLanguageMode
                 if (type.value != ScalarType.Float.value) {
                     probs = probs.to(type);
                 }
-                return probs.matmul(values).permute(2, 0, 1, 3).reshape(n, batch, (long) heads * headDim);
+                return Ops.matmul(probs, values).permute(2, 0, 1, 3).reshape(n, batch, (long) heads * headDim);
             });
         }
 
