@@ -4,8 +4,12 @@ import io.github.bigmodel.core.DType;
 import io.github.bigmodel.core.Device;
 import io.github.bigmodel.core.Parameter;
 import io.github.bigmodel.core.Tensors;
+import io.github.bigmodel.core.kernel.NativeKernels;
 import io.github.bigmodel.core.kernel.NativeOps;
+import io.github.bigmodel.core.kernel.Scopes;
 import org.bytedeco.javacpp.LongPointer;
+import org.bytedeco.javacpp.PointerScope;
+import org.bytedeco.pytorch.MemoryFormatOptional;
 import org.bytedeco.pytorch.Scalar;
 import org.bytedeco.pytorch.ScalarTypeOptional;
 import org.bytedeco.pytorch.Tensor;
@@ -41,19 +45,50 @@ public final class Ops {
     }
 
     /**
-     * {@code a.matmul(b)}, except for float16 on the CPU: libtorch has no fast float16 GEMM there (its reference loop
-     * ran the attention of the 6B's 256-token prompt at about 2 GMAC/s, 27% of the prompt's time), so both sides are
-     * widened to float32 (exactly), multiplied by its float32 BLAS and the product rounded back to float16 once. That
-     * is what libtorch's float16 path computes too (it sums in float32), up to the order of the sums.
+     * {@code a.matmul(b)} for the attention's batched products ({@code [..., m, k] x [..., k, n]}, the same leading
+     * dimensions), except for float16 on the CPU: libtorch has no fast float16 GEMM there (its reference loop ran the
+     * attention of the 6B's 256-token prompt at about 2 GMAC/s, 27% of the prompt's time). There each product runs in
+     * bigmodel's float16 kernel ({@link NativeKernels#mm}: float32 sums, rounded to float16 once, as libtorch's own
+     * float16 path rounds, on the OpenMP threads the rest of the step uses), {@code b} transposed into the kernel's
+     * row layout first. Without the native kernels: widened to float32 for libtorch's float32 BLAS, whose own
+     * threads then compete with OpenMP's (a 16-token prompt of the 6B took twice as long that way).
      *
      * <pre>{@code Tensor scores = Ops.matmul(queries, keys);}</pre>
      */
     public static Tensor matmul(Tensor a, Tensor b) {
-        if (Tensors.hasType(a, ScalarType.Half) && Tensors.hasType(b, ScalarType.Half)
-                && Tensors.deviceOf(a).isCpu() && Tensors.deviceOf(b).isCpu()) {
+        boolean halfOnCpu = Tensors.hasType(a, ScalarType.Half) && Tensors.hasType(b, ScalarType.Half)
+                && Tensors.deviceOf(a).isCpu() && Tensors.deviceOf(b).isCpu();
+        if (!halfOnCpu) {
+            return a.matmul(b);
+        }
+        long[] as = Tensors.shape(a);
+        long[] bs = Tensors.shape(b);
+        int d = as.length;
+        boolean sameLeading = d >= 2 && bs.length == d && as[d - 1] == bs[d - 2];
+        for (int i = 0; sameLeading && i < d - 2; i++) {
+            sameLeading = as[i] == bs[i];
+        }
+        if (!NativeKernels.available() || !sameLeading) {
             return a.to(ScalarType.Float).matmul(b.to(ScalarType.Float)).to(ScalarType.Half);
         }
-        return a.matmul(b);
+        long m = as[d - 2];
+        long k = as[d - 1];
+        long n = bs[d - 1];
+        long[] outShape = as.clone();
+        outShape[d - 1] = n;
+        Tensor out;
+        try (PointerScope scope = new PointerScope()) {
+            Tensor x = a.reshape(-1, m, k).contiguous();
+            Tensor w = b.transpose(-2, -1).reshape(-1, n, k).contiguous();
+            Tensor y = torch.empty(new long[] {x.size(0), m, n}, new TensorOptions(ScalarType.Half),
+                    new MemoryFormatOptional());
+            for (long i = 0; i < x.size(0); i++) {
+                y.select(0, i).copy_(NativeKernels.mm(NativeKernels.Format.FP16, x.select(0, i), w.select(0, i), null));
+            }
+            out = y.view(outShape);
+            out.retainReference();
+        }
+        return Scopes.handOut(out);
     }
 
     /**
