@@ -368,7 +368,8 @@ T512 static inline __attribute__((always_inline)) void gemv_q_rows(int fmt, cons
                 if (b < full) {
                     if (fmt == FMT_INT4) {
                         for (int i = 0; i < 4; i++) {
-                            for (long l = 0; l < bb; l += 64) _mm_prefetch((const char *) (p[i] + b * bb + l + rb), _MM_HINT_T0);
+                            const char *ahead = (const char *) (p[i] + b * bb + rb);
+                            for (long l = 0; l < bb; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
                         }
                     }
                     if (fmt == FMT_INT8) {
@@ -442,7 +443,7 @@ static inline uint16_t f_to_bf16(float f) {
     return (uint16_t) ((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
 }
 
-/* Rows per unit of work of a GEMV (a multiple of the 4 rows the kernels take at once). */
+/* Rows per unit of work of a GEMV (its quads take four rows a quarter of the run apart: quad_rows). */
 #define GEMV_GROUP 128
 
 /*
@@ -498,7 +499,8 @@ static void gemv_rows(int fmt, int lvl, const void *w, const float *scale, const
  * each thread spent about 11% of a 6B decode step waiting for the other at the end of a call (a thread that
  * starts late, e.g. woken from sleep, finishes late). A run is GEMV_GROUP rows, so every row is computed the
  * same way whoever takes it; 128 rows make each of a quad's four streams 32 rows long (32 fared worse, 256-1024
- * no better, and fewer runs balance the threads less well). Called by every thread of a parallel region (an orphaned worksharing loop).
+ * no better, and fewer runs balance the threads less well). Called by every thread of a parallel region (an
+ * orphaned worksharing loop).
  */
 static void gemv_shared(int fmt, int lvl, const void *w, const float *scale, const gemv_input *in, float *y, long n,
                         long k) {

@@ -193,7 +193,8 @@ class NativeKernelsTest {
                 Tensor room = torch.zeros(n * k + 64).to(s.weight().scalar_type());
                 Tensor shifted = room.narrow(0, offset, n * k).view(n, k);
                 shifted.copy_(s.weight());
-                assertThat(shifted.data_ptr().address() % 64).as("libtorch allocates on 64 bytes").isEqualTo(2 * offset);
+                assertThat(shifted.data_ptr().address() % 64).as("libtorch allocates on 64 bytes")
+                        .isEqualTo(2 * offset);
                 Tensor y = NativeKernels.mm(format, x, shifted, null);
                 assertThat(torch.equal(y, atStart)).as("weight %d bytes further on", 2 * offset).isTrue();
             }
