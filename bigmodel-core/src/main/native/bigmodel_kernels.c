@@ -199,9 +199,13 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
  * row's result never depends on how many rows came with it (a prompt in one piece or in chunks, or token by token):
  *   for each chunk of MR_CHUNK columns, in order: a = 0; a = fma(w16, x16, a) over the chunk's 16-wide vectors in
  *   order (the last one zero-padded); y += the lanes of a summed by reduce8; finally y *= scale.
- * Rows go four at a time in quads (quad_rows). Each 64-byte line prefetches 1 KiB on in its own row (or the stream's
- * next row): fp16, C harness, 67.8-68.5 -> 69.8-70.6 GB/s in 6 of 8 alternating pairs, the 6B fp16 checkpoint's decode
- * faster in 4 of 5 alternating pairs by 1-7%; a whole row on (8 KiB) cost 10-15%.
+ * Rows go four at a time in quads (quad_rows). Each 64-byte line prefetches two lines of its own row (or the stream's
+ * next row): 512 bytes on into L1 and 4 KiB on into L2. Why: widening float16 (vcvtph2ps) caps this kernel at about
+ * 58 GB/s per core even from L1 (Zen 4), so with only the L1 prefetch (1 KiB on) the loads a core kept in flight
+ * fell behind memory; the L2 prefetch keeps DRAM busy while the core converts. C harness, 6B shards mapped in 2 MiB
+ * folios, 2 threads, variants interleaved: 36.9-43.3 -> 44.8-46.8 GB/s (bf16's kernel: 46-53 in the same rounds);
+ * the fp16 checkpoint's decode 286-385 -> 272-407 ms/token, faster in 5 of 6 alternating pairs (medians 352 -> 283).
+ * bf16's dot-product kernel loses 8% with the same prefetches, so it has none.
  */
 #define CANON_GEMV(NAME, T, STEP, LOADW, LOADW_TAIL)                                                              \
     T512 static void NAME(const T *w, const float *scale, const float *x, float *y, long r0, long r1, long k) {   \
@@ -220,7 +224,10 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
                 for (long j = c; j < c + full; j += 16) {                                                         \
                     __m512 xv = _mm512_loadu_ps(x + j);                                                           \
                     if ((j & 31) == 0) {                                                                          \
-                        for (int i = 0; i < 4; i++) _mm_prefetch((const char *) (p[i] + j) + 1024, _MM_HINT_T0);  \
+                        for (int i = 0; i < 4; i++) {                                                             \
+                            _mm_prefetch((const char *) (p[i] + j) + 512, _MM_HINT_T0);                           \
+                            _mm_prefetch((const char *) (p[i] + j) + 4096, _MM_HINT_T1);                          \
+                        }                                                                                         \
                     }                                                                                             \
                     for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(LOADW(p[i], j, k), xv, a[i]);              \
                 }                                                                                                 \
