@@ -351,8 +351,10 @@ T512 static inline __m512i dot16(__m512i c, __m512i w, __m512i x) {
 
 /*
  * Rows [r0, r1) of W times one quantized x, four rows at a time in quads (quad_rows). int4 also prefetches each full
- * block's columns one row on (the same stream's next row, 2 KiB ahead): int4 does the most work per byte, and the
- * prefetch gained it 10-15% in the C harness; for int8 it cost 0-10%, so int8 has none.
+ * block's columns one row on (the same stream's next row, 2 KiB ahead in a 6B) into L1 and 2 KiB beyond that into L2:
+ * int4 does the most work per byte; the L1 prefetch gained it 10-15% in the C harness, the L2 one 5-8% more (6B int4
+ * shards mapped in 2 MiB folios, variants interleaved) and the int4 folder's decode 97-129 -> 92-101 ms/token (4 of 5
+ * alternating pairs faster). For int8 both cost 2-10%, so int8 has none.
  */
 T512 static inline __attribute__((always_inline)) void gemv_q_rows(int fmt, const uint8_t *w, const float *scale,
         const int16_t *xq, const float *step, float *y, long r0, long r1, long k) {
@@ -376,7 +378,10 @@ T512 static inline __attribute__((always_inline)) void gemv_q_rows(int fmt, cons
                     if (fmt == FMT_INT4) {
                         for (int i = 0; i < 4; i++) {
                             const char *ahead = (const char *) (p[i] + b * bb + rb);
-                            for (long l = 0; l < bb; l += 64) _mm_prefetch(ahead + l, _MM_HINT_T0);
+                            for (long l = 0; l < bb; l += 64) {
+                                _mm_prefetch(ahead + l, _MM_HINT_T0);
+                                _mm_prefetch(ahead + l + 2048, _MM_HINT_T1);
+                            }
                         }
                     }
                     if (fmt == FMT_INT8) {
