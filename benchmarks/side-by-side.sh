@@ -19,14 +19,16 @@
 #
 # Environment (defaults): THREADS (2), PROMPT (16), TOKENS (64), REPEATS (3), LOAD_REPEATS (1: runs that convert
 # or quantize while loading), LONG_PROMPT (512; 0 skips the prompt-throughput runs), PAIRS (half,int8,int4),
-# WARM (hugepage: own files dropped and faulted in through a MADV_HUGEPAGE mapping; read: read(2)),
+# WARM (hugepage: own files dropped and faulted in through a MADV_HUGEPAGE mapping; read: read(2)), PACE (1: the
+# memory read measured right before and after every decode run too, so that each run is set against its own floor
+# on a host whose memory pace changes by the minute; 0: only at the start and the end),
 # PEER_BUILD (DATA_DIR/chatglm.cpp-build), OUT (DATA_DIR/side-by-side.md), SEED (42), JAVA_OPTS (bigmodel's JVMs:
 # "-Xmx1g"), GEN_ARGS (GenerateCheckpoint
 # options, e.g. "--set num_layers=4" for a small trial model), PREPARE_ONLY (1: make what is missing, run nothing).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
-  sed -n '2,24p' "$0"
+  sed -n '2,27p' "$0"
   exit 2
 fi
 DATA=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -85,4 +87,5 @@ python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --fp16
   --peer-commits "$(tr '\n' ';' < "$PEER_BUILD/peer-commits.txt" 2>/dev/null || echo unknown)" \
   --jar "$JAR" --threads "$THREADS" --prompt "${PROMPT:-16}" --tokens "${TOKENS:-64}" --repeats "${REPEATS:-3}" \
   --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "${PAIRS:-half,int8,int4}" --warm "${WARM:-hugepage}" \
+  $([[ ${PACE:-1} == 1 ]] && echo --pace) \
   --java-opts="${JAVA_OPTS:--Xmx1g}" --out "$OUT"

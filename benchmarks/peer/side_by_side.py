@@ -9,7 +9,9 @@ every setting on the same prompt length and number of greedy tokens, alternating
 each run it syncs, evicts every other setting's files from the page cache (posix_fadvise DONTNEED per file, so no
 other process's cache is touched) and reads the setting's own files in ("warm"). Each process is sampled every
 10 ms from /proc for its peak anonymous memory. Memory read bandwidth is measured at the start and at the end
-(DecodeProgram --memory-only: libtorch summing 1 GiB with the same thread count). Then one long prompt per setting
+(DecodeProgram --memory-only: libtorch summing 1 GiB with the same thread count) and, with --pace, right before
+and right after every decode run too: a host whose memory pace changes by the minute then still gets each run
+compared with its own floor (the "at each run's own pace" table). Then one long prompt per setting
 for prompt throughput. Prints markdown tables (medians [min-max]) and writes every raw run as a JSON line.
 
 bigmodel runs are DecodeProgram children (--child: one row, its result as a JSON line); chatglm.cpp runs are its
@@ -288,7 +290,11 @@ def one_run(a, s, prompt, tokens, kind):
     evict(s["others"])
     warmed, warm_s = warm(s["files"], a.warm)
     fn = run_bigmodel if s["system"] == "bigmodel" else run_peer
+    pace = kind == "decode" and a.pace
+    pace_before = memory_bandwidth(a)["torch"] if pace else None
     r = fn(a, s, prompt, tokens)
+    if pace:
+        r.update({"pace_before": pace_before, "pace_after": memory_bandwidth(a)["torch"]})
     r.update({"key": s["key"], "pair": s["pair"], "system": s["system"], "kind": kind,
               "warm_bytes": warmed, "warm_s": warm_s, "loadavg": os.getloadavg()[0], "time": time.time()})
     with open(a.jsonl, "a") as f:
@@ -297,11 +303,18 @@ def one_run(a, s, prompt, tokens, kind):
         f"  prompt {r['prompt_ms']:8.0f} ms  load {r['load_s']:7.2f} s  peak anon {r['peak_anon'] / 2**30:6.2f} GiB"
         f"  (warmed {warmed / 1e9:.1f} GB in {warm_s:.1f} s, load avg {r['loadavg']:.1f}"
         + (f", {r['file_pmd_mapped'] / 1e9:.1f} GB mapped in 2 MiB entries" if r.get("file_pmd_mapped") else "")
+        + (f", memory {r['pace_before'] / 1e9:.1f} / {r['pace_after'] / 1e9:.1f} GB/s" if pace else "")
         + ")")
     return r
 
 
 # -------------------------------------------------------------------------------------------------------- report
+def run_ratio_to_floor(r):
+    """A decode run's ms/token over its own floor: its weight bytes at the mean of the bandwidths around it."""
+    bw = (r["pace_before"] + r["pace_after"]) / 2
+    return r["ms_per_token"] / (r["bytes_per_token"] / bw * 1e3)
+
+
 def mmm(values, fmt="{:.0f}"):
     v = [x for x in values if x == x]
     if not v:
@@ -352,6 +365,32 @@ def report(a, plan, results, bw_before, bw_after, started):
               f"{med / floor:.2f}x | {mmm([r['ttft_start_ms'] for r in rs])} | "
               f"{mmm([r['load_s'] for r in rs], '{:.2f}')} | {mmm([r['peak_anon'] / 2**30 for r in rs], '{:.2f}')} | "
               f"{len(rs)} |")
+    paced = [r for r in results if r["kind"] == "decode" and r.get("pace_before")]
+    if paced:
+        w("")
+        w("At each run's own pace (memory read right before and right after the run, their mean as the run's "
+          "bandwidth; a run's floor is its weight bytes at that bandwidth; speed vs chatglm.cpp is the peer's "
+          "median ratio to its floors over ours):")
+        w("")
+        w("| pair | setting | memory, GB/s | ratio to its own floor | speed vs chatglm.cpp at equal pace | runs |")
+        w("|---|---|---|---|---|---|")
+        for pair in ("half", "int8", "int4"):
+            members = [s for s in plan if s["pair"] == pair]
+            ratios = {}
+            for s in members:
+                rs = [r for r in paced if r["key"] == s["key"]]
+                if rs:
+                    ratios[s["key"]] = [run_ratio_to_floor(r) for r in rs]
+            peer = next((s for s in members if s["system"] == "chatglm.cpp" and s["key"] in ratios), None)
+            for s in members:
+                if s["key"] not in ratios:
+                    continue
+                rs = [r for r in paced if r["key"] == s["key"]]
+                rt = ratios[s["key"]]
+                vs = "-" if s["system"] == "chatglm.cpp" or not peer else \
+                    f"{statistics.median(ratios[peer['key']]) / statistics.median(rt):.2f}x"
+                w(f"| {pair} | {s['label']} | {mmm([(r['pace_before'] + r['pace_after']) / 2e9 for r in rs], '{:.1f}')} | "
+                  f"{mmm(rt, '{:.2f}')} | {vs} | {len(rs)} |")
     long = [r for r in results if r["kind"] == "prompt"]
     if long:
         w("")
@@ -403,6 +442,8 @@ def main():
     p.add_argument("--load-repeats", type=int, default=1)
     p.add_argument("--long-prompt", type=int, default=512, help="0: no prompt-throughput runs")
     p.add_argument("--pairs", default="half,int8,int4")
+    p.add_argument("--pace", action="store_true", help="measure the memory read right before and after every decode "
+                   "run (about 3 s each) and report each run against its own floor")
     p.add_argument("--warm", choices=["hugepage", "read"], default="hugepage",
                    help="how each run's own files are put in the page cache (see warm())")
     p.add_argument("--out", type=Path, required=True, help="markdown report; raw runs go to OUT.jsonl, logs OUT.log")
