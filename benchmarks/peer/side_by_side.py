@@ -309,10 +309,14 @@ def one_run(a, s, prompt, tokens, kind):
 
 
 # -------------------------------------------------------------------------------------------------------- report
+def run_pace(r):
+    """A decode run's memory bandwidth: the mean of the reads right before and right after it (bytes/s)."""
+    return (r["pace_before"] + r["pace_after"]) / 2
+
+
 def run_ratio_to_floor(r):
-    """A decode run's ms/token over its own floor: its weight bytes at the mean of the bandwidths around it."""
-    bw = (r["pace_before"] + r["pace_after"]) / 2
-    return r["ms_per_token"] / (r["bytes_per_token"] / bw * 1e3)
+    """A decode run's ms/token over its own floor: its weight bytes at its own pace."""
+    return r["ms_per_token"] / (r["bytes_per_token"] / run_pace(r) * 1e3)
 
 
 def mmm(values, fmt="{:.0f}"):
@@ -374,23 +378,19 @@ def report(a, plan, results, bw_before, bw_after, started):
         w("")
         w("| pair | setting | memory, GB/s | ratio to its own floor | speed vs chatglm.cpp at equal pace | runs |")
         w("|---|---|---|---|---|---|")
+        by_key = {}
+        for r in paced:
+            by_key.setdefault(r["key"], []).append(r)
         for pair in ("half", "int8", "int4"):
-            members = [s for s in plan if s["pair"] == pair]
-            ratios = {}
+            members = [s for s in plan if s["pair"] == pair and s["key"] in by_key]
+            peer = next((s for s in members if s["system"] == "chatglm.cpp"), None)
+            peer_ratio = statistics.median(map(run_ratio_to_floor, by_key[peer["key"]])) if peer else None
             for s in members:
-                rs = [r for r in paced if r["key"] == s["key"]]
-                if rs:
-                    ratios[s["key"]] = [run_ratio_to_floor(r) for r in rs]
-            peer = next((s for s in members if s["system"] == "chatglm.cpp" and s["key"] in ratios), None)
-            for s in members:
-                if s["key"] not in ratios:
-                    continue
-                rs = [r for r in paced if r["key"] == s["key"]]
-                rt = ratios[s["key"]]
-                vs = "-" if s["system"] == "chatglm.cpp" or not peer else \
-                    f"{statistics.median(ratios[peer['key']]) / statistics.median(rt):.2f}x"
-                w(f"| {pair} | {s['label']} | {mmm([(r['pace_before'] + r['pace_after']) / 2e9 for r in rs], '{:.1f}')} | "
-                  f"{mmm(rt, '{:.2f}')} | {vs} | {len(rs)} |")
+                rs = by_key[s["key"]]
+                ratios = [run_ratio_to_floor(r) for r in rs]
+                vs = "-" if s is peer or peer is None else f"{peer_ratio / statistics.median(ratios):.2f}x"
+                w(f"| {pair} | {s['label']} | {mmm([run_pace(r) / 1e9 for r in rs], '{:.1f}')} | "
+                  f"{mmm(ratios, '{:.2f}')} | {vs} | {len(rs)} |")
     long = [r for r in results if r["kind"] == "prompt"]
     if long:
         w("")
