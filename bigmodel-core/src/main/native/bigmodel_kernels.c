@@ -195,78 +195,112 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
 }
 
 /*
+ * The eight rows a float16 GEMV step computes together: octet t of rows [r0, r1) takes rows r0 + t + i * q (i = 0..7,
+ * q an eighth of the range), each stream a straight run as in quad_rows; a last, partial octet takes the 1-7 rows
+ * left over (its unused slots repeat its first row, computed and dropped). Returns how many rows are real.
+ */
+static inline long octet_count(long r0, long r1) {
+    return (r1 - r0 + 7) / 8;
+}
+
+static inline int octet_rows(long r0, long r1, long t, long rows[8]) {
+    long q = (r1 - r0) / 8;
+    if (t < q) {
+        for (int i = 0; i < 8; i++) rows[i] = r0 + t + i * q;
+        return 8;
+    }
+    int nr = (int) (r1 - r0 - 8 * q);
+    for (int i = 0; i < 8; i++) rows[i] = r0 + 8 * q + (i < nr ? i : 0);
+    return nr;
+}
+
+/*
  * The arithmetic every float16 product (and bfloat16's without AVX512_BF16) follows, one row of x or many, so that a
  * row's result never depends on how many rows came with it (a prompt in one piece or in chunks, or token by token):
  *   for each chunk of MR_CHUNK columns, in order: a = 0; a = fma(w16, x16, a) over the chunk's 16-wide vectors in
  *   order (the last one zero-padded); y += the lanes of a summed by reduce8; finally y *= scale.
- * Rows go four at a time in quads (quad_rows). Each 64-byte line prefetches two lines of its own row (or the stream's
- * next row): 512 bytes on into L1 and 4 KiB on into L2. Why: widening float16 (vcvtph2ps) caps this kernel at about
- * 58 GB/s per core even from L1 (Zen 4), so with only the L1 prefetch (1 KiB on) the loads a core kept in flight
- * fell behind memory; the L2 prefetch keeps DRAM busy while the core converts. C harness, 6B shards mapped in 2 MiB
- * folios, 2 threads, variants interleaved: 36.9-43.3 -> 44.8-46.8 GB/s (bf16's kernel: 46-53 in the same rounds);
- * the fp16 checkpoint's decode 286-385 -> 272-407 ms/token, faster in 5 of 6 alternating pairs (medians 352 -> 283).
- * bf16's dot-product kernel loses 8% with the same prefetches, so it has none.
+ * Rows go eight at a time in octets (octet_rows), and each row's 32 values of a step come in one 64-byte load,
+ * widened half by half (LOADW2; the same values, so the same bits as widening 16 at a time). Each step prefetches two
+ * lines of every row (or the stream's next row): 512 bytes on into L1 and 4 KiB on into L2.
+ * Why: widening float16 (vcvtph2ps) caps this kernel at about 58 GB/s per core even from L1 (Zen 4), so the loads a
+ * core keeps in flight fall behind memory unless it asks early and in few instructions. The L2 prefetch keeps DRAM
+ * busy while the core converts (C harness, 6B shards mapped in 2 MiB folios, 2 threads, variants interleaved: 36.9-43.3
+ * -> 44.8-46.8 GB/s; the fp16 checkpoint's decode medians 352 -> 283 ms/token). Octets with whole-line loads: 48.9 ->
+ * 55.5 GB/s (1.13x) in the rounds where memory ran fast, 39.3 -> 44.4 (1.09x) in middling ones, 1.02x in slow ones
+ * (bf16's kernel 56.7 / 44.9 in the same rounds); quads with whole-line loads 1.07x, octets loading 32 bytes at a
+ * time 1.04x, two 32-byte loads per step 0.99x: the single load per line is what pays. 2 or 8 KiB for the L2
+ * prefetch, or no L1 prefetch, measured the same. bf16's dot-product kernel loses 8% with these prefetches, so it has
+ * none.
  */
-#define CANON_GEMV(NAME, T, STEP, LOADW, LOADW_TAIL)                                                              \
+#define CANON_GEMV(NAME, T, LOADW2, LOADW, LOADW_TAIL)                                                            \
     T512 static void NAME(const T *w, const float *scale, const float *x, float *y, long r0, long r1, long k) {   \
-        long rb = STEP(k);                                                                                        \
-        for (long t = 0, nq = quad_count(r0, r1); t < nq; t++) {                                                  \
-            long rows[4];                                                                                         \
-            int nr = quad_rows(r0, r1, t, rows);                                                                  \
-            const T *p[4];                                                                                        \
-            for (int i = 0; i < 4; i++) p[i] = w + rows[i] * rb;                                                  \
-            float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                                                \
+        for (long t = 0, no = octet_count(r0, r1); t < no; t++) {                                                 \
+            long rows[8];                                                                                         \
+            int nr = octet_rows(r0, r1, t, rows);                                                                 \
+            const T *p[8];                                                                                        \
+            for (int i = 0; i < 8; i++) p[i] = w + rows[i] * k;                                                   \
+            float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};                                        \
             for (long c = 0; c < k; c += MR_CHUNK) {                                                              \
                 long len = k - c < MR_CHUNK ? k - c : MR_CHUNK;                                                   \
-                long full = len & ~15L;                                                                           \
+                long full32 = len & ~31L, full = len & ~15L;                                                      \
                 __m512 a[8];                                                                                      \
                 for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();                                           \
-                for (long j = c; j < c + full; j += 16) {                                                         \
-                    __m512 xv = _mm512_loadu_ps(x + j);                                                           \
-                    if ((j & 31) == 0) {                                                                          \
-                        for (int i = 0; i < 4; i++) {                                                             \
-                            _mm_prefetch((const char *) (p[i] + j) + 512, _MM_HINT_T0);                           \
-                            _mm_prefetch((const char *) (p[i] + j) + 4096, _MM_HINT_T1);                          \
-                        }                                                                                         \
+                for (long j = c; j < c + full32; j += 32) {                                                       \
+                    __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);                         \
+                    for (int i = 0; i < 8; i++) {                                                                 \
+                        _mm_prefetch((const char *) (p[i] + j) + 512, _MM_HINT_T0);                               \
+                        _mm_prefetch((const char *) (p[i] + j) + 4096, _MM_HINT_T1);                              \
                     }                                                                                             \
-                    for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(LOADW(p[i], j, k), xv, a[i]);              \
+                    for (int i = 0; i < 8; i++) {                                                                 \
+                        __m512 lo, hi;                                                                            \
+                        LOADW2(p[i] + j, &lo, &hi);                                                               \
+                        a[i] = _mm512_fmadd_ps(lo, x0, a[i]);                                                     \
+                        a[i] = _mm512_fmadd_ps(hi, x1, a[i]);                                                     \
+                    }                                                                                             \
+                }                                                                                                 \
+                if (full > full32) {                                                                              \
+                    __m512 xv = _mm512_loadu_ps(x + c + full32);                                                  \
+                    for (int i = 0; i < 8; i++) a[i] = _mm512_fmadd_ps(LOADW(p[i] + c + full32), xv, a[i]);       \
                 }                                                                                                 \
                 if (len > full) {                                                                                 \
                     __mmask16 m = (__mmask16) ((1u << (len - full)) - 1u);                                        \
                     __m512 xv = _mm512_maskz_loadu_ps(m, x + c + full);                                           \
-                    for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(LOADW_TAIL(p[i], c + full, len - full, k), \
-                                                                        xv, a[i]);                                \
+                    for (int i = 0; i < 8; i++) a[i] = _mm512_fmadd_ps(LOADW_TAIL(p[i] + c + full, m), xv, a[i]); \
                 }                                                                                                 \
-                float t[8];                                                                                       \
-                _mm256_storeu_ps(t, reduce8(a));                                                                  \
-                for (int i = 0; i < 4; i++) s[i] += t[i];                                                         \
+                float t8[8];                                                                                      \
+                _mm256_storeu_ps(t8, reduce8(a));                                                                 \
+                for (int i = 0; i < 8; i++) s[i] += t8[i];                                                        \
             }                                                                                                     \
             for (int i = 0; i < nr; i++) y[rows[i]] = scale != NULL ? s[i] * scale[rows[i]] : s[i];              \
         }                                                                                                         \
     }
 
-#define STEP_16(k) (k)
-
-T512 static inline __m512 w_f16(const uint16_t *row, long j, long k) {
-    (void) k;
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (row + j)));
+/* 32 values from one 64-byte load, as two vectors of 16 in order; 16 values; the first bits of m of 16 values. */
+T512 static inline void w_f16_32(const uint16_t *p, __m512 *lo, __m512 *hi) {
+    __m512i d = _mm512_loadu_si512(p);
+    *lo = _mm512_cvtph_ps(_mm512_castsi512_si256(d));
+    *hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(d, 1));
 }
-T512 static inline __m512 w_f16_tail(const uint16_t *row, long j, long n, long k) {
-    (void) k;
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16) ((1u << n) - 1u), row + j));
+T512 static inline __m512 w_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) p));
 }
-T512 static inline __m512 w_bf16(const uint16_t *row, long j, long k) {
-    (void) k;
-    return widen_bf16(row + j);
+T512 static inline __m512 w_f16_tail(const uint16_t *p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
-T512 static inline __m512 w_bf16_tail(const uint16_t *row, long j, long n, long k) {
-    (void) k;
-    __m256i h = _mm256_maskz_loadu_epi16((__mmask16) ((1u << n) - 1u), row + j);
+T512 static inline __m512 bf16_bits(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+T512 static inline void w_bf16_32(const uint16_t *p, __m512 *lo, __m512 *hi) {
+    __m512i d = _mm512_loadu_si512(p);
+    *lo = bf16_bits(_mm512_castsi512_si256(d));
+    *hi = bf16_bits(_mm512_extracti64x4_epi64(d, 1));
+}
+T512 static inline __m512 w_bf16_tail(const uint16_t *p, __mmask16 m) {
+    return bf16_bits(_mm256_maskz_loadu_epi16(m, p));
+}
 
-CANON_GEMV(gemv_f16_rows, uint16_t, STEP_16, w_f16, w_f16_tail)
-CANON_GEMV(gemv_bf16_rows, uint16_t, STEP_16, w_bf16, w_bf16_tail)
+CANON_GEMV(gemv_f16_rows, uint16_t, w_f16_32, w_f16, w_f16_tail)
+CANON_GEMV(gemv_bf16_rows, uint16_t, w_bf16_32, widen_bf16, w_bf16_tail)
 
 /*
  * int8 and int4 weights: x rounded to int16 per XQ_BLOCK values (step = the block's largest |x| / 32767, to nearest),
@@ -455,7 +489,8 @@ static inline uint16_t f_to_bf16(float f) {
     return (uint16_t) ((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
 }
 
-/* Rows per unit of work of a GEMV (its quads take four rows a quarter of the run apart: quad_rows). */
+/* Rows per unit of work of a GEMV (its quads take four rows a quarter of the run apart: quad_rows; float16's octets
+ * eight an eighth apart: octet_rows). */
 #define GEMV_GROUP 128
 
 /*
@@ -511,7 +546,7 @@ static void gemv_rows(int fmt, int lvl, const void *w, const float *scale, const
  * each thread spent about 11% of a 6B decode step waiting for the other at the end of a call (a thread that
  * starts late, e.g. woken from sleep, finishes late). A run is GEMV_GROUP rows, so every row is computed the
  * same way whoever takes it; 128 rows make each of a quad's four streams 32 rows long (32 fared worse, 256-1024
- * no better, and fewer runs balance the threads less well). Called by every thread of a parallel region (an
+ * no better, and fewer runs balance the threads less well), each of an octet's eight 16. Called by every thread of a parallel region (an
  * orphaned worksharing loop).
  */
 static void gemv_shared(int fmt, int lvl, const void *w, const float *scale, const gemv_input *in, float *y, long n,

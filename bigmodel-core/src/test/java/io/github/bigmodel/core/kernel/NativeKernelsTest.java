@@ -102,8 +102,10 @@ class NativeKernelsTest {
         "INT8, 1, 37, 1001, 2", "INT8, 1, 1, 15, 1", "INT8, 4, 37, 1001, 2", "INT8, 17, 67, 1100, 2",
         "INT4, 1, 37, 1002, 2", "INT4, 1, 5, 30, 1", "INT4, 2, 37, 1002, 2", "INT4, 17, 67, 1090, 3",
         "INT4, 1, 9, 1152, 2", "INT4, 3, 9, 1152, 1",
-        // several of the decode kernel's 128-row runs, the last one's rows not a multiple of 4
+        // several of the decode kernel's 128-row runs, the last one's rows not a multiple of 4 (nor of 8)
         "BF16, 1, 263, 1001, 2", "FP16, 1, 263, 1001, 2", "INT8, 1, 263, 1001, 2", "INT4, 1, 263, 1002, 2",
+        // float16 reads 32 values a step: a chunk's last 16-wide vector whole (1010 = 512 + 15 * 32 + 18), then a part
+        "FP16, 1, 263, 1010, 2", "FP16, 1, 9, 48, 1",
     })
     void matchesAFloat64Product(Format format, long m, long n, long k, int threads) {
         assumeTrue(NativeKernels.available(), "native kernels not supported here");
@@ -136,7 +138,7 @@ class NativeKernelsTest {
     }
 
     @ParameterizedTest(name = "{0} k={1}")
-    @CsvSource({"FP16, 1001", "FP16, 2048", "INT8, 1001", "INT8, 1536", "INT4, 1090", "INT4, 4096", "INT4, 30", "INT4, 1152", "INT4, 130"})
+    @CsvSource({"FP16, 1001", "FP16, 2048", "FP16, 1010", "FP16, 48", "INT8, 1001", "INT8, 1536", "INT4, 1090", "INT4, 4096", "INT4, 30", "INT4, 1152", "INT4, 130"})
     void aRowsResultDoesNotDependOnTheRowsBesideIt(Format format, long k) {
         assumeTrue(NativeKernels.available(), "native kernels not supported here");
         try (PointerScope scope = new PointerScope()) {
@@ -156,10 +158,10 @@ class NativeKernelsTest {
     }
 
     @ParameterizedTest(name = "{0} k={1}")
-    @CsvSource({"BF16, 1001", "FP16, 1001", "INT8, 1001", "INT4, 1002"})
+    @CsvSource({"BF16, 1001", "FP16, 1001", "FP16, 1010", "INT8, 1001", "INT4, 1002"})
     void aWeightRowsResultDoesNotDependOnTheWeightRowsBesideIt(Format format, long k) {
-        // the decode kernel computes four rows at a time, taken a quarter of a run apart: which rows share a step
-        // changes with the matrix's height and where it starts, a row's result must not
+        // the decode kernel computes four rows at a time (float16 eight), taken a quarter (an eighth) of a run apart:
+        // which rows share a step changes with the matrix's height and where it starts, a row's result must not
         assumeTrue(NativeKernels.available(), "native kernels not supported here");
         try (PointerScope scope = new PointerScope()) {
             torch.manual_seed(k + 3);
