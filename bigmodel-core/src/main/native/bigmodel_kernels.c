@@ -80,28 +80,28 @@ static inline long row_bytes(int fmt, long k) {
 /* ---------------------------------------------------------------- one row of activations (decode) */
 
 /*
- * The four rows a GEMV step computes together. Quad t of rows [r0, r1) takes rows r0 + t + i * q (i = 0..3, q a
- * quarter of the range), so each of the four walks one long straight run of memory (a quarter of a GEMV_GROUP); a
- * last, partial quad takes the 1-3 rows left over (its unused slots repeat its first row, computed and dropped).
- * Returns how many rows are real.
+ * The rows a GEMV step computes together: four (float16: eight). Step t of rows [r0, r1) takes rows
+ * r0 + t + i * q (i = 0..width-1, q = the range / width), so each walks one long straight run of memory (a
+ * width-th of a GEMV_GROUP); a last, partial step takes the rows left over (its unused slots repeat its first row,
+ * computed and dropped). Returns how many rows are real.
  * Why: four neighbouring rows made four streams one row long each (8 KiB in a 6B's bf16 weights, 2 KiB in int4),
  * too short for the hardware prefetch to reach speed. C harness, the 6B's layer shapes from memory, 2 threads,
  * GB/s before -> after (with GEMV_GROUP 32 -> 128): bf16 51-56 -> 63-73, fp16 37-44 -> 52-67, int8 38-42 -> 50-62,
  * int4 31-37 -> 44-57; a plain read of 4 streams per thread: 71-84. A row's arithmetic never depends on the rows
  * beside it, so results are the same bits as before.
  */
-static inline long quad_count(long r0, long r1) {
-    return (r1 - r0 + 3) / 4;
+static inline long step_count(long r0, long r1, int width) {
+    return (r1 - r0 + width - 1) / width;
 }
 
-static inline int quad_rows(long r0, long r1, long t, long rows[4]) {
-    long q = (r1 - r0) / 4;
+static inline __attribute__((always_inline)) int step_rows(long r0, long r1, long t, int width, long *rows) {
+    long q = (r1 - r0) / width;
     if (t < q) {
-        for (int i = 0; i < 4; i++) rows[i] = r0 + t + i * q;
-        return 4;
+        for (int i = 0; i < width; i++) rows[i] = r0 + t + i * q;
+        return width;
     }
-    int nr = (int) (r1 - r0 - 4 * q);
-    for (int i = 0; i < 4; i++) rows[i] = r0 + 4 * q + (i < nr ? i : 0);
+    int nr = (int) (r1 - r0 - width * q);
+    for (int i = 0; i < width; i++) rows[i] = r0 + width * q + (i < nr ? i : 0);
     return nr;
 }
 
@@ -130,9 +130,9 @@ T512BF static inline __attribute__((always_inline)) void bf16dp_quads(const uint
         for (int i = 0; i < 32; i++) idx[i] = (uint16_t) (i + shift / 2); /* >= 32: from the next line */
         join = _mm512_load_si512(idx);
     }
-    for (long t = 0, nq = quad_count(r0, r1); t < nq; t++) {
+    for (long t = 0, nq = step_count(r0, r1, 4); t < nq; t++) {
         long rows[4];
-        int nr = quad_rows(r0, r1, t, rows);
+        int nr = step_rows(r0, r1, t, 4, rows);
         const uint16_t *w0 = w + rows[0] * k, *w1 = w + rows[1] * k, *w2 = w + rows[2] * k, *w3 = w + rows[3] * k;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         if (shift == 0) {
@@ -195,48 +195,28 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
 }
 
 /*
- * The eight rows a float16 GEMV step computes together: octet t of rows [r0, r1) takes rows r0 + t + i * q (i = 0..7,
- * q an eighth of the range), each stream a straight run as in quad_rows; a last, partial octet takes the 1-7 rows
- * left over (its unused slots repeat its first row, computed and dropped). Returns how many rows are real.
- */
-static inline long octet_count(long r0, long r1) {
-    return (r1 - r0 + 7) / 8;
-}
-
-static inline int octet_rows(long r0, long r1, long t, long rows[8]) {
-    long q = (r1 - r0) / 8;
-    if (t < q) {
-        for (int i = 0; i < 8; i++) rows[i] = r0 + t + i * q;
-        return 8;
-    }
-    int nr = (int) (r1 - r0 - 8 * q);
-    for (int i = 0; i < 8; i++) rows[i] = r0 + 8 * q + (i < nr ? i : 0);
-    return nr;
-}
-
-/*
  * The arithmetic every float16 product (and bfloat16's without AVX512_BF16) follows, one row of x or many, so that a
  * row's result never depends on how many rows came with it (a prompt in one piece or in chunks, or token by token):
  *   for each chunk of MR_CHUNK columns, in order: a = 0; a = fma(w16, x16, a) over the chunk's 16-wide vectors in
  *   order (the last one zero-padded); y += the lanes of a summed by reduce8; finally y *= scale.
- * Rows go eight at a time in octets (octet_rows), and each row's 32 values of a step come in one 64-byte load,
- * widened half by half (LOADW2; the same values, so the same bits as widening 16 at a time). Each step prefetches two
- * lines of every row (or the stream's next row): 512 bytes on into L1 and 4 KiB on into L2.
- * Why: widening float16 (vcvtph2ps) caps this kernel at about 58 GB/s per core even from L1 (Zen 4), so the loads a
- * core keeps in flight fall behind memory unless it asks early and in few instructions. The L2 prefetch keeps DRAM
- * busy while the core converts (C harness, 6B shards mapped in 2 MiB folios, 2 threads, variants interleaved: 36.9-43.3
- * -> 44.8-46.8 GB/s; the fp16 checkpoint's decode medians 352 -> 283 ms/token). Octets with whole-line loads: 48.9 ->
- * 55.5 GB/s (1.13x) in the rounds where memory ran fast, 39.3 -> 44.4 (1.09x) in middling ones, 1.02x in slow ones
- * (bf16's kernel 56.7 / 44.9 in the same rounds); quads with whole-line loads 1.07x, octets loading 32 bytes at a
- * time 1.04x, two 32-byte loads per step 0.99x: the single load per line is what pays. 2 or 8 KiB for the L2
- * prefetch, or no L1 prefetch, measured the same. bf16's dot-product kernel loses 8% with these prefetches, so it has
- * none.
+ * Rows go eight at a time (step_rows), and each row's 32 values of a step come in one 64-byte load, widened half by
+ * half (LOADW2; the same values, so the same bits as widening 16 at a time). Each step prefetches two lines of every
+ * row (or the stream's next row): 512 bytes on into L1 and 4 KiB on into L2. Why: widening float16 (vcvtph2ps) keeps
+ * the core busy (the old loop ran at about 58 GB/s per core even from L1 on Zen 4), so the loads a core keeps in
+ * flight fall behind memory unless it asks early and in few instructions. The L2 prefetch keeps DRAM busy while the
+ * core converts (C harness, 6B shards mapped in 2 MiB folios, 2 threads, variants interleaved: 36.9-43.3 ->
+ * 44.8-46.8 GB/s; the fp16 checkpoint's decode medians 352 -> 283 ms/token). Eight rows with whole-line loads: 48.9
+ * -> 55.5 GB/s (1.13x) in the rounds where memory ran fast, 39.3 -> 44.4 (1.09x) in middling ones, 1.02x in slow
+ * ones (bf16's kernel 56.7 / 44.9 in the same rounds); four rows with whole-line loads 1.07x, eight loading 32 bytes
+ * at a time 1.04x, two 32-byte loads per step 0.99x: the single load per line is what pays. 2 or 8 KiB for the L2
+ * prefetch, or no L1 prefetch, measured the same. bf16's dot-product kernel loses 8% with these prefetches, so it
+ * has none.
  */
 #define CANON_GEMV(NAME, T, LOADW2, LOADW, LOADW_TAIL)                                                            \
     T512 static void NAME(const T *w, const float *scale, const float *x, float *y, long r0, long r1, long k) {   \
-        for (long t = 0, no = octet_count(r0, r1); t < no; t++) {                                                 \
+        for (long t = 0, no = step_count(r0, r1, 8); t < no; t++) {                                                   \
             long rows[8];                                                                                         \
-            int nr = octet_rows(r0, r1, t, rows);                                                                 \
+            int nr = step_rows(r0, r1, t, 8, rows);                                                                   \
             const T *p[8];                                                                                        \
             for (int i = 0; i < 8; i++) p[i] = w + rows[i] * k;                                                   \
             float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};                                        \
@@ -384,7 +364,7 @@ T512 static inline __m512i dot16(__m512i c, __m512i w, __m512i x) {
 }
 
 /*
- * Rows [r0, r1) of W times one quantized x, four rows at a time in quads (quad_rows). int4 also prefetches each full
+ * Rows [r0, r1) of W times one quantized x, four rows at a time (step_rows). int4 also prefetches each full
  * block's columns one row on (the same stream's next row, 2 KiB ahead in a 6B) into L1 and 2 KiB beyond that into L2:
  * int4 does the most work per byte; the L1 prefetch gained it 10-15% in the C harness, the L2 one 5-8% more (6B int4
  * shards mapped in 2 MiB folios, variants interleaved) and the int4 folder's decode 97-129 -> 92-101 ms/token (4 of 5
@@ -394,9 +374,9 @@ T512 static inline __attribute__((always_inline)) void gemv_q_rows(int fmt, cons
         const int16_t *xq, const float *step, float *y, long r0, long r1, long k) {
     long rb = row_bytes(fmt, k), full = k / XQ_BLOCK, nb = (k + XQ_BLOCK - 1) / XQ_BLOCK;
     long bb = fmt == FMT_INT8 ? XQ_BLOCK : XQ_BLOCK / 2; /* bytes of a full block */
-    for (long t = 0, nq = quad_count(r0, r1); t < nq; t++) {
+    for (long t = 0, nq = step_count(r0, r1, 4); t < nq; t++) {
         long rows[4];
-        int nr = quad_rows(r0, r1, t, rows);
+        int nr = step_rows(r0, r1, t, 4, rows);
         const uint8_t *p[4];
         for (int i = 0; i < 4; i++) p[i] = w + rows[i] * rb;
         float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -489,8 +469,7 @@ static inline uint16_t f_to_bf16(float f) {
     return (uint16_t) ((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
 }
 
-/* Rows per unit of work of a GEMV (its quads take four rows a quarter of the run apart: quad_rows; float16's octets
- * eight an eighth apart: octet_rows). */
+/* Rows per unit of work of a GEMV (a step's rows lie a width-th of the run apart: step_rows). */
 #define GEMV_GROUP 128
 
 /*
@@ -542,12 +521,12 @@ static void gemv_rows(int fmt, int lvl, const void *w, const float *scale, const
 }
 
 /*
- * Rows are handed out in small runs as threads ask (dynamic), not one fixed share per thread: with fixed shares
- * each thread spent about 11% of a 6B decode step waiting for the other at the end of a call (a thread that
- * starts late, e.g. woken from sleep, finishes late). A run is GEMV_GROUP rows, so every row is computed the
- * same way whoever takes it; 128 rows make each of a quad's four streams 32 rows long (32 fared worse, 256-1024
- * no better, and fewer runs balance the threads less well), each of an octet's eight 16. Called by every thread of a parallel region (an
- * orphaned worksharing loop).
+ * Rows are handed out in small runs as threads ask (dynamic), not one fixed share per thread: with fixed shares each
+ * thread spent about 11% of a 6B decode step waiting for the other at the end of a call (a thread that starts late,
+ * e.g. woken from sleep, finishes late). A run is GEMV_GROUP rows, so every row is computed the same way whoever takes
+ * it; 128 rows make each of four streams 32 rows long (32 fared worse, 256-1024 no better, and fewer runs
+ * balance the threads less well), each of float16's eight 16. Called by every thread of a parallel region (an orphaned
+ * worksharing loop).
  */
 static void gemv_shared(int fmt, int lvl, const void *w, const float *scale, const gemv_input *in, float *y, long n,
                         long k) {
