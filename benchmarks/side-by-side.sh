@@ -4,7 +4,7 @@
 #
 #   benchmarks/side-by-side.sh DATA_DIR
 #
-# DATA_DIR holds (what is missing is made first, except the peer's build):
+# DATA_DIR holds (what the chosen PAIRS need and is missing is made first, except the peer's build):
 #   bf16/        the checkpoint: chatglm3-6b shapes, random bf16 weights, 12.5 GB (GenerateCheckpoint, as run-6b.sh,
 #                then benchmarks/peer/shift_safetensors.py: tensors 8 bytes past a cache line, as Hugging Face's are)
 #   fp16/        a float16 checkpoint of the same shapes and seed, made the same way (chatglm3-6b ships in float16)
@@ -23,12 +23,16 @@
 # memory read measured right before and after every decode run too, so that each run is set against its own floor
 # on a host whose memory pace changes by the minute; 0: only at the start and the end),
 # PEER_BUILD (DATA_DIR/chatglm.cpp-build), OUT (DATA_DIR/side-by-side.md), SEED (42), JAVA_OPTS (bigmodel's JVMs:
-# "-Xmx1g"), GEN_ARGS (GenerateCheckpoint
-# options, e.g. "--set num_layers=4" for a small trial model), PREPARE_ONLY (1: make what is missing, run nothing).
+# "-Xmx1g"), GEN_ARGS (GenerateCheckpoint options, e.g. "--set num_layers=4" for a small trial model),
+# SETTINGS (only these settings of the pairs, by key: bf16, fp16-ckpt, fp16, f16, int8, int8-load, q8_0, int4,
+# int4-load, q4_0), RESIDENT (1: every setting's files read into the page cache once and nothing evicted, so a
+# round's runs are seconds apart and meet closer memory paces; refused unless the files fit, e.g.
+# SETTINGS=fp16-ckpt,f16 on a model cut to half its layers with GEN_ARGS="--set num_layers=14"), PREPARE_ONLY (1:
+# make what is missing, run nothing).
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
-  sed -n '2,27p' "$0"
+  sed -n '2,31p' "$0"
   exit 2
 fi
 DATA=$(mkdir -p "$1" && cd "$1" && pwd)
@@ -47,7 +51,10 @@ if [[ ! -x $PEER_BUILD/bin/main ]]; then
     "benchmarks/peer/build-chatglm-cpp.sh CHATGLM_CPP_CHECKOUT $PEER_BUILD" >&2
   exit 1
 fi
-for d in bf16 fp16; do
+PAIRS=${PAIRS:-half,int8,int4}
+HALVES=(bf16)
+[[ ,$PAIRS, == *,half,* ]] && HALVES+=(fp16)
+for d in "${HALVES[@]}"; do
   if [[ ! -f $DATA/$d/config.json ]]; then
     echo "Writing the chatglm3-6b checkpoint in $d into $DATA/$d"
     # shellcheck disable=SC2086
@@ -58,6 +65,7 @@ for d in bf16 fp16; do
   fi
 done
 for p in int8 int4; do
+  [[ ,$PAIRS, == *,$p,* ]] || continue
   if [[ ! -f $DATA/$p/model.safetensors.index.json ]]; then
     echo "Converting the checkpoint to $p into $DATA/$p"
     java -jar "$CLI" convert "$DATA/bf16" "$DATA/$p" --precision "$p" --shard-size 2GB
@@ -65,6 +73,8 @@ for p in int8 int4; do
 done
 MISSING=()
 for t in f16 q8_0 q4_0; do
+  case $t in f16) p=half ;; q8_0) p=int8 ;; q4_0) p=int4 ;; esac
+  [[ ,$PAIRS, == *,$p,* ]] || continue
   [[ -f $DATA/ggml/chatglm-ggml-$t.bin ]] || MISSING+=("$t")
 done
 if [[ ${#MISSING[@]} -gt 0 ]]; then
@@ -86,6 +96,6 @@ python3 "$ROOT/benchmarks/peer/side_by_side.py" --checkpoint "$DATA/bf16" --fp16
   --ggml "$DATA/ggml" --peer-bin "$PEER_BUILD/bin/main" \
   --peer-commits "$(tr '\n' ';' < "$PEER_BUILD/peer-commits.txt" 2>/dev/null || echo unknown)" \
   --jar "$JAR" --threads "$THREADS" --prompt "${PROMPT:-16}" --tokens "${TOKENS:-64}" --repeats "${REPEATS:-3}" \
-  --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "${PAIRS:-half,int8,int4}" --warm "${WARM:-hugepage}" \
-  $([[ ${PACE:-1} == 1 ]] && echo --pace) \
+  --load-repeats "${LOAD_REPEATS:-1}" --long-prompt "${LONG_PROMPT:-512}" --pairs "$PAIRS" --warm "${WARM:-hugepage}" \
+  --settings "${SETTINGS:-}" $([[ ${PACE:-1} == 1 ]] && echo --pace) $([[ ${RESIDENT:-0} == 1 ]] && echo --resident) \
   --java-opts="${JAVA_OPTS:--Xmx1g}" --out "$OUT"

@@ -11,8 +11,11 @@ other process's cache is touched) and reads the setting's own files in ("warm").
 10 ms from /proc for its peak anonymous memory. Memory read bandwidth is measured at the start and at the end
 (DecodeProgram --memory-only: libtorch summing 1 GiB with the same thread count) and, with --pace, right before
 and right after every decode run too: a host whose memory pace changes by the minute then still gets each run
-compared with its own floor (the "at each run's own pace" table). Then one long prompt per setting
-for prompt throughput. Prints markdown tables (medians [min-max]) and writes every raw run as a JSON line.
+compared with its own floor (the "at each run's own pace" table). Each of our runs is also set against the peer's
+run of the same round (the "round by round" table). With --resident every setting's files are read in once and
+nothing is evicted, so a round's runs are seconds apart rather than minutes (for settings whose files fit in the
+page cache together, e.g. a model cut to fewer layers). Then one long prompt per setting for prompt throughput.
+Prints markdown tables (medians [min-max]) and writes every raw run as a JSON line.
 
 bigmodel runs are DecodeProgram children (--child: one row, its result as a JSON line); chatglm.cpp runs are its
 `main` in generate mode with --temp 0 (greedy) and -v (its own prompt/output timers).
@@ -280,22 +283,32 @@ def settings(a):
         ours("int4", "int4-load", "bigmodel int4, quantized while loading", "d", a.checkpoint, a.load_repeats, True)
         peer("int4", "q4_0", "chatglm.cpp q4_0", "chatglm-ggml-q4_0.bin")
     every_file = {p for s in out for p in s["files"]} | set(ckpt_files)
+    if a.settings:
+        keys = a.settings.split(",")
+        unknown = sorted(set(keys) - {s["key"] for s in out})
+        if unknown:
+            raise SystemExit(f"--settings: no setting {', '.join(unknown)} in the pairs {a.pairs} "
+                             f"(there are: {', '.join(s['key'] for s in out)})")
+        out = [s for s in out if s["key"] in keys]
     for s in out:
         s["others"] = sorted(every_file - set(s["files"]))
     return out
 
 
-def one_run(a, s, prompt, tokens, kind):
-    os.sync()
-    evict(s["others"])
-    warmed, warm_s = warm(s["files"], a.warm)
+def one_run(a, s, prompt, tokens, kind, rnd=None):
+    if a.resident:
+        warmed, warm_s = 0, 0.0  # every setting's files stay in the page cache (read in once: resident_start)
+    else:
+        os.sync()
+        evict(s["others"])
+        warmed, warm_s = warm(s["files"], a.warm)
     fn = run_bigmodel if s["system"] == "bigmodel" else run_peer
     pace = kind == "decode" and a.pace
     pace_before = memory_bandwidth(a)["torch"] if pace else None
     r = fn(a, s, prompt, tokens)
     if pace:
         r.update({"pace_before": pace_before, "pace_after": memory_bandwidth(a)["torch"]})
-    r.update({"key": s["key"], "pair": s["pair"], "system": s["system"], "kind": kind,
+    r.update({"key": s["key"], "pair": s["pair"], "system": s["system"], "kind": kind, "round": rnd,
               "warm_bytes": warmed, "warm_s": warm_s, "loadavg": os.getloadavg()[0], "time": time.time()})
     with open(a.jsonl, "a") as f:
         f.write(json.dumps(r) + "\n")
@@ -308,6 +321,33 @@ def one_run(a, s, prompt, tokens, kind):
     return r
 
 
+def resident_start(a, plan):
+    """--resident: every setting's files read into the page cache once, all others evicted; refused unless they fit
+    with room for the processes (a converting-while-loading run's copies, chatglm.cpp's buffers) beside them."""
+    files = sorted({p for s in plan for p in s["files"]})
+    total = sum(p.stat().st_size for p in files)
+    room = 3 << 30
+    if any(s.get("while_loading") for s in plan):
+        room += sum(p.stat().st_size for p in checkpoint_files(a.checkpoint))
+    available = mem_available()
+    if total + room > available:
+        raise SystemExit(f"--resident: the settings' files ({total / 2**30:.1f} GiB) and room for the runs "
+                         f"({room / 2**30:.1f} GiB) exceed the memory available ({available / 2**30:.1f} GiB); "
+                         f"choose fewer settings (--settings) or a smaller model (GEN_ARGS=\"--set num_layers=N\")")
+    os.sync()
+    evict(sorted({p for s in plan for p in s["others"]} - set(files)))
+    warmed, secs = warm(files, a.warm)
+    log(f"resident: {warmed / 1e9:.1f} GB of the settings' files read in once ({secs:.1f} s); no eviction between runs")
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
 # -------------------------------------------------------------------------------------------------------- report
 def run_pace(r):
     """A decode run's memory bandwidth: the mean of the reads right before and right after it (bytes/s)."""
@@ -317,6 +357,28 @@ def run_pace(r):
 def run_ratio_to_floor(r):
     """A decode run's ms/token over its own floor: its weight bytes at its own pace."""
     return r["ms_per_token"] / (r["bytes_per_token"] / run_pace(r) * 1e3)
+
+
+def paired_rows(plan, results):
+    """For each of our settings with a peer in its pair: the peer's ms/token over ours round by round, and the
+    peer's fastest run over our fastest."""
+    out = []
+    decode = [r for r in results if r["kind"] == "decode" and r.get("round") is not None]
+    for pair in ("half", "int8", "int4"):
+        peer = next((s for s in plan if s["pair"] == pair and s["system"] == "chatglm.cpp"), None)
+        if peer is None:
+            continue
+        peer_by_round = {r["round"]: r["ms_per_token"] for r in decode if r["key"] == peer["key"]}
+        for s in plan:
+            if s["pair"] != pair or s is peer:
+                continue
+            ours = {r["round"]: r["ms_per_token"] for r in decode if r["key"] == s["key"]}
+            rounds = sorted(set(ours) & set(peer_by_round))
+            if not rounds:
+                continue
+            ratios = [peer_by_round[n] / ours[n] for n in rounds]
+            out.append((pair, s, ratios, min(peer_by_round.values()) / min(ours.values())))
+    return out
 
 
 def mmm(values, fmt="{:.0f}"):
@@ -335,8 +397,10 @@ def report(a, plan, results, bw_before, bw_after, started):
     w = lines.append
     w(f"Side by side, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {platform.node()}: "
       f"{os.cpu_count()} CPUs, {a.threads} threads each, prompt {a.prompt} tokens, {a.tokens} greedy tokens, "
-      f"{a.repeats} runs per setting ({a.load_repeats} for converting while loading), page cache: other settings' "
-      f"files evicted and own files read in before each run ({'dropped, then faulted in through a MADV_HUGEPAGE mapping' if a.warm == 'hugepage' else 'read(2)'}); "
+      f"{a.repeats} runs per setting ({a.load_repeats} for converting while loading), page cache: "
+      + ("every setting's files resident, read in once at the start" if a.resident else
+         "other settings' files evicted and own files read in before each run") +
+      f" ({'dropped, then faulted in through a MADV_HUGEPAGE mapping' if a.warm == 'hugepage' else 'read(2)'}); "
       f"{(time.time() - started) / 60:.1f} min in all.")
     w("")
     w(f"Memory read (libtorch, {a.threads} threads): {bw_before['torch'] / 1e9:.1f} GB/s before, "
@@ -391,6 +455,18 @@ def report(a, plan, results, bw_before, bw_after, started):
                 vs = "-" if s is peer or peer is None else f"{peer_ratio / statistics.median(ratios):.2f}x"
                 w(f"| {pair} | {s['label']} | {mmm([run_pace(r) / 1e9 for r in rs], '{:.1f}')} | "
                   f"{mmm(ratios, '{:.2f}')} | {vs} | {len(rs)} |")
+    paired = paired_rows(plan, results)
+    if paired:
+        w("")
+        w("Round by round (each of our runs against the peer's run of the same round, minutes or, with --resident, "
+          "seconds apart, so both mostly meet the same memory pace; speed = its ms/token over ours):")
+        w("")
+        w("| pair | setting | speed vs chatglm.cpp per round, median [min-max] | rounds at >= 1.1x | "
+          "fastest run vs its fastest | rounds |")
+        w("|---|---|---|---|---|---|")
+        for pair, s, ratios, fastest in paired:
+            w(f"| {pair} | {s['label']} | {mmm(ratios, '{:.2f}x')} | {sum(x >= 1.1 for x in ratios)} of "
+              f"{len(ratios)} | {fastest:.2f}x | {len(ratios)} |")
     long = [r for r in results if r["kind"] == "prompt"]
     if long:
         w("")
@@ -446,6 +522,10 @@ def main():
                    "run (about 3 s each) and report each run against its own floor")
     p.add_argument("--warm", choices=["hugepage", "read"], default="hugepage",
                    help="how each run's own files are put in the page cache (see warm())")
+    p.add_argument("--settings", default="", help="only these settings of the pairs, by key (bf16, fp16-ckpt, fp16, "
+                   "f16, int8, int8-load, q8_0, int4, int4-load, q4_0); default all")
+    p.add_argument("--resident", action="store_true", help="read every setting's files into the page cache once and "
+                   "evict nothing between runs, so a round's runs are seconds apart; refused unless they all fit")
     p.add_argument("--out", type=Path, required=True, help="markdown report; raw runs go to OUT.jsonl, logs OUT.log")
     a = p.parse_args()
     a.jsonl = a.out.with_suffix(".jsonl")
@@ -459,6 +539,8 @@ def main():
     plan = settings(a)
     if not plan:
         raise SystemExit("nothing to run")
+    if a.resident:
+        resident_start(a, plan)
     log(f"memory bandwidth ({a.threads} threads)")
     bw_before = memory_bandwidth(a)
     log(f"  {bw_before['torch'] / 1e9:.1f} GB/s")
@@ -470,7 +552,7 @@ def main():
             # Alternate which system goes first from round to round.
             members.sort(key=lambda s: (s["system"] == "chatglm.cpp") == (rnd % 2 == 0))
             for s in members:
-                results.append(one_run(a, s, a.prompt, a.tokens, "decode"))
+                results.append(one_run(a, s, a.prompt, a.tokens, "decode", rnd))
     if a.long_prompt > 0:
         log(f"prompt throughput, {a.long_prompt}-token prompt")
         for s in plan:
