@@ -361,7 +361,7 @@ def run_ratio_to_floor(r):
 
 def paired_rows(plan, results):
     """For each of our settings with a peer in its pair: the peer's ms/token over ours round by round, and the
-    peer's fastest run over our fastest."""
+    peer's fastest run over our fastest, both over the rounds the setting ran in (one for converting while loading)."""
     out = []
     decode = [r for r in results if r["kind"] == "decode" and r.get("round") is not None]
     for pair in ("half", "int8", "int4"):
@@ -377,7 +377,7 @@ def paired_rows(plan, results):
             if not rounds:
                 continue
             ratios = [peer_by_round[n] / ours[n] for n in rounds]
-            out.append((pair, s, ratios, min(peer_by_round.values()) / min(ours.values())))
+            out.append((pair, s, ratios, min(peer_by_round[n] for n in rounds) / min(ours[n] for n in rounds)))
     return out
 
 
@@ -458,8 +458,9 @@ def report(a, plan, results, bw_before, bw_after, started):
     paired = paired_rows(plan, results)
     if paired:
         w("")
-        w("Round by round (each of our runs against the peer's run of the same round, minutes or, with --resident, "
-          "seconds apart, so both mostly meet the same memory pace; speed = its ms/token over ours):")
+        w("Round by round (each of our runs against the peer's run of the same round: minutes apart, or seconds with "
+          "--resident, closer in time than the runs behind the medians; speed = its ms/token over ours; the fastest "
+          "runs over the same rounds):")
         w("")
         w("| pair | setting | speed vs chatglm.cpp per round, median [min-max] | rounds at >= 1.1x | "
           "fastest run vs its fastest | rounds |")
