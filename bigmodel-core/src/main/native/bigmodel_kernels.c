@@ -106,8 +106,11 @@ static inline __attribute__((always_inline)) int step_rows(long r0, long r1, lon
 }
 
 /* bfloat16 widened by a 16-bit shift (CPUs without AVX512_BF16). */
+T512 static inline __m512 bf16_bits(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
 T512 static inline __m512 widen_bf16(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *) p)), 16));
+    return bf16_bits(_mm256_loadu_si256((const __m256i *) p));
 }
 
 /*
@@ -266,9 +269,6 @@ T512 static inline __m512 w_f16(const uint16_t *p) {
 }
 T512 static inline __m512 w_f16_tail(const uint16_t *p, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
-}
-T512 static inline __m512 bf16_bits(__m256i h) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 T512 static inline void w_bf16_32(const uint16_t *p, __m512 *lo, __m512 *hi) {
     __m512i d = _mm512_loadu_si512(p);
