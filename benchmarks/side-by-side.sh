@@ -52,8 +52,9 @@ if [[ ! -x $PEER_BUILD/bin/main ]]; then
   exit 1
 fi
 PAIRS=${PAIRS:-half,int8,int4}
+wants() { [[ ,$PAIRS, == *,$1,* ]]; }  # is pair $1 among PAIRS
 HALVES=(bf16)
-[[ ,$PAIRS, == *,half,* ]] && HALVES+=(fp16)
+wants half && HALVES+=(fp16)
 for d in "${HALVES[@]}"; do
   if [[ ! -f $DATA/$d/config.json ]]; then
     echo "Writing the chatglm3-6b checkpoint in $d into $DATA/$d"
@@ -65,7 +66,7 @@ for d in "${HALVES[@]}"; do
   fi
 done
 for p in int8 int4; do
-  [[ ,$PAIRS, == *,$p,* ]] || continue
+  wants "$p" || continue
   if [[ ! -f $DATA/$p/model.safetensors.index.json ]]; then
     echo "Converting the checkpoint to $p into $DATA/$p"
     java -jar "$CLI" convert "$DATA/bf16" "$DATA/$p" --precision "$p" --shard-size 2GB
@@ -74,7 +75,7 @@ done
 MISSING=()
 for t in f16 q8_0 q4_0; do
   case $t in f16) p=half ;; q8_0) p=int8 ;; q4_0) p=int4 ;; esac
-  [[ ,$PAIRS, == *,$p,* ]] || continue
+  wants "$p" || continue
   [[ -f $DATA/ggml/chatglm-ggml-$t.bin ]] || MISSING+=("$t")
 done
 if [[ ${#MISSING[@]} -gt 0 ]]; then
