@@ -215,12 +215,13 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
  * prefetch, or no L1 prefetch, measured the same. bf16's dot-product kernel loses 8% with these prefetches, so it
  * has none.
  */
-#define CANON_GEMV(NAME, T, LOADW2, LOADW, LOADW_TAIL)                                                            \
-    T512 static void NAME(const T *w, const float *scale, const float *x, float *y, long r0, long r1, long k) {   \
+#define CANON_GEMV(NAME, LOADW2, LOADW, LOADW_TAIL)                                                               \
+    T512 static void NAME(const uint16_t *w, const float *scale, const float *x, float *y, long r0, long r1,      \
+                          long k) {                                                                           \
         for (long t = 0, no = step_count(r0, r1, 8); t < no; t++) {                                                   \
             long rows[8];                                                                                         \
             int nr = step_rows(r0, r1, t, 8, rows);                                                                   \
-            const T *p[8];                                                                                        \
+            const uint16_t *p[8];                                                                                 \
             for (int i = 0; i < 8; i++) p[i] = w + rows[i] * k;                                                   \
             float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};                                        \
             for (long c = 0; c < k; c += MR_CHUNK) {                                                              \
@@ -279,8 +280,8 @@ T512 static inline __m512 w_bf16_tail(const uint16_t *p, __mmask16 m) {
     return bf16_bits(_mm256_maskz_loadu_epi16(m, p));
 }
 
-CANON_GEMV(gemv_f16_rows, uint16_t, w_f16_32, w_f16, w_f16_tail)
-CANON_GEMV(gemv_bf16_rows, uint16_t, w_bf16_32, widen_bf16, w_bf16_tail)
+CANON_GEMV(gemv_f16_rows, w_f16_32, w_f16, w_f16_tail)
+CANON_GEMV(gemv_bf16_rows, w_bf16_32, widen_bf16, w_bf16_tail)
 
 /*
  * int8 and int4 weights: x rounded to int16 per XQ_BLOCK values (step = the block's largest |x| / 32767, to nearest),
