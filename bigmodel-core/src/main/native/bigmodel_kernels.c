@@ -572,19 +572,9 @@ T512 static void decode_chunk(int fmt, const void *w, long k, long r, int nr, lo
         const uint8_t *row = (const uint8_t *) w + (r + i) * rb;
         const uint16_t *cur = (const uint16_t *) row + c;
         long j = 0;
-        switch (fmt) {
-            case FMT_BF16:
-                for (; j + 16 <= len; j += 16) {
-                    if (j % 32 == 0 && j < ahead) _mm_prefetch((const char *) (cur + MR_CHUNK + j), _MM_HINT_T1);
-                    _mm512_storeu_ps(dst + j, widen_bf16(cur + j));
-                }
-                break;
-            default:
-                for (; j + 16 <= len; j += 16) {
-                    if (j % 32 == 0 && j < ahead) _mm_prefetch((const char *) (cur + MR_CHUNK + j), _MM_HINT_T1);
-                    _mm512_storeu_ps(dst + j, w_f16(cur + j));
-                }
-                break;
+        for (; j + 16 <= len; j += 16) {
+            if (j % 32 == 0 && j < ahead) _mm_prefetch((const char *) (cur + MR_CHUNK + j), _MM_HINT_T1);
+            _mm512_storeu_ps(dst + j, fmt == FMT_BF16 ? widen_bf16(cur + j) : w_f16(cur + j));
         }
         for (; j < len; j++) dst[j] = scalar_weight(fmt, row, c + j);
         for (long p = len; p < ((len + 15) & ~15L); p++) dst[p] = 0.0f;
