@@ -215,48 +215,48 @@ T512 static inline __m256 reduce8(const __m512 a[8]) {
  * prefetch, or no L1 prefetch, measured the same. bf16's dot-product kernel loses 8% with these prefetches, so it
  * has none.
  */
-#define CANON_GEMV(NAME, LOADW2, LOADW, LOADW_TAIL)                                                               \
-    T512 static void NAME(const uint16_t *w, const float *scale, const float *x, float *y, long r0, long r1,      \
-                          long k) {                                                                           \
-        for (long t = 0, no = step_count(r0, r1, 8); t < no; t++) {                                                   \
-            long rows[8];                                                                                         \
-            int nr = step_rows(r0, r1, t, 8, rows);                                                                   \
-            const uint16_t *p[8];                                                                                 \
-            for (int i = 0; i < 8; i++) p[i] = w + rows[i] * k;                                                   \
-            float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};                                        \
-            for (long c = 0; c < k; c += MR_CHUNK) {                                                              \
-                long len = k - c < MR_CHUNK ? k - c : MR_CHUNK;                                                   \
-                long full32 = len & ~31L, full = len & ~15L;                                                      \
-                __m512 a[8];                                                                                      \
-                for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();                                           \
-                for (long j = c; j < c + full32; j += 32) {                                                       \
-                    __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);                         \
-                    for (int i = 0; i < 8; i++) {                                                                 \
-                        _mm_prefetch((const char *) (p[i] + j) + 512, _MM_HINT_T0);                               \
-                        _mm_prefetch((const char *) (p[i] + j) + 4096, _MM_HINT_T1);                              \
-                    }                                                                                             \
-                    for (int i = 0; i < 8; i++) {                                                                 \
-                        __m512 lo, hi;                                                                            \
-                        LOADW2(p[i] + j, &lo, &hi);                                                               \
-                        a[i] = _mm512_fmadd_ps(lo, x0, a[i]);                                                     \
-                        a[i] = _mm512_fmadd_ps(hi, x1, a[i]);                                                     \
-                    }                                                                                             \
-                }                                                                                                 \
-                if (full > full32) {                                                                              \
-                    __m512 xv = _mm512_loadu_ps(x + c + full32);                                                  \
-                    for (int i = 0; i < 8; i++) a[i] = _mm512_fmadd_ps(LOADW(p[i] + c + full32), xv, a[i]);       \
-                }                                                                                                 \
-                if (len > full) {                                                                                 \
-                    __mmask16 m = (__mmask16) ((1u << (len - full)) - 1u);                                        \
-                    __m512 xv = _mm512_maskz_loadu_ps(m, x + c + full);                                           \
-                    for (int i = 0; i < 8; i++) a[i] = _mm512_fmadd_ps(LOADW_TAIL(p[i] + c + full, m), xv, a[i]); \
-                }                                                                                                 \
-                float t8[8];                                                                                      \
-                _mm256_storeu_ps(t8, reduce8(a));                                                                 \
-                for (int i = 0; i < 8; i++) s[i] += t8[i];                                                        \
-            }                                                                                                     \
-            for (int i = 0; i < nr; i++) y[rows[i]] = scale != NULL ? s[i] * scale[rows[i]] : s[i];              \
-        }                                                                                                         \
+#define CANON_GEMV(NAME, LOADW2, LOADW, LOADW_TAIL)                                                                \
+    T512 static void NAME(const uint16_t *w, const float *scale, const float *x, float *y, long r0, long r1,       \
+                          long k) {                                                                                \
+        for (long t = 0, no = step_count(r0, r1, 8); t < no; t++) {                                                \
+            long rows[8];                                                                                          \
+            int nr = step_rows(r0, r1, t, 8, rows);                                                                \
+            const uint16_t *p[8];                                                                                  \
+            for (int i = 0; i < 8; i++) p[i] = w + rows[i] * k;                                                    \
+            float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};                                         \
+            for (long c = 0; c < k; c += MR_CHUNK) {                                                               \
+                long len = k - c < MR_CHUNK ? k - c : MR_CHUNK;                                                    \
+                long full32 = len & ~31L, full = len & ~15L;                                                       \
+                __m512 a[8];                                                                                       \
+                for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();                                            \
+                for (long j = c; j < c + full32; j += 32) {                                                        \
+                    __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);                          \
+                    for (int i = 0; i < 8; i++) {                                                                  \
+                        _mm_prefetch((const char *) (p[i] + j) + 512, _MM_HINT_T0);                                \
+                        _mm_prefetch((const char *) (p[i] + j) + 4096, _MM_HINT_T1);                               \
+                    }                                                                                              \
+                    for (int i = 0; i < 8; i++) {                                                                  \
+                        __m512 lo, hi;                                                                             \
+                        LOADW2(p[i] + j, &lo, &hi);                                                                \
+                        a[i] = _mm512_fmadd_ps(lo, x0, a[i]);                                                      \
+                        a[i] = _mm512_fmadd_ps(hi, x1, a[i]);                                                      \
+                    }                                                                                              \
+                }                                                                                                  \
+                if (full > full32) {                                                                               \
+                    __m512 xv = _mm512_loadu_ps(x + c + full32);                                                   \
+                    for (int i = 0; i < 8; i++) a[i] = _mm512_fmadd_ps(LOADW(p[i] + c + full32), xv, a[i]);        \
+                }                                                                                                  \
+                if (len > full) {                                                                                  \
+                    __mmask16 m = (__mmask16) ((1u << (len - full)) - 1u);                                         \
+                    __m512 xv = _mm512_maskz_loadu_ps(m, x + c + full);                                            \
+                    for (int i = 0; i < 8; i++) a[i] = _mm512_fmadd_ps(LOADW_TAIL(p[i] + c + full, m), xv, a[i]);  \
+                }                                                                                                  \
+                float t8[8];                                                                                       \
+                _mm256_storeu_ps(t8, reduce8(a));                                                                  \
+                for (int i = 0; i < 8; i++) s[i] += t8[i];                                                         \
+            }                                                                                                      \
+            for (int i = 0; i < nr; i++) y[rows[i]] = scale != NULL ? s[i] * scale[rows[i]] : s[i];                \
+        }                                                                                                          \
     }
 
 /* 32 values from one 64-byte load, as two vectors of 16 in order; 16 values; the first bits of m of 16 values. */
